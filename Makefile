@@ -1,0 +1,31 @@
+# Two commands do the whole set-up on a fresh machine:
+#   make demo   -> creates .venv, installs autoqvis, runs the toy-world demo (writes demo_out/)
+#   make test   -> creates .venv, installs autoqvis + test tools, runs the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test venv install bench clean
+
+$(VENV)/.installed: pyproject.toml requirements-ci.txt requirements-oracle.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-ci.txt
+	$(PIP) install -q --no-deps -r requirements-oracle.txt
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+venv install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/autoqvis demo --out demo_out
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info src/*.egg-info
