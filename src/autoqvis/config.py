@@ -26,9 +26,10 @@ class BackboneConfig:
 
     depth: int = 50  # 18, 34 (basic blocks) or 50, 101 (bottleneck)
     stem_out_channels: int = 64
-    res2_out_channels: int = 256  # for 18/34 must equal stem_out_channels
-    width_per_group: int = 64  # bottleneck width of res2; doubles each stage
+    res2_out_channels: int = 256  # res2 output width, doubles each stage (R18/34: 64, like the stem)
+    width_per_group: int = 64  # bottleneck width of res2; doubles each stage (unused by R18/34)
     freeze_at: int = 0  # 0: nothing frozen besides BN; 1: stem; 2: stem + res2; ...
+    norm: str = "FrozenBN"  # FrozenBN (released checkpoints), BN or GN (GN/BN: for training from scratch)
 
 
 @dataclass
@@ -41,8 +42,8 @@ class PixelDecoderConfig:
     enc_dim_feedforward: int = 1024  # hard-coded in the official code
     enc_nheads: int = 8
     enc_n_points: int = 4
-    dropout: float = 0.0
-    norm: str = "GN"
+    dropout: float = 0.3  # MASK_FORMER.DROPOUT of VideoCutLER; only the deformable encoder uses it
+    norm: str = "GN"  # adapter_1 / layer_1 norm: "GN" or "" (no norm, conv bias)
 
 
 @dataclass
@@ -94,8 +95,10 @@ class LossConfig:
 @dataclass
 class InputConfig:
     sampling_frame_num: int = 3
+    sampling_frame_range: int = 20  # other frames of a training clip lie within +-range of a reference frame
     min_size_train: list[int] = field(default_factory=lambda: [360, 480])
     max_size_train: int = 768
+    hflip_prob: float = 0.5  # horizontal flip, shared by the frames of a clip
     min_size_test: int = 360
     max_size_test: int = 1333
     test_window: int = 0  # 0: whole video in one pass; N: windows of N frames (long videos)
@@ -104,20 +107,29 @@ class InputConfig:
 
 @dataclass
 class SynthConfig:
-    """ImageCut2Video (VideoCutLER): still image + masks -> a synthetic clip."""
+    """ImageCut2Video (VideoCutLER): still image + masks -> a synthetic clip (data/synth.py).
+
+    Defaults are VideoCutLER's (configs/imagenet_video/video_mask2former_R50_cls_agnostic.yaml).
+    """
 
     num_frames: int = 3
-    min_size: list[int] = field(default_factory=lambda: [360, 480])  # shortest edge, chosen per clip
-    max_size: int = 768
-    crop_min_frac: float = 0.7  # per-frame independent random crop, side fraction in [min, 1]
-    brightness: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    contrast: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    rotation: float = 15.0  # degrees, +-
-    hflip_prob: float = 0.5  # shared by the clip
+    min_size: list[int] = field(default_factory=lambda: [360, 480])  # shortest edge, one choice per clip
+    max_size: int = 1333  # longest-edge cap (VideoCutLER leaves detectron2's default)
+    # per-frame independent crop, detectron2's RandomCrop: "absolute_range" -> side in
+    # [min(side, crop_size[0]), min(side, crop_size[1])] pixels; "relative_range" -> side * U(crop_size[i], 1)
+    crop_enabled: bool = True
+    crop_type: str = "absolute_range"
+    crop_size: list[float] = field(default_factory=lambda: [600.0, 720.0])
+    hflip_prob: float = 0.5  # one coin per clip
+    brightness: list[float] = field(default_factory=lambda: [0.9, 1.1])  # per frame
+    contrast: list[float] = field(default_factory=lambda: [0.9, 1.1])  # per frame
+    rotation: float = 15.0  # degrees, +-, per frame, no expansion (corners become black)
+    rotation_center: list[float] = field(default_factory=lambda: [0.4, 0.6])  # relative, per axis
     copy_paste: bool = True
-    paste_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
-    paste_max_overlap: float = 0.5  # skip a paste whose overlap with an existing mask is >= this
-    min_mask_area: int = 16  # masks smaller than this after transforms are dropped
+    copy_paste_prob: float = 1.0  # chance a clip gets the other image's instances pasted in
+    paste_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])  # new draw per frame
+    paste_max_overlap: float = 0.5  # skip the paste when it covers >= this fraction of an existing mask
+    min_mask_area: int = 1  # drop instances whose largest per-frame area is below this (1: empty everywhere)
 
 
 # -------------------------------------------------------------------------------------------- engine
@@ -154,11 +166,13 @@ class SelfTrainConfig:
     batch_size: int = 4
     lr: float = 2e-5
     # ablation switches (Table 3)
-    use_quality_predictor: bool = True
-    freeze_predictor: bool = True
-    fusion: bool = True
-    reset: bool = True
-    drop_loss: bool = True
+    use_quality_predictor: bool = True  # False: Q = s alone, with tau_without_quality
+    freeze_predictor: bool = True  # freeze the quality predictor in the rounds and drop its loss
+    fusion: bool = True  # False: each round's labels replace the previous ones
+    reset: bool = True  # every round restarts from the initial-stage weights
+    drop_loss: bool = True  # DropLoss in the rounds (loss.drop_loss_iou)
+    # Table 2 "practical limit" oracle: S^t = (true IoU^t >= 0.5) against the unlabeled videos' ground truth
+    oracle_selection: bool = False
 
 
 @dataclass

@@ -1,0 +1,292 @@
+"""Speed, memory and agreement of ``autoqvis evaluate`` against the official YouTubeVIS evaluator.
+
+Generates YouTubeVIS-val-sized sets (302 videos, 36 frames at 360x640, 100 predictions per video;
+~2.3 and 10 GT objects per video: moving, growing/shrinking ellipses that enter and leave; noisy
+tracked copies of each GT plus false-positive tracks), then times load + evaluate of
+
+* ours: ``autoqvis.eval.ytvis_eval.evaluate`` (validation included, 2 worker processes), and
+* the official ``ytvoseval`` code (the copy in the PyPI package ``mmdet``, ``useCats = 0``, as
+  VideoCutLER's ``eval_ytvis.py``), one core,
+
+each in a fresh subprocess (so peak RSS is its own), checks that the 12 numbers are identical and
+writes a table under ``## Evaluator`` in ``benchmarks/RESULTS.md``.
+
+    .venv/bin/python benchmarks/bench_eval.py [--videos 302] [--skip-official] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+HERE = Path(__file__).resolve().parent
+H, W, T = 360, 640, 36
+SETS = {"gt2.3": 2.3, "gt10": 10.0}
+
+
+# ------------------------------------------------------------------------------------ generation
+def ellipse_rles(cy: np.ndarray, cx: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> list[dict | None]:
+    """Axis-aligned filled ellipses, (N,) centres/radii in pixels -> N compressed RLEs (None if empty).
+
+    Column-major runs are built per column interval and handed to pycocotools as uncompressed RLE.
+    """
+    x = np.arange(W)[None, :] + 0.5
+    half = ry[:, None] * np.sqrt(np.clip(1 - ((x - cx[:, None]) / rx[:, None]) ** 2, 0, None))  # (N, W)
+    top = np.clip(np.ceil(cy[:, None] - half - 0.5), 0, H).astype(np.int64)
+    bot = np.clip(np.floor(cy[:, None] + half - 0.5) + 1, 0, H).astype(np.int64)
+    bot = np.where(half > 0, np.maximum(bot, top), top)
+    out: list[dict | None] = []
+    for n in range(len(cy)):
+        cols = np.flatnonzero(bot[n] > top[n])
+        if len(cols) == 0:
+            out.append(None)
+            continue
+        edges = np.stack([cols * H + top[n, cols], cols * H + bot[n, cols]], 1).ravel()
+        keep = np.r_[True, edges[1:] != edges[:-1]]  # touching intervals: drop the zero-length run
+        keep &= np.r_[edges[:-1] != edges[1:], True]
+        edges = edges[keep]
+        counts = np.diff(np.r_[0, edges, H * W]).astype(np.uint64)
+        rle = mask_utils.frPyObjects({"size": [H, W], "counts": counts}, H, W)
+        out.append({"size": [H, W], "counts": rle["counts"].decode("ascii")})
+    return out
+
+
+def track(rng: np.random.Generator, radius: float, start: int, end: int, jitter: float = 0.0,
+          base: tuple | None = None) -> tuple[list[dict | None], tuple]:
+    """One object over T frames (None outside [start, end)): returns per-frame RLEs and its path."""
+    if base is None:
+        c0 = rng.uniform([0.1 * H, 0.1 * W], [0.9 * H, 0.9 * W])
+        vel = rng.normal(0, 3.0, 2)
+        growth = rng.uniform(-0.01, 0.01)
+        aspect = rng.uniform(0.6, 1.6)
+        t = np.arange(T)
+        cy, cx = c0[0] + vel[0] * t, c0[1] + vel[1] * t
+        r = radius * np.exp(growth * t)
+        base = (cy, cx, r, r * aspect)
+    cy, cx, ry, rx = (np.asarray(v, dtype=np.float64).copy() for v in base)
+    if jitter:
+        cy += rng.normal(0, jitter * 0.2 * ry)
+        cx += rng.normal(0, jitter * 0.2 * rx)
+        ry *= np.exp(rng.normal(0, jitter * 0.15, T))
+        rx *= np.exp(rng.normal(0, jitter * 0.15, T))
+    rles = ellipse_rles(cy, cx, ry, rx)
+    return [r if start <= t < end else None for t, r in enumerate(rles)], base
+
+
+def make_video(args: tuple[int, int, float, int]) -> tuple[dict, list[dict], list[dict]]:
+    """One video: (video record, GT annotations without ids, 100 predictions)."""
+    seed, vid, mean_gt, n_pred = args
+    rng = np.random.default_rng([seed, vid])
+    n_gt = max(1, rng.poisson(mean_gt - 1) + 1) if mean_gt < 5 else int(mean_gt)
+    anns, preds = [], []
+    for _ in range(n_gt):
+        start, end = int(rng.integers(0, 8)), int(rng.integers(28, T + 1))
+        radius = float(np.exp(rng.uniform(np.log(12), np.log(170))))
+        segs, base = track(rng, radius, start, end)
+        areas = [int(a) if a is not None else None for a in _areas(segs)]
+        anns.append({"video_id": vid, "category_id": int(rng.integers(1, 41)), "iscrowd": 0,
+                     "segmentations": segs, "areas": areas,
+                     "bboxes": [b for b in _bboxes(segs)], "height": H, "width": W, "length": 1})
+        for k in range(int(rng.integers(1, 4))):  # tracked copies: one good, others worse
+            jitter = 0.3 if k == 0 else rng.uniform(0.5, 2.0)
+            psegs, _ = track(rng, radius, max(0, start - int(rng.integers(0, 3))),
+                             min(T, end + int(rng.integers(0, 3))), jitter=jitter, base=base)
+            preds.append({"video_id": vid, "score": float(rng.uniform(0.4, 1.0) / (1 + k)), "category_id": 1,
+                          "segmentations": psegs})
+    while len(preds) < n_pred:  # false positives: small-to-medium random tracks
+        radius = float(np.exp(rng.uniform(np.log(6), np.log(90))))
+        psegs, _ = track(rng, radius, int(rng.integers(0, 10)), int(rng.integers(26, T + 1)))
+        preds.append({"video_id": vid, "score": float(rng.uniform(0.0, 0.5)), "category_id": 1,
+                      "segmentations": psegs})
+    rng.shuffle(preds)
+    video = {"id": vid, "width": W, "height": H, "length": T,
+             "file_names": [f"{vid:05d}/{t:05d}.jpg" for t in range(T)]}
+    return video, anns, preds[:n_pred]
+
+
+def _areas(segs: list[dict | None]) -> list[int | None]:
+    present = [s for s in segs if s is not None]
+    it = iter(mask_utils.area(present).tolist() if present else [])
+    return [next(it) if s is not None else None for s in segs]
+
+
+def _bboxes(segs: list[dict | None]) -> list[list[float] | None]:
+    present = [s for s in segs if s is not None]
+    it = iter(mask_utils.toBbox(present).tolist() if present else [])
+    return [next(it) if s is not None else None for s in segs]
+
+
+def make_set(out: Path, mean_gt: float, n_videos: int, seed: int = 0, n_pred: int = 100) -> tuple[Path, Path]:
+    """Write ``out/gt.json`` and ``out/results.json`` (cached: reused when present)."""
+    gt_path, res_path = out / "gt.json", out / "results.json"
+    if gt_path.is_file() and res_path.is_file():
+        return gt_path, res_path
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, vid, mean_gt, n_pred) for vid in range(1, n_videos + 1)]
+    with get_context("fork").Pool(min(2, os.cpu_count() or 1)) as pool:
+        parts = pool.map(make_video, jobs, chunksize=8)
+    videos, anns, preds = [], [], []
+    for video, a, p in parts:
+        videos.append(video)
+        anns.extend(a)
+        preds.extend(p)
+    for k, a in enumerate(anns):
+        a["id"] = k + 1
+    cats = [{"id": i, "name": f"class{i}", "supercategory": "object"} for i in range(1, 41)]
+    gt_path.write_text(json.dumps({"info": {"description": "bench_eval synthetic"}, "licenses": [],
+                                   "videos": videos, "categories": cats, "annotations": anns}))
+    res_path.write_text(json.dumps(preds))
+    return gt_path, res_path
+
+
+# ------------------------------------------------------------------------------------ runners
+def run_ours(gt: str, res: str, workers: int) -> dict:
+    from autoqvis.eval.ytvis_eval import evaluate
+
+    t0 = time.perf_counter()
+    stats = evaluate(gt, res, workers=workers)
+    return {"seconds": time.perf_counter() - t0, "stats": stats}
+
+
+def load_official():
+    """The official YTVIS / YTVISeval classes from mmdet's copy, without importing mmdet."""
+    import importlib.util
+
+    np.float = float  # the copy still uses np.float, removed in numpy 1.24
+    spec = importlib.util.find_spec("mmdet")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("mmdet is not installed: .venv/bin/pip install --no-deps mmdet==3.3.0")
+    folder = Path(spec.submodule_search_locations[0]) / "evaluation" / "functional"
+    mods = {}
+    for name in ("ytvis", "ytviseval"):
+        s = importlib.util.spec_from_file_location(f"_official_{name}", folder / f"{name}.py")
+        mods[name] = importlib.util.module_from_spec(s)
+        s.loader.exec_module(mods[name])
+    return mods["ytvis"].YTVIS, mods["ytviseval"].YTVISeval
+
+
+def run_official(gt: str, res: str) -> dict:
+    import contextlib
+    import io
+
+    ytvis_cls, eval_cls = load_official()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt_api = ytvis_cls(gt)
+        dt_api = gt_api.loadRes(json.load(open(res)))
+        ev = eval_cls(gt_api, dt_api, "segm")
+        ev.params.useCats = 0
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    return {"seconds": time.perf_counter() - t0, "stats": dict(zip(keys, map(float, ev.stats)))}
+
+
+def child_main(argv: list[str]) -> None:
+    which, gt, res, workers = argv[0], argv[1], argv[2], int(argv[3])
+    out = run_ours(gt, res, workers) if which == "ours" else run_official(gt, res)
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_mb"] = self_kb / 1024
+    out["peak_rss_worker_mb"] = child_kb / 1024
+    print("@@" + json.dumps(out))
+
+
+def measure(which: str, gt: Path, res: Path, workers: int = 2) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, str(gt), str(res), str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@")), None)
+    if proc.returncode or line is None:
+        raise SystemExit(f"{which} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(line[2:])
+
+
+# ------------------------------------------------------------------------------------ report
+def cpu_name() -> str:
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_results_md(section: str) -> None:
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.is_file() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Evaluator\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    from autoqvis.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=302)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "autoqvis_bench_eval")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    rows = []
+    for name, mean_gt in SETS.items():
+        t0 = time.perf_counter()
+        gt, res = make_set(args.data / f"{name}_v{args.videos}", mean_gt, args.videos)
+        gen_s = time.perf_counter() - t0
+        n_gt = len(json.loads(gt.read_text())["annotations"])
+        size_mb = (gt.stat().st_size + res.stat().st_size) / 2**20
+        ours = measure("ours", gt, res, args.workers)
+        official = None if args.skip_official else measure("official", gt, res)
+        same = official is not None and ours["stats"] == official["stats"]
+        maxdiff = (max(abs(ours["stats"][k] - official["stats"][k]) for k in ours["stats"]) if official else None)
+        rows.append((name, n_gt, size_mb, gen_s, ours, official, same, maxdiff))
+        print(f"{name}: {args.videos} videos, {n_gt} GT, {size_mb:.0f} MB json (generated/cached in {gen_s:.1f} s)")
+        print(f"  ours     {ours['seconds']:7.2f} s  peak RSS {ours['peak_rss_mb']:.0f} MB "
+              f"(+ worker {ours['peak_rss_worker_mb']:.0f} MB)  AP={ours['stats']['AP']:.6f}")
+        if official:
+            print(f"  official {official['seconds']:7.2f} s  peak RSS {official['peak_rss_mb']:.0f} MB  "
+                  f"AP={official['stats']['AP']:.6f}  speed-up {official['seconds'] / ours['seconds']:.1f}x  "
+                  f"identical numbers: {same} (max |diff| {maxdiff:.1e})")
+    lines = ["## Evaluator", "",
+             f"`benchmarks/bench_eval.py` ({time.strftime('%Y-%m-%d')}), machine: {os.cpu_count()}-core CPU "
+             f"({cpu_name()}), Python {platform.python_version()}, numpy {np.__version__}. "
+             f"{args.videos} videos x {T} frames at {H}x{W}, 100 predictions per video. Time = load + validate + "
+             "evaluate, each run in a fresh process; ours with "
+             f"{args.workers} worker processes, the official `ytvoseval` (mmdet 3.3.0 copy, useCats=0) on one core.", "",
+             "| set | GT tracks | json MB | ours s | ours peak RSS MB (main + worker) | official s | official peak RSS MB "
+             "| speed-up | 12 numbers identical |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, n_gt, size_mb, _, ours, off, same, maxdiff in rows:
+        off_s = f"{off['seconds']:.1f}" if off else "-"
+        off_m = f"{off['peak_rss_mb']:.0f}" if off else "-"
+        speed = f"{off['seconds'] / ours['seconds']:.1f}x" if off else "-"
+        ident = ("yes" if same else f"no (max diff {maxdiff:.1e})") if off else "-"
+        lines.append(f"| {name} | {n_gt} | {size_mb:.0f} | {ours['seconds']:.2f} | {ours['peak_rss_mb']:.0f} + "
+                     f"{ours['peak_rss_worker_mb']:.0f} | {off_s} | {off_m} | {speed} | {ident} |")
+    lines.append("")
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if not args.no_write:
+        write_results_md(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""``autoqvis convert-checkpoint IN.pth OUT.pt``: a detectron2 VideoMaskFormer / VideoCutLER / AutoQ-VIS
+checkpoint as an autoqvis ``.pt`` (checked against the model of ``--config`` first)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "convert a detectron2 VideoMaskFormer/VideoCutLER .pth to autoqvis .pt"
+DESCRIPTION = """\
+Convert a detectron2 checkpoint (VideoCutLER's videocutler_m2f_rn50.pth, AutoQ-VIS .pth, a .pkl with numpy
+arrays, or a bare state dict) into an autoqvis .pt. The file is loaded into the model of --config first:
+tensors whose shapes do not fit are refused, model entries the file lacks (e.g. the quality predictor of a
+VideoCutLER file) are listed. Only the file's own tensors are written; `criterion.*` entries are dropped.
+Files are read with weights_only semantics: no code in them runs.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN.pth", help="detectron2 checkpoint (.pth / .pkl)")
+    parser.add_argument("output", metavar="OUT.pt", help="autoqvis checkpoint to write")
+    parser.add_argument("--config", default="ytvis19_r50", help="model config to check against (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..model.checkpoint import convert_checkpoint
+    from ..model.vis_model import build_model
+
+    cfg = load_config(args.config, overrides=args.overrides)
+    model = build_model(cfg)
+    report = convert_checkpoint(args.input, args.output, model=model, config=cfg.to_dict())
+    print(report.summary())
+    if report.ignored:
+        print(f"dropped {len(report.ignored)} non-weight entries: {', '.join(report.ignored[:5])}")
+    print(f"wrote {args.output}")
+    return 0

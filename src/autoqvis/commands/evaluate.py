@@ -1,0 +1,42 @@
+"""``autoqvis evaluate``: class-agnostic YouTubeVIS AP/AR of a results json against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "class-agnostic YouTubeVIS AP/AR of a results json against ground truth"
+DESCRIPTION = """\
+Class-agnostic YouTubeVIS evaluation, the official ytvoseval definitions with useCats=0
+(the protocol of VideoCutLER and AutoQ-VIS): video IoU summed over frames, IoU 0.50:0.95,
+maxDets 1/10/100, area ranges small <= 128^2 <= medium <= 256^2 <= large (closed).
+
+Prints the 12-line table and, with --out, writes {AP, AP50, AP75, APs, APm, APl, AR1, AR10,
+AR100, ARs, ARm, ARl} as a flat json of fractions (-1: no ground truth in that area range).
+Inputs the official code accepts by accident are rejected: a segmentation list shorter than
+the video, masks of another size than the video, GT annotation id 0. See docs/evaluation.md.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gt", required=True, metavar="GT.json", help="YouTubeVIS json with ground truth")
+    parser.add_argument("--results", required=True, metavar="R.json",
+                        help="results list [{video_id, score, category_id, segmentations}]")
+    parser.add_argument("--out", metavar="M.json", help="write the 12 metrics here (atomic)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes for the per-video IoU and matching (default: min(2, CPUs))")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.ytvis import load_ytvis
+    from ..errors import AutoQVISError
+    from ..eval.ytvis_eval import evaluate, format_summary
+    from ..fileio import atomic_write_json
+
+    if args.workers is not None and args.workers < 1:
+        raise AutoQVISError(f"--workers must be >= 1, got {args.workers}")
+    stats = evaluate(load_ytvis(args.gt), args.results, workers=args.workers)
+    print("\n".join(format_summary(stats)))
+    if args.out:
+        atomic_write_json(args.out, stats, indent=2)
+        print(f"metrics written to {args.out}")
+    return 0

@@ -1,0 +1,120 @@
+"""``autoqvis train``: the initial stage — the VIS model and its quality predictor on synthetic clips."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "initial stage: train the VIS model + quality predictor on synthetic clips"
+DESCRIPTION = """\
+Initial stage of AutoQ-VIS (paper Sec. 3.1): train the VIS model and the mask quality predictor jointly
+on synthetic clips. --synthetic is either a COCO json of still images with (pseudo-)masks, turned into
+clips on the fly by ImageCut2Video, or a YouTubeVIS json of synthetic videos (`autoqvis synth`).
+
+Writes to --out: config.yaml, log.jsonl (one json line per log period), model_XXXXXXX.pt every
+train.checkpoint_period iterations, model_final.pt; with --val also val_results.json and metrics.json.
+
+examples:
+  autoqvis toyworld --out toy && autoqvis train --config toy --synthetic toy/source.json --out run --val toy/val.json
+  autoqvis train --config configs/ytvis19_r50.yaml --synthetic synth/train.json --init videocutler_r50.pth --out init
+  autoqvis train ... --resume                     # continue from the last checkpoint in --out
+  autoqvis train ... train.lr=1e-4 seed=3         # any config key as key=value
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config YAML (a path or a packaged name: toy, ytvis19_r50, ...)")
+    parser.add_argument("--synthetic", required=True, help="COCO json of stills + masks, or YouTubeVIS json of synthetic videos")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--init", help="initial weights: our .pt or a detectron2 VideoCutLER/AutoQ-VIS .pth")
+    parser.add_argument("--max-iters", type=int, help="override train.max_iter")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--val", help="YouTubeVIS json with ground truth: evaluate the final model on it")
+    parser.add_argument("--num-workers", type=int, help="override train.num_workers (clip-loading processes)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=1e-4")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import load_config, save_config
+    from ..data.dataset import SyntheticClips
+    from ..data.sampler import BalancedBatches
+    from ..data.ytvis import load_ytvis
+    from ..engine import dist
+    from ..engine.trainer import find_last_checkpoint, train_loop
+    from ..errors import AutoQVISError
+    from ..fileio import atomic_write_json
+
+    cfg = load_config(args.config, args.overrides)
+    if args.max_iters is not None:
+        if args.max_iters < 1:
+            raise AutoQVISError(f"--max-iters must be >= 1, got {args.max_iters}")
+        cfg.train.max_iter = args.max_iters
+    if args.num_workers is not None:
+        cfg.train.num_workers = args.num_workers
+    out = Path(args.out)
+    if not args.resume and out.is_dir() and any(out.glob("model_*.pt")):
+        raise AutoQVISError(f"{out}: already holds checkpoints; pass --resume to continue, or choose another --out")
+    # read every input before training, so a bad file fails in seconds, not after the run
+    clips = SyntheticClips(args.synthetic, cfg)
+    val = load_ytvis(args.val) if args.val else None
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    from .. import build_model, load_checkpoint
+
+    model = build_model(cfg)
+    if args.init and not (args.resume and find_last_checkpoint(out) is not None):
+        load_checkpoint(model, args.init)
+    model.to(device)
+    if dist.is_main_process():
+        save_config(cfg, out / "config.yaml")
+    batches = BalancedBatches([clips], [1.0], cfg.train.batch_size, cfg.seed, dist.get_rank(), dist.get_world_size())
+    metrics: dict[str, Any] = {}
+
+    def validate(m) -> dict[str, float]:
+        metrics.update(evaluate_model(m, val, cfg, out / "val_results.json", progress=not args.no_progress))
+        return metrics
+
+    final = train_loop(
+        model,
+        batches,
+        cfg.train,
+        out,
+        max_iter=cfg.train.max_iter,
+        resume=args.resume,
+        desc="train",
+        val_fn=validate if val is not None else None,
+        checkpoint_meta={"round": 0, "config": cfg.to_dict()},
+        progress=not args.no_progress,
+    )
+    if not dist.is_main_process():
+        return 0
+    print(f"final model: {final}")
+    if val is not None:
+        atomic_write_json(out / "metrics.json", metrics, indent=2)
+        from ..eval.ytvis_eval import format_summary
+
+        print(f"{args.val}: class-agnostic YouTubeVIS metrics of the final model")
+        for line in format_summary(metrics):
+            print(line)
+        print(f"AP50 {100 * metrics['AP50']:.1f}  AP {100 * metrics['AP']:.1f}  AR10 {100 * metrics['AR10']:.1f}")
+    sys.stdout.flush()
+    return 0
+
+
+def evaluate_model(model, val, cfg, results_path: Path, progress: bool = True) -> dict[str, float]:
+    """Predict every video of ``val``, write the results json, return the class-agnostic metrics."""
+    from ..data.ytvis import save_results
+    from ..engine.inference import predict_dataset, results_from_prediction
+    from ..eval.ytvis_eval import evaluate
+
+    results: list[dict] = []
+    for video_id, pred in predict_dataset(model, val, cfg, progress=progress):
+        results.extend(results_from_prediction(video_id, pred))
+    save_results(results, results_path)
+    return evaluate(val, results)

@@ -1,0 +1,221 @@
+"""Sources of training clips: synthetic clips from stills or a synthetic video set, and real videos.
+
+Every source returns the sample dict of docs/CONTRACTS.md ("Clips for training"):
+``frames`` float32 (T, 3, H, W) RGB 0..255, ``masks`` bool (N, T, H, W), ``labels`` int64 (N,) all 0,
+``source`` "synthetic" | "pseudo" | "gt". A sample depends only on the generator it is given.
+
+Real-video augmentation follows VideoCutLER / Mask2Former-video training: T frames, sorted, within
+``sampling_frame_range`` of a reference frame; one shortest-edge size and one horizontal flip for the
+whole clip. Instances absent from every sampled frame are dropped (N may be 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..errors import AutoQVISError
+from ..fileio import read_json
+from ..selftrain.selection import eligible_frames
+from .coco import load_coco
+from .ytvis import Annotation, Video, YTVISDataset, decode_rle, load_ytvis
+
+
+# ------------------------------------------------------------------------------------- helpers
+def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """Output (h, w) with the shorter side ``short``, the longer at most ``max_size`` (detectron2 rule)."""
+    scale = short / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def sample_frame_indices(
+    candidates: Sequence[int], num: int, frame_range: int, rng: np.random.Generator
+) -> list[int]:
+    """``num`` sorted frame indices from ``candidates``: a reference frame and ``num - 1`` others.
+
+    The others lie within ``frame_range`` frames of the reference (all candidates when it is <= 0)
+    and are distinct when enough candidates exist, repeated otherwise (eq. 15 with VideoCutLER's range).
+    """
+    cands = np.asarray(sorted(candidates), dtype=np.int64)
+    ref = cands[rng.integers(len(cands))]
+    near = cands[cands != ref]
+    if frame_range > 0:
+        near = near[np.abs(near - ref) <= frame_range]
+    if len(near) == 0:
+        others = np.full(num - 1, ref)
+    else:
+        others = rng.choice(near, size=num - 1, replace=len(near) < num - 1)
+    return sorted(int(t) for t in [ref, *others])
+
+
+def make_sample(frames: torch.Tensor, masks: torch.Tensor, source: str) -> dict[str, Any]:
+    """Pack a clip: drops instances empty in every frame; ``labels`` all 0 (one object class).
+
+    Args:
+        frames: float32 (T, 3, H, W) RGB 0..255.
+        masks: bool (N, T, H, W).
+    """
+    keep = masks.flatten(1).any(dim=1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
+    masks = masks[keep]
+    return {
+        "frames": frames.contiguous(),
+        "masks": masks.contiguous(),
+        "labels": torch.zeros(masks.shape[0], dtype=torch.int64),
+        "source": source,
+    }
+
+
+def augment_clip(
+    frames: np.ndarray, masks: np.ndarray, cfg: Config, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared shortest-edge resize (size drawn from ``cfg.input.min_size_train``) and horizontal flip.
+
+    Args:
+        frames: uint8 (T, H, W, 3) RGB.
+        masks: bool (N, T, H, W).
+    Returns:
+        frames float32 (T, 3, h, w) in 0..255 and masks bool (N, T, h, w).
+    """
+    t, h, w, _ = frames.shape
+    short = int(rng.choice(cfg.input.min_size_train))
+    size = shortest_edge_size(h, w, short, cfg.input.max_size_train)
+    flip = bool(rng.random() < cfg.input.hflip_prob)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    m = torch.from_numpy(masks)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
+        if m.shape[0]:
+            # (N, T, h, w) with T as channels; "nearest-exact" samples pixel centres like PIL's NEAREST
+            m = F.interpolate(m.float(), size=size, mode="nearest-exact") > 0.5
+        else:
+            m = m.new_zeros((0, t, *size))
+    if flip:
+        x, m = x.flip(-1), m.flip(-1)
+    return x, m
+
+
+# ------------------------------------------------------------------------------------- real videos
+class VideoClips:
+    """Clips of a YouTubeVIS set with annotations (ground truth or pseudo-labels).
+
+    Args:
+        dataset: the videos and their annotation tracks.
+        cfg: uses ``cfg.input`` (frames per clip, range, sizes, flip) and
+            ``cfg.selftrain.min_eligible_frames``.
+        eligible: sample only eligible frames (eq. 14: every track of the video is selected there;
+            tracks without ``selected`` flags, i.e. ground truth, are selected everywhere) and skip
+            videos with fewer than ``min_eligible_frames`` of them or with no annotation at all.
+            False: any frame of any video.
+        source: the ``source`` tag of the samples; default "pseudo" when the annotations carry
+            ``selected`` flags, else "gt".
+    """
+
+    def __init__(self, dataset: YTVISDataset, cfg: Config, eligible: bool = True, source: str | None = None) -> None:
+        self.dataset, self.cfg = dataset, cfg
+        self.entries: list[tuple[Video, list[int], list[Annotation]]] = []
+        for video in dataset.videos:
+            anns = dataset.annotations_of(video.id)
+            frames = eligible_frames(anns) if eligible else list(range(video.length))
+            if len(frames) == 0 or (eligible and len(frames) < cfg.selftrain.min_eligible_frames):
+                continue
+            self.entries.append((video, frames, [a for a in anns if not a.iscrowd]))
+        if source is None:
+            source = "pseudo" if any("selected" in a.extra for a in dataset.annotations) else "gt"
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One clip of a uniformly chosen video (sample dict of CONTRACTS)."""
+        if not self.entries:
+            raise AutoQVISError(f"{self.dataset.name}: no video to sample a training clip from")
+        video, candidates, anns = self.entries[int(rng.integers(len(self.entries)))]
+        idx = sample_frame_indices(candidates, self.cfg.input.sampling_frame_num, self.cfg.input.sampling_frame_range, rng)
+        frames = np.stack([self.dataset.read_frame(video, t) for t in idx])
+        masks = np.zeros((len(anns), len(idx), video.height, video.width), dtype=bool)
+        for i, ann in enumerate(anns):
+            for j, t in enumerate(idx):
+                if ann.segmentations[t] is not None:
+                    masks[i, j] = self._decode(ann, t, video)
+        x, m = augment_clip(frames, masks, self.cfg, rng)
+        return make_sample(x, m, self.source)
+
+    def _decode(self, ann: Annotation, t: int, video: Video) -> np.ndarray:
+        mask = decode_rle(ann.segmentations[t])
+        if mask.shape != (video.height, video.width):
+            raise AutoQVISError(
+                f"{self.dataset.name}: annotation {ann.id} (video {video.id}): segmentations[{t}] is "
+                f"{mask.shape[1]}x{mask.shape[0]}, the video is {video.width}x{video.height}"
+            )
+        return mask
+
+
+# ------------------------------------------------------------------------------------- synthetic
+class SyntheticClips:
+    """Synthetic training clips from a COCO json of stills or a YouTubeVIS synthetic video set.
+
+    COCO stills (e.g. CutLER's ImageNet pseudo-masks): ImageCut2Video turns a random image with at
+    least one mask into a clip, with a second random image as copy-paste partner when
+    ``cfg.synth.copy_paste``. A YouTubeVIS set (``autoqvis synth`` output): like ``VideoClips`` over
+    all frames. Either way the samples are tagged "synthetic".
+
+    Args:
+        coco_or_ytvis_path: the json; its kind is told by its ``videos`` (YTVIS) or ``images`` (COCO) key.
+        cfg: the full config (``synth`` for stills, ``input`` for videos).
+    """
+
+    def __init__(self, coco_or_ytvis_path: str | Path, cfg: Config) -> None:
+        path = Path(coco_or_ytvis_path)
+        data = read_json(path, "synthetic training set")
+        if isinstance(data, dict) and "videos" in data:
+            self.videos: VideoClips | None = VideoClips(load_ytvis(path), cfg, eligible=False, source="synthetic")
+            return
+        if not (isinstance(data, dict) and "images" in data):
+            raise AutoQVISError(f"{path}: neither a COCO json ('images') nor a YouTubeVIS json ('videos')")
+        del data
+        from .synth import ImageCut2Video
+
+        self.videos = None
+        self.cfg = cfg
+        self.coco = load_coco(path)
+        self.image_ids = [im.id for im in self.coco.images if self.coco.annotations_of(im.id, include_crowd=False)]
+        if not self.image_ids:
+            raise AutoQVISError(f"{path}: no image has a (non-crowd) mask; nothing to train on")
+        self.synth = ImageCut2Video(cfg.synth)
+
+    def __len__(self) -> int:
+        return len(self.videos) if self.videos is not None else len(self.image_ids)
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One synthetic clip (sample dict of CONTRACTS, ``source`` "synthetic")."""
+        if self.videos is not None:
+            return self.videos.sample(rng)
+        i = int(rng.integers(len(self.image_ids)))
+        paste = None
+        if self.cfg.synth.copy_paste and len(self.image_ids) > 1:
+            j = int(rng.integers(len(self.image_ids) - 1))
+            paste = self._still(self.image_ids[j + (j >= i)])  # any image but the first
+        frames, masks = self.synth(*self._still(self.image_ids[i]), rng, paste=paste)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        return make_sample(x, torch.from_numpy(np.ascontiguousarray(masks)), "synthetic")
+
+    def _still(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.coco.read_image(image_id), self.coco.masks(image_id)
+
+
+__all__ = [
+    "SyntheticClips",
+    "VideoClips",
+    "augment_clip",
+    "make_sample",
+    "sample_frame_indices",
+    "shortest_edge_size",
+]

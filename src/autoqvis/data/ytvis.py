@@ -1,0 +1,563 @@
+"""YouTubeVIS json: read, validate and write datasets and results lists.
+
+A YouTubeVIS file holds ``videos`` (``id``, ``file_names``, ``height``, ``width``, ``length``),
+``annotations`` (one track each: per-frame ``segmentations`` as COCO RLE or null, ``areas``,
+``bboxes``, ``category_id``, ``iscrowd``) and ``categories``. A results file is a list of
+``{video_id, score, category_id, segmentations}``.
+
+Loading validates everything a later stage would otherwise trip over and raises one
+:class:`AutoQVISError` naming the file, the record and the field. Masks are always held as COCO
+*compressed* RLE dicts ``{"size": [h, w], "counts": str}``; uncompressed RLE and polygons are
+converted on input. Unknown keys (pseudo-label flags ``selected``, ``quality``, ...) are kept in
+``extra`` and written back, so a plain YouTubeVIS reader still loads our files and ignores them.
+RLE work goes through pycocotools; the only RLE code here is a vectorised *validator* of the
+counts strings, which pycocotools does not check (a bad string makes its decoder overrun).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..errors import AutoQVISError, where
+from ..fileio import atomic_write_json, is_finite_number, read_json
+
+RLE = dict  # {"size": [h, w], "counts": str}, COCO compressed RLE (column-major runs, 0s first)
+
+_VIDEO_KEYS = ("id", "file_names", "height", "width", "length")
+_ANN_KEYS = ("id", "video_id", "category_id", "segmentations", "areas", "bboxes", "iscrowd")
+_RESULT_KEYS = ("video_id", "score", "category_id", "segmentations")
+_PER_FRAME_EXTRAS = ("selected", "quality", "pred_iou")  # pseudo-label keys with one entry per frame
+_BBOX_SLACK = 1.0  # pixels a stored bbox may overhang the frame (rounding in third-party tools)
+
+
+# ------------------------------------------------------------------------------------ records
+@dataclass
+class Video:
+    """One video: ``file_names`` (one per frame, relative to the image root) of ``height x width``."""
+
+    id: int
+    file_names: list[str]
+    height: int
+    width: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(self.file_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "width": self.width, "height": self.height, "length": self.length,
+                "file_names": list(self.file_names), **self.extra}
+
+
+@dataclass
+class Annotation:
+    """One object track; every list has one entry per frame of its video (None: absent there).
+
+    segmentations: list[RLE | None]; areas: list[float | None] (as stored, the evaluator's area);
+    bboxes: list[[x, y, w, h] | None]; extra: unknown keys, e.g. S^t ``selected`` and Q^t ``quality``.
+    """
+
+    id: int
+    video_id: int
+    category_id: int
+    segmentations: list[RLE | None]
+    areas: list[float | None]
+    bboxes: list[list[float] | None]
+    iscrowd: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "video_id": self.video_id, "category_id": self.category_id,
+                "iscrowd": self.iscrowd, "segmentations": self.segmentations, "areas": self.areas,
+                "bboxes": self.bboxes, **self.extra}
+
+
+@dataclass
+class YTVISDataset:
+    """Videos, their annotation tracks and categories; frames are read from ``image_root`` on demand."""
+
+    videos: list[Video]
+    annotations: list[Annotation]
+    categories: list[dict[str, Any]]
+    image_root: Path | None = None
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._index_key: tuple | None = None
+
+    def _index(self) -> tuple[dict[int, Video], dict[int, list[Annotation]]]:
+        # Rebuilt when a list is replaced or grows/shrinks, so callers may edit the lists freely.
+        key = (id(self.videos), len(self.videos), id(self.annotations), len(self.annotations))
+        if key != self._index_key:
+            self._videos_by_id = {v.id: v for v in self.videos}
+            self._anns_by_video: dict[int, list[Annotation]] = {v.id: [] for v in self.videos}
+            for a in self.annotations:
+                self._anns_by_video.setdefault(a.video_id, []).append(a)
+            self._index_key = key
+        return self._videos_by_id, self._anns_by_video
+
+    def video(self, video_id: int) -> Video:
+        try:
+            return self._index()[0][video_id]
+        except KeyError:
+            raise AutoQVISError(f"{self.name}: no video with id {video_id}") from None
+
+    def annotations_of(self, video_id: int) -> list[Annotation]:
+        """The tracks of one video, in file order."""
+        return list(self._index()[1].get(video_id, []))
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<YouTubeVIS data>"
+
+    def frame_path(self, video: Video | int, t: int) -> Path:
+        video = video if isinstance(video, Video) else self.video(video)
+        root = self.image_root if self.image_root is not None else Path(".")
+        return root / video.file_names[t]
+
+    def read_frame(self, video: Video | int, t: int) -> np.ndarray:
+        """Frame ``t`` of ``video`` as uint8 (H, W, 3) RGB."""
+        from PIL import Image, UnidentifiedImageError
+
+        video = video if isinstance(video, Video) else self.video(video)
+        path = self.frame_path(video, t)
+        try:
+            with Image.open(path) as img:
+                frame = np.asarray(img.convert("RGB"))
+        except FileNotFoundError:
+            raise AutoQVISError(f"{path}: frame {t} of video {video.id} not found "
+                                f"(image root {self.image_root})") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise AutoQVISError(f"{path}: frame {t} of video {video.id} is not a readable image ({e})") from None
+        if frame.shape[:2] != (video.height, video.width):
+            raise AutoQVISError(f"{path}: frame {t} of video {video.id} is {frame.shape[1]}x{frame.shape[0]}, "
+                                f"the video says {video.width}x{video.height}")
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "videos": [v.to_dict() for v in self.videos],
+                "annotations": [a.to_dict() for a in self.annotations], "categories": self.categories}
+
+
+# ------------------------------------------------------------------------------------ RLE helpers
+def encode_mask(mask: np.ndarray) -> RLE:
+    """bool (H, W) -> COCO compressed RLE with a ``str`` counts (json-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def encode_masks(masks: np.ndarray) -> list[RLE]:
+    """bool (N, H, W) -> N compressed RLEs (one pycocotools call)."""
+    masks = np.asarray(masks, dtype=np.uint8)
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def decode_rle(rle: RLE) -> np.ndarray:
+    """Compressed RLE -> bool (H, W)."""
+    return mask_utils.decode(rle).astype(bool)
+
+
+_AREA_CHUNK = 255  # pycocotools 2.0.11 + numpy 2: area() of more than 255 RLEs raises OverflowError
+
+
+def rle_area_array(rles: Sequence[RLE]) -> np.ndarray:
+    """Pixel counts of N RLEs -> int64 (N,) via pycocotools, in chunks it can take."""
+    chunks = [mask_utils.area(list(rles[i:i + _AREA_CHUNK])) for i in range(0, len(rles), _AREA_CHUNK)]
+    return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, dtype=np.int64)
+
+
+def rle_areas(rles: Sequence[RLE | None]) -> list[int | None]:
+    """Pixel count of each RLE, None for None."""
+    present = [r for r in rles if r is not None]
+    areas = iter(rle_area_array(present).tolist())
+    return [next(areas) if r is not None else None for r in rles]
+
+
+def rle_bboxes(rles: Sequence[RLE | None]) -> list[list[float] | None]:
+    """[x, y, w, h] of each RLE (all zeros for an empty mask), None for None."""
+    present = [r for r in rles if r is not None]
+    boxes = iter(mask_utils.toBbox(present).tolist() if present else [])
+    return [next(boxes) if r is not None else None for r in rles]
+
+
+def rle_counts_problems(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray) -> list[str | None]:
+    """Check compressed-RLE ``counts`` strings against their frame sizes, all at once.
+
+    counts: N strings in COCO's 6-bit code; n_pixels: (N,) h*w of each frame.
+    Returns N entries: None when the string decodes to non-negative runs summing to h*w, else why not.
+    Mirrors pycocotools' ``rleFrString`` (5 data bits, 0x20 = more, 0x10 = sign of the last group,
+    runs after the second stored as differences to the run two before).
+    """
+    out: list[str | None] = [None] * len(counts)
+    n_pixels = np.asarray(n_pixels, dtype=np.int64)
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    nonempty = np.flatnonzero(lengths)
+    for i in np.flatnonzero((lengths == 0) & (n_pixels != 0)):
+        out[i] = f"counts is empty (the {int(n_pixels[i])}-pixel frame needs runs)"
+    if len(nonempty) == 0:
+        return out
+    joined = "".join(counts)
+    if not joined.isascii():
+        for i in nonempty:
+            if not counts[i].isascii():
+                out[i] = "counts has a non-ASCII character"
+        return out
+    code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    lengths = lengths[nonempty]
+    str_end = np.cumsum(lengths) - 1
+    str_of_char = np.repeat(np.arange(len(nonempty)), lengths)
+    bad = np.zeros(len(nonempty), dtype=np.int8)  # 1 bad char, 2 truncated, 3 too long a number
+    bad[np.unique(str_of_char[(code < 0) | (code > 63)])] = 1
+    code = np.clip(code, 0, 63)
+    ends = (code & 0x20) == 0
+    bad[(bad == 0) & ~ends[str_end]] = 2
+    ends[str_end] = True  # keep numbers from running into the next string
+    starts = np.flatnonzero(np.r_[True, ends[:-1]])
+    value_of_char = np.cumsum(np.r_[True, ends[:-1]]) - 1
+    digit = np.arange(len(code)) - starts[value_of_char]
+    too_long = digit > 11  # 60 bits: no frame has that many pixels
+    bad[np.unique(str_of_char[too_long])] = np.maximum(bad[np.unique(str_of_char[too_long])], 3)
+    digit = np.minimum(digit, 11)
+    x = np.add.reduceat((code & 0x1F) << (5 * digit), starts)
+    last = np.flatnonzero(ends)
+    negative = (code[last] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (digit[last][negative] + 1))
+    runs = _undo_run_deltas(x, str_of_char[starts])
+    str_of_value = str_of_char[starts]
+    first_value = np.flatnonzero(np.r_[True, str_of_value[1:] != str_of_value[:-1]])
+    totals = np.add.reduceat(runs, first_value)
+    has_negative = np.zeros(len(nonempty), dtype=bool)
+    has_negative[np.unique(str_of_value[runs < 0])] = True
+    wanted = n_pixels[nonempty]
+    for j in np.flatnonzero((bad > 0) | has_negative | (totals != wanted)):
+        i = int(nonempty[j])
+        if bad[j] == 1:
+            out[i] = "counts has a character outside COCO's RLE code ('0'..'o')"
+        elif bad[j] == 2:
+            out[i] = "counts ends in the middle of a number (truncated RLE string)"
+        elif bad[j] == 3:
+            out[i] = "counts holds a number too large for any frame"
+        elif has_negative[j]:
+            out[i] = "counts decodes to a negative run length"
+        else:
+            out[i] = f"counts runs cover {int(totals[j])} pixels but the frame has {int(wanted[j])}"
+    return out
+
+
+def _undo_run_deltas(x: np.ndarray, string_of_value: np.ndarray) -> np.ndarray:
+    """Runs from stored numbers: run[m] = x[m] + run[m-2] for m > 2, within each string (V,) -> (V,)."""
+    boundary = np.r_[True, string_of_value[1:] != string_of_value[:-1]]
+    m = np.arange(len(x)) - np.maximum.accumulate(np.where(boundary, np.arange(len(x)), 0))
+    runs = x.copy()
+    for chain in ((m % 2 == 1), (m % 2 == 0) & (m >= 2)):  # odd runs from m=1, even runs from m=2
+        idx = np.flatnonzero(chain)
+        if len(idx) == 0:
+            continue
+        vals = x[idx]
+        cum = np.cumsum(vals)
+        seg_start = np.r_[True, string_of_value[idx][1:] != string_of_value[idx][:-1]]
+        seg_first = np.maximum.accumulate(np.where(seg_start, np.arange(len(idx)), 0))
+        runs[idx] = cum - (cum - vals)[seg_first]  # cumulative sum restarted at each string
+    return runs
+
+
+# ------------------------------------------------------------------------------------ validation
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_file_name(name: Any, loc: str) -> str:
+    """A frame path must stay inside the image root: relative, no ``..``, no drive."""
+    if not isinstance(name, str) or not name:
+        raise AutoQVISError(f"{loc}: must be a non-empty string, got {name!r}")
+    posix, win = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or win.is_absolute() or win.drive or name.startswith(("/", "\\")):
+        raise AutoQVISError(f"{loc}: {name!r} is an absolute path; file_names must be relative to the image root")
+    if ".." in posix.parts or ".." in win.parts:
+        raise AutoQVISError(f"{loc}: {name!r} escapes the image root ('..'); file_names must stay inside it")
+    return name
+
+
+def _parse_video(rec: Any, loc: str) -> Video:
+    if not isinstance(rec, dict):
+        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+    if not _is_int(rec.get("id")):
+        raise AutoQVISError(f"{loc}: field 'id' must be an integer, got {rec.get('id')!r}")
+    loc = f"{loc.rsplit(':', 1)[0]}: video {rec['id']}"
+    for key in ("height", "width"):
+        if not _is_int(rec.get(key)) or rec[key] <= 0:
+            raise AutoQVISError(f"{loc}: field '{key}' must be a positive integer, got {rec.get(key)!r}")
+    names = rec.get("file_names")
+    if not isinstance(names, list) or not names:
+        raise AutoQVISError(f"{loc}: field 'file_names' must be a non-empty list of frame paths, got {names!r:.80}")
+    names = [_check_file_name(n, f"{loc}: file_names[{t}]") for t, n in enumerate(names)]
+    if "length" in rec and rec["length"] != len(names):
+        raise AutoQVISError(f"{loc}: field 'length' is {rec['length']!r} but file_names has {len(names)} entries")
+    extra = {k: v for k, v in rec.items() if k not in _VIDEO_KEYS}
+    return Video(int(rec["id"]), names, int(rec["height"]), int(rec["width"]), extra)
+
+
+def _to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
+    """One frame's segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE | None.
+
+    The counts string is checked separately (batched); here only the structure and size.
+    """
+    if seg is None or (isinstance(seg, list) and not seg):
+        return None  # [] is falsy: the official code treats it as absent too
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size)):
+            raise AutoQVISError(f"{loc}: RLE 'size' must be [height, width], got {size!r}")
+        if list(size) != [h, w]:
+            raise AutoQVISError(f"{loc}: RLE size is {list(size)} but the video is {h}x{w} (height x width)")
+        counts = seg.get("counts")
+        if isinstance(counts, str):
+            return seg if len(seg) == 2 else {"size": [h, w], "counts": counts}
+        if isinstance(counts, bytes):
+            return {"size": [h, w], "counts": counts.decode("ascii", errors="replace")}
+        if isinstance(counts, list):
+            if not all(_is_int(c) and c >= 0 for c in counts):
+                raise AutoQVISError(f"{loc}: uncompressed RLE counts must be non-negative integers")
+            if sum(counts) != h * w:
+                raise AutoQVISError(f"{loc}: uncompressed RLE counts sum to {sum(counts)} but the frame has {h * w} pixels")
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+            return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+        raise AutoQVISError(f"{loc}: RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
+    if isinstance(seg, list):
+        polys = seg
+        for k, poly in enumerate(polys):
+            if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+                    and all(is_finite_number(v) for v in poly)):
+                raise AutoQVISError(f"{loc}: polygon {k} must be a list of >= 3 finite (x, y) pairs")
+        rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in polys], h, w))
+        return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+    raise AutoQVISError(f"{loc}: must be an RLE object, a polygon list or null, got {type(seg).__name__}")
+
+
+def _check_counts(items: list[tuple[str, RLE]], name: str) -> None:
+    """Raise on the first malformed counts string; items: (location, rle)."""
+    if not items:
+        return
+    problems = rle_counts_problems([r["counts"] for _, r in items], [r["size"][0] * r["size"][1] for _, r in items])
+    for (loc, _), problem in zip(items, problems):
+        if problem is not None:
+            raise AutoQVISError(f"{loc}: malformed RLE: {problem}")
+
+
+def _per_frame_list(rec: dict, key: str, length: int, loc: str) -> list | None:
+    value = rec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise AutoQVISError(f"{loc}: field '{key}' must be a list with one entry per frame, got {type(value).__name__}")
+    if len(value) != length:
+        raise AutoQVISError(f"{loc}: field '{key}' has {len(value)} entries, the video has {length} frames")
+    return value
+
+
+def _check_areas(areas: list, loc: str) -> list[float | None]:
+    for t, a in enumerate(areas):
+        if a is not None and not (is_finite_number(a) and a >= 0):
+            raise AutoQVISError(f"{loc}: areas[{t}] must be a finite number >= 0 or null, got {a!r}")
+    return areas
+
+
+def _check_bboxes(bboxes: list, video: Video, loc: str) -> list[list[float] | None]:
+    for t, b in enumerate(bboxes):
+        if b is None:
+            continue
+        if not (isinstance(b, list) and len(b) == 4 and all(is_finite_number(v) for v in b)):
+            raise AutoQVISError(f"{loc}: bboxes[{t}] must be [x, y, w, h] of finite numbers or null, got {b!r:.80}")
+        x, y, bw, bh = b
+        if (bw < 0 or bh < 0 or x < -_BBOX_SLACK or y < -_BBOX_SLACK
+                or x + bw > video.width + _BBOX_SLACK or y + bh > video.height + _BBOX_SLACK):
+            raise AutoQVISError(f"{loc}: bboxes[{t}] {b} lies outside the {video.width}x{video.height} frame")
+    return bboxes
+
+
+def _check_extras(rec: dict, length: int, loc: str) -> dict[str, Any]:
+    extra = {k: v for k, v in rec.items() if k not in _ANN_KEYS}
+    for key in _PER_FRAME_EXTRAS:
+        values = _per_frame_list(rec, key, length, loc)
+        for t, v in enumerate(values or []):
+            if v is not None and not is_finite_number(v):
+                raise AutoQVISError(f"{loc}: {key}[{t}] must be a finite number or null, got {v!r}")
+    return extra
+
+
+def _parse_annotation(rec: Any, loc: str, videos: dict[int, Video], categories: set[int],
+                      rles_to_check: list) -> Annotation:
+    if not isinstance(rec, dict):
+        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+    ann_id = rec.get("id")
+    if not _is_int(ann_id):
+        raise AutoQVISError(f"{loc}: field 'id' must be an integer, got {ann_id!r}")
+    loc = f"{loc.rsplit(':', 1)[0]}: annotation {ann_id}"
+    if ann_id <= 0:
+        raise AutoQVISError(f"{loc}: annotation ids must be >= 1 (the YouTubeVIS evaluator takes id 0 for "
+                            "'unmatched' and would never match this object)")
+    vid = rec.get("video_id")
+    if not _is_int(vid) or vid not in videos:
+        raise AutoQVISError(f"{loc}: field 'video_id' {vid!r} is not the id of a video in this file")
+    video = videos[vid]
+    loc = f"{loc} (video {vid})"
+    cat = rec.get("category_id")
+    if not _is_int(cat):
+        raise AutoQVISError(f"{loc}: field 'category_id' must be an integer, got {cat!r}")
+    if categories and cat not in categories:
+        raise AutoQVISError(f"{loc}: category_id {cat} is not among the file's categories {sorted(categories)}")
+    iscrowd = rec.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+        raise AutoQVISError(f"{loc}: field 'iscrowd' must be 0 or 1, got {iscrowd!r}")
+    segs = _per_frame_list(rec, "segmentations", video.length, loc)
+    if segs is None:
+        raise AutoQVISError(f"{loc}: field 'segmentations' is missing (one RLE or null per frame)")
+    segs = [_to_rle(s, video.height, video.width, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
+    rles_to_check.extend((f"{loc}: segmentations[{t}]", s) for t, s in enumerate(segs) if s is not None)
+    areas = _per_frame_list(rec, "areas", video.length, loc)
+    bboxes = _per_frame_list(rec, "bboxes", video.length, loc)
+    return Annotation(int(ann_id), int(vid), int(cat), segs,
+                      _check_areas(areas, loc) if areas is not None else None,  # type: ignore[arg-type]
+                      _check_bboxes(bboxes, video, loc) if bboxes is not None else None,  # type: ignore[arg-type]
+                      int(iscrowd), _check_extras(rec, video.length, loc))
+
+
+def _parse_categories(value: Any, name: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise AutoQVISError(f"{name}: field 'categories' must be a list, got {type(value).__name__}")
+    seen: set[int] = set()
+    for k, cat in enumerate(value):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise AutoQVISError(f"{name}: categories[{k}]: must be an object with an integer 'id'")
+        if cat["id"] in seen:
+            raise AutoQVISError(f"{name}: categories[{k}]: duplicate category id {cat['id']}")
+        seen.add(cat["id"])
+    return value
+
+
+def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.PathLike | None = None) -> YTVISDataset:
+    """Read and validate a YouTubeVIS json (a path, or the already-parsed dict).
+
+    image_root: folder the ``file_names`` are relative to; default ``<json dir>/JPEGImages`` if it
+    exists, else ``<json dir>`` (for a dict: the current folder).
+    Missing ``areas``/``bboxes`` are computed from the masks; stored ones are kept as they are.
+    """
+    if isinstance(path_or_dict, dict):
+        raw, path, name = path_or_dict, None, "<YouTubeVIS dict>"
+        default_root = Path(".")
+    else:
+        path = Path(path_or_dict)
+        raw, name = read_json(path, "YouTubeVIS json"), str(path)
+        default_root = path.parent / "JPEGImages" if (path.parent / "JPEGImages").is_dir() else path.parent
+    if not isinstance(raw, dict):
+        raise AutoQVISError(f"{name}: a YouTubeVIS file must be a json object, got {type(raw).__name__}")
+    if not isinstance(raw.get("videos"), list):
+        raise AutoQVISError(f"{name}: field 'videos' is missing or not a list (not a YouTubeVIS file?)")
+    categories = _parse_categories(raw.get("categories"), name)
+    videos: dict[int, Video] = {}
+    for k, rec in enumerate(raw["videos"]):
+        video = _parse_video(rec, f"{name}: videos[{k}]")
+        if video.id in videos:
+            raise AutoQVISError(f"{name}: video {video.id}: duplicate video id (videos[{k}])")
+        videos[video.id] = video
+    anns_raw = raw.get("annotations") or []
+    if not isinstance(anns_raw, list):
+        raise AutoQVISError(f"{name}: field 'annotations' must be a list, got {type(anns_raw).__name__}")
+    cat_ids = {c["id"] for c in categories}
+    annotations: list[Annotation] = []
+    seen: set[int] = set()
+    rles_to_check: list[tuple[str, RLE]] = []
+    for k, rec in enumerate(anns_raw):
+        ann = _parse_annotation(rec, f"{name}: annotations[{k}]", videos, cat_ids, rles_to_check)
+        if ann.id in seen:
+            raise AutoQVISError(f"{name}: annotation {ann.id}: duplicate annotation id (annotations[{k}])")
+        seen.add(ann.id)
+        annotations.append(ann)
+    _check_counts(rles_to_check, name)
+    for ann in annotations:
+        if ann.areas is None:
+            ann.areas = rle_areas(ann.segmentations)
+        if ann.bboxes is None:
+            ann.bboxes = rle_bboxes(ann.segmentations)
+    extra = {k: v for k, v in raw.items() if k not in ("videos", "annotations", "categories")}
+    root = Path(image_root) if image_root is not None else default_root
+    return YTVISDataset(list(videos.values()), annotations, categories, root, path, extra)
+
+
+def save_ytvis(dataset: YTVISDataset, path: str | os.PathLike) -> None:
+    """Write ``dataset`` as YouTubeVIS json (atomic; extra keys included)."""
+    atomic_write_json(path, dataset.to_dict())
+
+
+# ------------------------------------------------------------------------------------ results
+def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset) -> list[dict[str, Any]]:
+    """Read and validate a results list against the videos of ``gt``.
+
+    Returns ``[{"video_id", "score", "category_id", "segmentations": [RLE | None per frame], ...extra}]``
+    in file order. Rejected (the official loader accepts them by accident): a segmentation list of
+    another length than the video, masks of another size than the video, a score outside [0, 1].
+    A ``category_id`` missing from the GT categories is kept; the evaluator drops it, like the official one.
+    An empty list is valid.
+    """
+    if isinstance(path_or_list, list):
+        raw, name = path_or_list, "<results list>"
+    else:
+        raw, name = read_json(Path(path_or_list), "results json"), str(path_or_list)
+    if not isinstance(raw, list):
+        raise AutoQVISError(f"{name}: a results file must be a json list of predictions, got {type(raw).__name__}")
+    videos = gt._index()[0]
+    out = []
+    rles_to_check: list[tuple[str, RLE]] = []
+    for k, rec in enumerate(raw):
+        out.append(_parse_result(rec, f"{name}: result {k}", videos, rles_to_check))
+    _check_counts(rles_to_check, name)
+    return out
+
+
+def _parse_result(rec: Any, loc: str, videos: dict[int, Video], rles_to_check: list) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+    vid = rec.get("video_id")
+    if not _is_int(vid) or vid not in videos:
+        raise AutoQVISError(f"{loc}: video_id {vid!r} is not a video of the ground truth")
+    video = videos[vid]
+    loc = f"{loc} (video {vid})"
+    score = rec.get("score")
+    if not is_finite_number(score) or not 0.0 <= score <= 1.0:
+        raise AutoQVISError(f"{loc}: field 'score' must be a finite number in [0, 1], got {score!r}")
+    cat = rec.get("category_id")
+    if not _is_int(cat):
+        raise AutoQVISError(f"{loc}: field 'category_id' must be an integer, got {cat!r}")
+    segs = rec.get("segmentations")
+    if not isinstance(segs, list):
+        raise AutoQVISError(f"{loc}: field 'segmentations' is missing or not a list (one RLE or null per frame)")
+    if len(segs) != video.length:
+        raise AutoQVISError(f"{loc}: segmentations has {len(segs)} entries, the video has {video.length} frames")
+    h, w = video.height, video.width
+    if not all(type(s) is dict and s.get("size") == [h, w] and type(s.get("counts")) is str and len(s) == 2
+               for s in segs if s is not None):  # the common case passes this one check per record
+        segs = [_to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
+    rles_to_check.extend((f"{loc}: segmentations[{t}]", s) for t, s in enumerate(segs) if s is not None)
+    quality = _per_frame_list(rec, "quality", video.length, loc)
+    for t, q in enumerate(quality or []):
+        if q is not None and not (is_finite_number(q) and 0.0 <= q <= 1.0):
+            raise AutoQVISError(f"{loc}: quality[{t}] must be a finite number in [0, 1] or null, got {q!r}")
+    extra = {k: v for k, v in rec.items() if k not in _RESULT_KEYS}
+    return {"video_id": int(vid), "score": float(score), "category_id": int(cat), "segmentations": segs, **extra}
+
+
+def save_results(results: Iterable[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write a results list as json (atomic)."""
+    atomic_write_json(path, list(results))

@@ -1,0 +1,203 @@
+"""VideoMask2Former's transformer decoder: learnable queries attend to the features of all T frames of a
+clip at once, each layer masked by the previous prediction's mask tube, and predict a class and a mask
+tube per query after every layer (deep supervision).
+
+State-dict names follow the official ``VideoMultiScaleMaskedTransformerDecoder`` (``sem_seg_head.predictor.*``),
+the AutoQ-VIS quality predictor sits under ``maskiou_feature_extractor``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position_encoding import sine_position_3d
+
+NUM_LEVELS = 3  # always strides 32, 16, 8
+
+
+class SelfAttentionLayer(nn.Module):
+    """Self-attention among queries (q = k = x + query_pos, v = x), residual, LayerNorm. Shapes (Q, B, C)."""
+
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool = False):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.pre_norm else x
+        q = y + query_pos
+        out = x + self.self_attn(q, q, value=y, need_weights=False)[0]
+        return out if self.pre_norm else self.norm(out)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Masked cross-attention from queries to memory tokens, residual, LayerNorm.
+
+    Forward: x (Q, B, C), memory (S, B, C), attn_mask bool (B * heads, Q, S) True = blocked,
+    pos (S, B, C), query_pos (Q, B, C) -> (Q, B, C).
+    """
+
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool = False):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x, memory, attn_mask, pos, query_pos):
+        y = self.norm(x) if self.pre_norm else x
+        att = self.multihead_attn(y + query_pos, memory + pos, value=memory, attn_mask=attn_mask, need_weights=False)
+        out = x + att[0]
+        return out if self.pre_norm else self.norm(out)
+
+
+class FFNLayer(nn.Module):
+    """linear2(relu(linear1(x))), residual, LayerNorm. Shapes (Q, B, C)."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, pre_norm: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.pre_norm else x
+        out = x + self.linear2(F.relu(self.linear1(y)))
+        return out if self.pre_norm else self.norm(out)
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers with ReLU between them: (..., in_dim) -> (..., out_dim)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
+    """Decoder of VideoMask2Former.
+
+    Args:
+        in_channels: channels of the multi-scale features (pixel decoder's conv_dim).
+        num_classes: K; the class head predicts K + 1 logits (last = no object).
+        hidden_dim, num_queries, nheads, dim_feedforward: transformer sizes.
+        dec_layers: number of decoder layers (9 in the paper; the official config says 10 = 9 + 1).
+        pre_norm: pre-LayerNorm layers instead of post-norm.
+        mask_dim: channels of ``mask_features``.
+        quality_predictor: AutoQ-VIS's quality predictor, ``(features (T, C, h32, w32), mask_logits
+            (Q, T, h4, w4)) -> (Q, T)``, or None.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int = 1, hidden_dim: int = 256, num_queries: int = 100,
+                 nheads: int = 8, dim_feedforward: int = 2048, dec_layers: int = 9, pre_norm: bool = False,
+                 mask_dim: int = 256, quality_predictor: nn.Module | None = None):
+        super().__init__()
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.hidden_dim = hidden_dim
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, nheads, pre_norm) for _ in range(dec_layers))
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, nheads, pre_norm) for _ in range(dec_layers))
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(hidden_dim, dim_feedforward, pre_norm) for _ in range(dec_layers))
+        for layers in (self.transformer_self_attention_layers, self.transformer_cross_attention_layers,
+                       self.transformer_ffn_layers):
+            for p in layers.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(NUM_LEVELS, hidden_dim)
+        # the official code projects only when in_channels != hidden_dim (never in its configs)
+        self.input_proj = nn.ModuleList(
+            nn.Identity() if in_channels == hidden_dim else nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
+            for _ in range(NUM_LEVELS))
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        if quality_predictor is not None:
+            self.maskiou_feature_extractor = quality_predictor
+        else:
+            self.maskiou_feature_extractor = None
+
+    def _memory(self, x: torch.Tensor, level: int, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B*T, C, h, w) -> memory and its position encoding, both (T*h*w, B, C) (frame-major)."""
+        _, _, h, w = x.shape
+        pos = sine_position_3d(t, h, w, self.hidden_dim // 2, device=x.device)  # (T, C, h, w)
+        pos = pos.flatten(2).permute(0, 2, 1).flatten(0, 1)[:, None, :].expand(-1, b, -1)
+        src = self.input_proj[level](x).flatten(2) + self.level_embed.weight[level][None, :, None]
+        src = src.view(b, t, -1, h * w).permute(1, 3, 0, 2).flatten(0, 1)
+        return src, pos
+
+    def _heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]):
+        """Predictions from the query states.
+
+        Args:
+            output: (Q, B, C) query states; mask_features: (B, T, C_m, h4, w4); attn_size: (h, w) of the next level.
+        Returns:
+            logits (B, Q, K+1), mask logits (B, Q, T, h4, w4), attention mask bool (B*heads, Q, T*h*w).
+        """
+        dec = self.decoder_norm(output).transpose(0, 1)
+        logits = self.class_embed(dec)
+        masks = torch.einsum("bqc,btchw->bqthw", self.mask_embed(dec), mask_features)
+        b, q, t = masks.shape[:3]
+        small = F.interpolate(masks.flatten(0, 1), size=attn_size, mode="bilinear", align_corners=False)
+        blocked = small.detach().view(b, q, t * attn_size[0] * attn_size[1]).sigmoid() < 0.5
+        blocked = blocked[:, None].expand(b, self.num_heads, q, -1).flatten(0, 1)
+        return logits, masks, blocked
+
+    def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, num_frames: int,
+                score_all: bool | None = None) -> dict:
+        """
+        Args:
+            multi_scale: 3 maps (B*T, C, h_l, w_l), strides 32, 16, 8, frames of a clip consecutive.
+            mask_features: (B*T, C_m, H/4, W/4).
+            num_frames: T.
+            score_all: run the quality predictor on every prediction, not only the last (default: in training).
+        Returns:
+            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, T, H/4, W/4),
+             "aux_outputs": [dict of the same keys] * dec_layers (prediction 0 comes from the bare queries),
+             "pred_maskiou": (B, Q, T) raw quality, when the model has a quality predictor;
+             with ``score_all`` every aux dict has its own "pred_maskiou"}.
+        """
+        bt, c_m, h_m, w_m = mask_features.shape
+        t = num_frames
+        b = bt // t
+        mask_features = mask_features.view(b, t, c_m, h_m, w_m)
+        sizes = [tuple(x.shape[-2:]) for x in multi_scale]
+        memories = [self._memory(x, lvl, b, t) for lvl, x in enumerate(multi_scale)]
+        query_pos = self.query_embed.weight[:, None, :].expand(-1, b, -1)
+        output = self.query_feat.weight[:, None, :].expand(-1, b, -1)
+
+        logits, masks, blocked = self._heads(output, mask_features, sizes[0])
+        preds = [(logits, masks)]
+        for i in range(self.num_layers):
+            lvl = i % NUM_LEVELS
+            # a query whose mask is empty at this level attends everywhere instead of nowhere
+            blocked = blocked & ~blocked.all(-1, keepdim=True)
+            src, pos = memories[lvl]
+            output = self.transformer_cross_attention_layers[i](output, src, blocked, pos, query_pos)
+            output = self.transformer_self_attention_layers[i](output, query_pos)
+            output = self.transformer_ffn_layers[i](output)
+            logits, masks, blocked = self._heads(output, mask_features, sizes[(i + 1) % NUM_LEVELS])
+            preds.append((logits, masks))
+
+        outs = [{"pred_logits": lg, "pred_masks": mk} for lg, mk in preds]
+        if self.maskiou_feature_extractor is not None:
+            # scored with the stride-32 map: only the last prediction in eval, every one in training
+            scored = outs if (self.training if score_all is None else score_all) else outs[-1:]
+            for o in scored:
+                o["pred_maskiou"] = self.maskiou_feature_extractor(multi_scale[0], o["pred_masks"])
+        out = dict(outs[-1])
+        out["aux_outputs"] = outs[:-1]
+        return out

@@ -1,0 +1,404 @@
+"""The multi-round self-training loop (paper Sec. 3.2-3.4, Fig. 1).
+
+Round 0 labels the unlabeled videos with the initial-stage model. Round k >= 1 (re)starts the VIS model
+from the initial weights (``selftrain.reset``), freezes the quality predictor and drops its loss
+(``selftrain.freeze_predictor``), trains with DropLoss (``selftrain.drop_loss``) on batches drawn whole
+from the synthetic set or from round k-1's pseudo-labels with probability ``synthetic_ratio`` / rest,
+then labels the videos again, selects (eq. 16-22) and fuses with round k-1's labels (eq. 4-13).
+
+Layout of ``out_dir``::
+
+    config.yaml                 the run's config (a resumed run must use the same)
+    init/                       the initial stage when no --init is given (trainer folder)
+    round_k/detections.jsonl    round k's tracks after score filter + NMS (streamed, resumable)
+    round_k/pseudo_labels.json  the training set T^(k): plain YTVIS + score, pred_iou, quality (Q^t), selected (S^t)
+    round_k/stats.json          counts: tracks before/after NMS, retained, selected frames, eligible videos, areas
+    round_k/model.pt            the model that produced round k's labels (round 0: the initial model)
+    round_k/train/              round k's training (trainer folder, k >= 1)
+    round_k/metrics.json        val metrics of round k's model (with val), val_results.json
+    round_k/analysis.json       Fig. 5/6 numbers + PNGs (with the unlabeled videos' ground truth)
+    area_distribution.png       Fig. 7: pseudo-label areas per round vs ground truth
+    summary.json                one row per finished round
+
+Every file is written atomically and every step is skipped on resume when its output exists; a round's
+training resumes from its last checkpoint, its labelling at the first unfinished video.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config, save_config
+from ..data.ytvis import YTVISDataset, load_ytvis
+from ..errors import AutoQVISError
+from ..fileio import atomic_torch_save, atomic_write_json, read_json
+from .fusion import fuse_dataset
+from .pseudo_label import (
+    Detection,
+    detection_from_annotation,
+    detection_to_annotation,
+    iter_detection_file,
+    pseudo_label_dataset,
+)
+from .selection import eligible_frames, num_selected_nonempty, oracle_select, retain, score_and_select
+
+ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
+
+
+@dataclass
+class SelfTrainInputs:
+    """What a run reads. Paths are YTVIS jsons unless noted; ``init`` a checkpoint (ours or detectron2)."""
+
+    synthetic: Path  # COCO stills or YTVIS synthetic videos
+    unlabeled: YTVISDataset  # the unlabeled videos (annotations, if any, are ignored)
+    init: Path | None = None
+    val: YTVISDataset | None = None
+    unlabeled_gt: YTVISDataset | None = None  # ground truth of the unlabeled videos: analysis only
+    max_videos: int | None = None
+
+
+# ------------------------------------------------------------------------------------ config
+def round_config(cfg: Config) -> Config:
+    """The config a self-training round trains with: ``selftrain``'s schedule and switches in ``train``/``loss``."""
+    rc = copy.deepcopy(cfg)
+    st = cfg.selftrain
+    rc.train.max_iter, rc.train.batch_size, rc.train.lr = st.max_iter, st.batch_size, st.lr
+    rc.train.freeze_quality_predictor = st.freeze_predictor and cfg.model.quality.enabled
+    rc.loss.drop_loss = st.drop_loss
+    return rc
+
+
+def selection_tau(cfg: Config) -> float:
+    """tau of eq. 21: ``selftrain.tau``, or ``tau_without_quality`` when Q is the score alone."""
+    st = cfg.selftrain
+    return st.tau if st.use_quality_predictor else st.tau_without_quality
+
+
+def _check_resume_config(cfg: Config, out_dir: Path) -> None:
+    saved = out_dir / "config.yaml"
+    if not saved.exists():
+        return
+    import yaml
+
+    old = yaml.safe_load(saved.read_text())
+    new = cfg.to_dict()
+    diff = _first_difference(old, new)
+    if diff is not None:
+        raise AutoQVISError(f"{saved}: --resume with a different config ({diff}); use the run's settings or a new --out")
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+            if d is not None:
+                return d
+        return None
+    return None if a == b else f"{key}: run has {a!r}, now {b!r}"
+
+
+# ------------------------------------------------------------------------------------ weights
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights without the criterion's buffers (they depend on the loss config)."""
+    return {k: v.detach().clone().cpu() for k, v in model.state_dict().items() if not k.startswith("criterion.")}
+
+
+def _load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("criterion.")]
+    if missing or unexpected:
+        raise AutoQVISError(f"self-training: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _save_model(path: Path, weights: dict[str, torch.Tensor], k: int, cfg: Config, iteration: int) -> None:
+    atomic_torch_save({"model": weights, "optimizer": None, "iteration": iteration, "round": k,
+                       "config": cfg.to_dict()}, path)
+
+
+def _read_model(path: Path) -> dict[str, torch.Tensor]:
+    from ..fileio import safe_torch_load
+
+    return safe_torch_load(path)["model"]
+
+
+# ------------------------------------------------------------------------------- pseudo-labels
+def write_pseudo_labels(train_set: dict[int, list[Detection]], unlabeled: YTVISDataset, path: Path, k: int) -> None:
+    """T^(k) as a YTVIS json (videos that hold a detection; annotation ids from 1), atomically."""
+    annotations, next_id = [], 1
+    for video_id, dets in train_set.items():
+        for d in dets:
+            annotations.append(detection_to_annotation(d, next_id))
+            next_id += 1
+    data = {
+        "info": {"description": f"autoqvis pseudo-labels, self-training round {k}",
+                 "image_root": str(unlabeled.image_root) if unlabeled.image_root else None},
+        "videos": [unlabeled.video(v).to_dict() for v in train_set],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+    }
+    atomic_write_json(path, data)
+
+
+def read_pseudo_labels(path: Path, image_root: Path | None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
+    """A pseudo-label file -> (the YTVIS dataset, {video_id: detections})."""
+    ds = load_ytvis(path, image_root=image_root)
+    out: dict[int, list[Detection]] = {}
+    for a in ds.annotations:
+        out.setdefault(a.video_id, []).append(detection_from_annotation(a))
+    return ds, dict(sorted(out.items()))
+
+
+# ------------------------------------------------------------------------------------- a round
+class SelfTraining:
+    """One run of the loop; ``run()`` executes (or resumes) every step."""
+
+    def __init__(self, cfg: Config, inputs: SelfTrainInputs, out_dir: str | Path, *, resume: bool = False,
+                 progress: bool = True) -> None:
+        if cfg.selftrain.rounds < 0:
+            raise AutoQVISError(f"selftrain.rounds must be >= 0, got {cfg.selftrain.rounds}")
+        if cfg.selftrain.use_quality_predictor and not cfg.model.quality.enabled:
+            raise AutoQVISError("the config has no quality predictor (model.quality.enabled: false); "
+                                "use --no-quality-predictor")
+        if cfg.selftrain.oracle_selection and inputs.unlabeled_gt is None:
+            raise AutoQVISError("selftrain.oracle_selection needs the unlabeled videos' ground truth (--unlabeled-gt)")
+        self.cfg, self.inputs, self.out = cfg, inputs, Path(out_dir)
+        self.resume, self.progress = resume, progress
+        self.video_ids = [v.id for v in inputs.unlabeled.videos][: inputs.max_videos or None]
+        if not self.video_ids:
+            raise AutoQVISError(f"{inputs.unlabeled.name}: no video to pseudo-label")
+        if inputs.unlabeled.image_root is not None and not Path(inputs.unlabeled.image_root).is_dir():
+            raise AutoQVISError(f"{inputs.unlabeled.name}: image root {inputs.unlabeled.image_root} is not a folder")
+        self.device = _device()
+        self.summary: list[dict[str, Any]] = []
+
+    # -------------------------------------------------------------------------------- driver
+    def run(self) -> Path:
+        """Initial model, round 0 labels, then rounds 1..K; returns the last round's model.pt."""
+        self._prepare_out_dir()
+        init_weights = self.initial_weights()
+        train_set: dict[int, list[Detection]] = {}
+        last_weights = init_weights
+        for k in range(self.cfg.selftrain.rounds + 1):
+            rdir = self.out / f"round_{k}"
+            if k == 0:
+                weights = init_weights
+                if not (rdir / "model.pt").exists():
+                    _save_model(rdir / "model.pt", weights, 0, self.cfg, 0)
+            else:
+                start = init_weights if self.cfg.selftrain.reset else last_weights
+                weights = self.train_round(k, train_set, start)
+            train_set = self.label_round(k, weights, train_set)
+            last_weights = weights
+        atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+        return self.out / f"round_{self.cfg.selftrain.rounds}" / "model.pt"
+
+    def _prepare_out_dir(self) -> None:
+        if (self.out / "config.yaml").exists():
+            if not self.resume:
+                raise AutoQVISError(f"{self.out}: already holds a run; pass --resume to continue it, or choose an empty --out")
+            _check_resume_config(self.cfg, self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.out / "config.yaml")
+
+    def _build(self, cfg: Config) -> torch.nn.Module:
+        from ..model.vis_model import build_model
+
+        return build_model(cfg).to(self.device)
+
+    def _log(self, msg: str) -> None:
+        if self.progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    # --------------------------------------------------------------------------- initial stage
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """--init's weights, or the initial stage trained into out/init (Sec. 3.1)."""
+        from .. import load_checkpoint
+        from ..data.dataset import SyntheticClips
+        from ..data.sampler import BalancedBatches
+        from ..engine.trainer import train_loop
+
+        model = self._build(self.cfg)
+        if self.inputs.init is not None:
+            load_checkpoint(model, self.inputs.init)
+            return _weights(model)
+        batches = BalancedBatches([SyntheticClips(self.inputs.synthetic, self.cfg)], [1.0],
+                                  self.cfg.train.batch_size, self.cfg.seed)
+        final = train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
+                           resume=True, desc="initial stage", progress=self.progress,
+                           checkpoint_meta={"round": 0, "config": self.cfg.to_dict()})
+        load_checkpoint(model, final)
+        return _weights(model)
+
+    # -------------------------------------------------------------------------------- training
+    def train_round(self, k: int, train_set: dict[int, list[Detection]], start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Round k's training on synthetic + T^(k-1) clips; returns (and saves) the trained weights."""
+        from ..data.dataset import SyntheticClips, VideoClips
+        from ..data.sampler import BalancedBatches
+        from ..engine.trainer import train_loop
+
+        rdir = self.out / f"round_{k}"
+        if (rdir / "model.pt").exists():
+            return _read_model(rdir / "model.pt")
+        rc = round_config(self.cfg)
+        prev = self.out / f"round_{k - 1}" / "pseudo_labels.json"
+        pseudo, _ = read_pseudo_labels(prev, self.inputs.unlabeled.image_root)
+        sources: list[Any] = [SyntheticClips(self.inputs.synthetic, rc)]
+        probs = [self.cfg.selftrain.synthetic_ratio]
+        clips = VideoClips(pseudo, rc, eligible=True)
+        if len(clips):
+            sources.append(clips)
+            probs.append(1.0 - self.cfg.selftrain.synthetic_ratio)
+        else:
+            self._log(f"round {k}: no pseudo-labelled video has {self.cfg.selftrain.min_eligible_frames} eligible "
+                      "frames; this round trains on synthetic clips only")
+        model = self._build(rc)
+        _load_weights(model, start)
+        batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k)
+        final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
+                           desc=f"round {k}", progress=self.progress,
+                           checkpoint_meta={"round": k, "config": rc.to_dict()})
+        weights = {k2: v for k2, v in _read_model(final).items() if not k2.startswith("criterion.")}
+        _save_model(rdir / "model.pt", weights, k, rc, rc.train.max_iter)
+        return weights
+
+    # ------------------------------------------------------------------------------- labelling
+    def label_round(self, k: int, weights: dict[str, torch.Tensor], previous: dict[int, list[Detection]]) -> dict[int, list[Detection]]:
+        """Pseudo-label, select (eq. 16-22), fuse with T^(k-1) (eq. 4-13); write round k's files."""
+        rdir = self.out / f"round_{k}"
+        labels_path, stats_path, det_path = rdir / "pseudo_labels.json", rdir / "stats.json", rdir / "detections.jsonl"
+        unlabeled = self.inputs.unlabeled
+        model, candidates = None, None
+        if labels_path.exists() and stats_path.exists():
+            _, train_set = read_pseudo_labels(labels_path, unlabeled.image_root)
+            stats = read_json(stats_path, "round stats")
+        else:
+            model = self._model_with(weights)
+            pseudo_label_dataset(model, unlabeled, self.cfg, det_path, video_ids=self.video_ids, resume=True,
+                                 progress=self.progress, desc=f"round {k}: pseudo-label")
+            candidates, retained, counts = self.select(det_path)
+            train_set = fuse_dataset(previous, retained, self.cfg.selftrain.fusion_iou, self.cfg.selftrain.fusion)
+            stats = {"round": k, **counts, **self.set_stats(train_set)}
+            write_pseudo_labels(train_set, unlabeled, labels_path, k)
+            atomic_write_json(stats_path, stats, indent=1)
+        self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training set "
+                  f"{stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
+        row: dict[str, Any] = {"round": k, "retained": stats["retained"],
+                               "training_set_tracks": stats["training_set"]["tracks"],
+                               "eligible_videos": stats["training_set"]["eligible_videos"]}
+        if self.inputs.val is not None:
+            row["val"] = self.evaluate(k, model or self._model_with(weights))
+        if self.inputs.unlabeled_gt is not None:
+            if candidates is None and not (rdir / "analysis.json").exists():
+                candidates = self.select(det_path)[0]  # resumed after the labels were written
+            row["analysis"] = self.analyse(k, rdir, candidates, train_set)
+        self.summary.append(row)
+        atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+        return train_set
+
+    def _model_with(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = self._build(self.cfg)
+        _load_weights(model, weights)
+        return model.eval()
+
+    def select(self, det_path: Path) -> tuple[dict[int, list[Detection]], dict[int, list[Detection]], dict[str, Any]]:
+        """Eq. 20-22 over a detections file -> (scored candidates, retained, counts) per video."""
+        st = self.cfg.selftrain
+        tau = selection_tau(self.cfg)
+        candidates, retained = {}, {}
+        before = after = kept = frames = 0
+        for video_id, n_before, dets in iter_detection_file(det_path):
+            if st.oracle_selection:
+                scored = oracle_select(score_and_select(dets, tau, st.use_quality_predictor),
+                                       [a.segmentations for a in self.inputs.unlabeled_gt.annotations_of(video_id)])
+            else:
+                scored = score_and_select(dets, tau, st.use_quality_predictor)
+            candidates[video_id] = scored
+            retained[video_id] = retain(scored, st.min_selected_frames)
+            before, after = before + n_before, after + len(dets)
+            kept += len(retained[video_id])
+            frames += sum(num_selected_nonempty(d) for d in retained[video_id])
+        counts = {"videos": len(candidates), "tracks_before_nms": before, "tracks_after_nms": after,
+                  "retained": kept, "selected_frames": frames, "tau": tau,
+                  "quality": "oracle" if st.oracle_selection else ("predictor" if st.use_quality_predictor else "score")}
+        return candidates, retained, counts
+
+    def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
+        """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
+        from ..eval.analysis import LOG_AREA_EDGES, log_area_histogram
+
+        eligible = {v: eligible_frames(d) for v, d in train_set.items()}
+        min_frames = self.cfg.selftrain.min_eligible_frames
+        return {"training_set": {
+            "videos": len(train_set),
+            "tracks": sum(len(d) for d in train_set.values()),
+            "selected_frames": sum(num_selected_nonempty(x) for d in train_set.values() for x in d),
+            "eligible_videos": sum(1 for e in eligible.values() if len(e) >= min_frames),
+            "eligible_frames": sum(len(e) for e in eligible.values() if len(e) >= min_frames),
+            "area_histogram": {"log_area_edges": LOG_AREA_EDGES.tolist(),
+                               "counts": log_area_histogram(x.segmentations for d in train_set.values() for x in d)},
+        }}
+
+    # ------------------------------------------------------------------------ evaluation, analysis
+    def evaluate(self, k: int, model: torch.nn.Module) -> dict[str, float]:
+        """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json)."""
+        from ..data.ytvis import save_results
+        from ..engine.inference import predict_dataset, results_from_prediction
+        from ..eval.ytvis_eval import evaluate
+
+        path = self.out / f"round_{k}" / "metrics.json"
+        if path.exists():
+            return read_json(path, "metrics")
+        results: list[dict[str, Any]] = []
+        for video_id, pred in predict_dataset(model, self.inputs.val, self.cfg, progress=self.progress,
+                                              desc=f"round {k}: val"):
+            results.extend(results_from_prediction(video_id, pred))
+        save_results(results, path.with_name("val_results.json"))
+        metrics = evaluate(self.inputs.val, results)
+        atomic_write_json(path, metrics, indent=1)
+        self._log(f"round {k}: val AP50 {100 * metrics['AP50']:.1f}  AP {100 * metrics['AP']:.1f}  AR10 {100 * metrics['AR10']:.1f}")
+        return metrics
+
+    def analyse(self, k: int, rdir: Path, candidates: dict[int, list[Detection]] | None,
+                train_set: dict[int, list[Detection]]) -> dict[str, Any]:
+        """Fig. 5/6 for round k (its scored detections vs the unlabeled GT), Fig. 7 over rounds 0..k."""
+        from ..eval.analysis import analyse, gt_tracks, write_analysis
+        from ..viz.plots import plot_area_distribution
+
+        path = rdir / "analysis.json"
+        if path.exists():
+            summary = read_json(path, "analysis")
+        else:
+            assert candidates is not None
+            gt = gt_tracks(self.inputs.unlabeled_gt, candidates.keys())
+            summary, points = analyse(candidates, train_set, gt)
+            write_analysis(summary, points, rdir, title=f"round {k}")
+        hists = {f"round {j}": read_json(self.out / f"round_{j}" / "analysis.json", "analysis")["area_histogram"]["pseudo"]
+                 for j in range(k)}
+        hists[f"round {k}"] = summary["area_histogram"]["pseudo"]
+        hists["ground truth"] = summary["area_histogram"]["gt"]
+        plot_area_distribution(hists, summary["area_histogram"]["log_area_edges"], self.out / "area_distribution.png",
+                               title="pseudo-label area distribution (Fig. 7)")
+        frame = summary["spearman"]["frame"]
+        return {"spearman_quality": frame["quality"], "spearman_score": frame["score"],
+                "mean_true_iou": summary["mean_true_iou"],
+                "selected_precision": summary["training_set"]["selected_precision"]}
+
+
+def run_selftrain(cfg: Config, inputs: SelfTrainInputs, out_dir: str | Path, *, resume: bool = False,
+                  progress: bool = True) -> Path:
+    """Run (or resume) the whole loop; returns the final model's path (``round_K/model.pt``)."""
+    return SelfTraining(cfg, inputs, out_dir, resume=resume, progress=progress).run()
+
+
+__all__ = ["SelfTrainInputs", "SelfTraining", "round_config", "run_selftrain", "selection_tau",
+           "read_pseudo_labels", "write_pseudo_labels"]

@@ -1,0 +1,318 @@
+"""Pseudo-labelling: model tracks -> score filter (eq. 16) -> spatiotemporal NMS (eq. 17-18).
+
+A *detection* is one predicted track of one video (supplement 6.1): a confidence score and a mask per
+frame, plus the frozen quality predictor's per-frame IoU. Masks are COCO compressed RLE dicts
+(``{"size": [h, w], "counts": str}``); a frame where the track is absent holds ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from ..data import ytvis
+from ..errors import AutoQVISError
+
+RLE = dict[str, Any]
+
+
+@dataclass
+class Detection:
+    """One track of one video.
+
+    video_id:       the YTVIS video id.
+    score:          s_d, the class head's object confidence in [0, 1].
+    segmentations:  T entries, a COCO RLE per frame or None where the mask is empty.
+    pred_iou:       T floats, the quality predictor's IoU per frame (empty when there is no predictor).
+    quality:        T floats, Q_d^t (eq. 20); filled by selection.
+    selected:       T ints 0/1, S_d^t (eq. 21); filled by selection.
+    """
+
+    video_id: int
+    score: float
+    segmentations: list[RLE | None]
+    pred_iou: list[float] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    selected: list[int] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.segmentations)
+
+    def areas(self) -> list[int]:
+        """Mask area in pixels per frame (0 where absent)."""
+        return [0 if s is None else int(mask_utils.area(s)) for s in self.segmentations]
+
+
+# ----------------------------------------------------------------------------------------- masks
+def encode_mask(mask: np.ndarray) -> RLE | None:
+    """bool (H, W) -> COCO RLE with a str ``counts``; None for an empty mask (YTVIS writes null)."""
+    return ytvis.encode_mask(mask) if mask.any() else None
+
+
+def _empty_rle(size: tuple[int, int]) -> RLE:
+    return mask_utils.encode(np.zeros(size, dtype=np.uint8, order="F"))
+
+
+def frame_ious(tracks_a: list[Detection], tracks_b: list[Detection]) -> np.ndarray:
+    """Mask IoU of every pair of tracks in every frame.
+
+    tracks_a: Na detections of one video, tracks_b: Nb detections of the same video (same T).
+    Returns float (T, Na, Nb). An absent mask has IoU 0 with anything, absent-vs-absent included.
+    """
+    num_frames = tracks_a[0].num_frames if tracks_a else (tracks_b[0].num_frames if tracks_b else 0)
+    out = np.zeros((num_frames, len(tracks_a), len(tracks_b)))
+    if not tracks_a or not tracks_b:
+        return out
+    for t in range(num_frames):
+        seg_a = [d.segmentations[t] for d in tracks_a]
+        seg_b = [d.segmentations[t] for d in tracks_b]
+        size = next((tuple(s["size"]) for s in seg_a + seg_b if s is not None), None)
+        if size is None:
+            continue
+        empty = _empty_rle(size)
+        # pycocotools gives 0 for an empty union, so empty-vs-empty frames never count as overlap.
+        out[t] = mask_utils.iou(
+            [s if s is not None else empty for s in seg_a],
+            [s if s is not None else empty for s in seg_b],
+            [0] * len(seg_b),
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------- equations
+def filter_by_score(detections: list[Detection], threshold: float = 0.25) -> list[Detection]:
+    """Eq. 16: keep detections with s >= threshold."""
+    return [d for d in detections if d.score >= threshold]
+
+
+def spatiotemporal_nms(detections: list[Detection], iou_threshold: float = 0.5) -> list[Detection]:
+    """Eq. 17-18: greedy NMS over tracks of ONE video, suppressing on overlap in any single frame.
+
+    Detections are sorted by score (stable, so ties keep their input order); a track is suppressed when,
+    in at least one frame, its mask IoU with an already kept, higher-scored track is >= iou_threshold.
+    Returns the kept detections, highest score first.
+    """
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)  # eq. 17
+    worst_frame_iou = frame_ious(detections, detections).max(axis=0, initial=0.0)  # (N, N)
+    kept: list[int] = []
+    for i in order:  # eq. 18
+        if all(worst_frame_iou[i, j] < iou_threshold for j in kept):
+            kept.append(i)
+    return [detections[i] for i in kept]
+
+
+# ----------------------------------------------------------------------------- model -> tracks
+def detections_from_prediction(video_id: int, pred: dict[str, Any]) -> list[Detection]:
+    """One video's prediction (``autoqvis.engine.inference``) -> detections (all of them, no filtering).
+
+    pred: ``scores`` (k,); ``segmentations`` (k lists of T RLE-or-None) or ``masks`` bool (k, T, H, W) at the
+    original size; ``quality`` (k, T) in [0, 1] or None. Returns k detections in the model's order.
+    """
+    scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
+    if "segmentations" in pred:
+        segs = [list(s) for s in pred["segmentations"]]
+    else:
+        segs = [[encode_mask(m) for m in track] for track in np.asarray(pred["masks"], dtype=bool)]
+    quality = pred.get("quality")
+    quality = None if quality is None else np.clip(np.asarray(quality, dtype=np.float64), 0.0, 1.0)
+    return [
+        Detection(
+            video_id=int(video_id),
+            score=float(scores[i]),
+            segmentations=segs[i],
+            pred_iou=[] if quality is None else [float(q) for q in quality[i]],
+        )
+        for i in range(len(scores))
+    ]
+
+
+def pseudo_label_video(
+    video_id: int, pred: dict[str, Any], score_threshold: float = 0.25, nms_iou: float = 0.5
+) -> tuple[list[Detection], int]:
+    """Top-k tracks of one video -> (kept detections after eq. 16-18, number of tracks before NMS).
+
+    The model's inference already keeps the top-k (cfg.model.test_topk = 10) tracks by score.
+    """
+    dets = filter_by_score(detections_from_prediction(video_id, pred), score_threshold)
+    return spatiotemporal_nms(dets, nms_iou), len(dets)
+
+
+def pseudo_label_dataset(
+    model: Any,
+    unlabeled: "ytvis.YTVISDataset",
+    cfg: Any,
+    out_path: str | os.PathLike,
+    *,
+    video_ids: Iterable[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    desc: str = "pseudo-label",
+) -> Path:
+    """Label every unlabeled video with ``model`` and stream the detections to ``out_path`` (jsonl).
+
+    Per video: the model's top-k tracks (cfg.model.test_topk), score >= cfg.selftrain.score_threshold
+    (eq. 16), spatiotemporal NMS at cfg.selftrain.nms_iou (eq. 17-18), the predictor's IoU attached.
+    One line per video is appended and flushed, so memory stays flat in the number of videos and a
+    killed run resumes (``resume=True``) at the first unfinished video. Returns ``out_path``.
+    """
+    from ..engine.inference import predict_dataset
+
+    out_path = Path(out_path)
+    if resume and out_path.exists():
+        return out_path
+    ids = [v.id for v in unlabeled.videos] if video_ids is None else list(video_ids)
+    writer = DetectionWriter(out_path, resume=resume)
+    todo = [v for v in ids if v not in writer.done_videos]
+    st = cfg.selftrain
+    try:
+        for video_id, pred in predict_dataset(model, unlabeled, cfg, video_ids=todo, progress=progress, desc=desc):
+            kept, before = pseudo_label_video(video_id, pred, st.score_threshold, st.nms_iou)
+            writer.write(video_id, kept, before)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close()
+    return out_path
+
+
+# -------------------------------------------------------------------------------- serialisation
+def detection_to_dict(det: Detection) -> dict[str, Any]:
+    return dataclasses.asdict(det)
+
+
+def detection_from_dict(data: dict[str, Any], where: str = "detection") -> Detection:
+    """A dict written by :func:`detection_to_dict`, or a pseudo-label YTVIS annotation dict."""
+    try:
+        det = Detection(
+            video_id=int(data["video_id"]),
+            score=float(data["score"]),
+            segmentations=list(data["segmentations"]),
+            pred_iou=[float(x) for x in data.get("pred_iou") or []],
+            quality=[float(x) for x in data.get("quality") or []],
+            selected=[int(x) for x in data.get("selected") or []],
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise AutoQVISError(f"{where}: not a valid detection ({type(e).__name__}: {e})") from None
+    for name in ("pred_iou", "quality", "selected"):
+        n = len(getattr(det, name))
+        if n not in (0, det.num_frames):
+            raise AutoQVISError(f"{where}: {name} has {n} entries, segmentations has {det.num_frames}")
+    return det
+
+
+def detection_from_annotation(ann: Any) -> Detection:
+    """An ``autoqvis.data.ytvis.Annotation`` of a pseudo-label file -> Detection (score/Q/S from extra)."""
+    extra = dict(getattr(ann, "extra", {}) or {})
+    data = {"video_id": ann.video_id, "segmentations": ann.segmentations, "score": extra.get("score", 1.0)}
+    for key in ("pred_iou", "quality", "selected"):
+        data[key] = extra.get(key)
+    return detection_from_dict(data, where=f"annotation {ann.id} (video {ann.video_id})")
+
+
+def detection_to_annotation(det: Detection, ann_id: int) -> dict[str, Any]:
+    """A detection as a YTVIS annotation dict; score, pred_iou, Q^t and S^t ride along as extra keys."""
+    areas, bboxes = [], []
+    for seg in det.segmentations:
+        if seg is None:
+            areas.append(None)
+            bboxes.append(None)
+        else:
+            areas.append(int(mask_utils.area(seg)))
+            bboxes.append([float(x) for x in mask_utils.toBbox(seg)])
+    return {
+        "id": int(ann_id),
+        "video_id": det.video_id,
+        "category_id": 1,
+        "segmentations": det.segmentations,
+        "areas": areas,
+        "bboxes": bboxes,
+        "iscrowd": 0,
+        "score": det.score,
+        "pred_iou": det.pred_iou,
+        "quality": det.quality,
+        "selected": det.selected,
+    }
+
+
+# ------------------------------------------------------------------------- streaming to disk
+class DetectionWriter:
+    """Append one video's detections per line to ``<path>.partial``; ``close()`` renames it to ``path``.
+
+    A killed run leaves the ``.partial`` file: :func:`read_partial` returns the videos finished there
+    so pseudo-labelling resumes at the next video. Lines are ``{"video_id", "before_nms", "detections"}``.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume: bool = False):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        done = read_partial(self.partial) if resume else []
+        # rewrite the complete lines only: a line cut by the kill is dropped and redone.
+        with open(self.partial, "w") as f:
+            for rec in done:
+                f.write(json.dumps(rec) + "\n")
+        self.done_videos = {rec["video_id"] for rec in done}
+        self._file = open(self.partial, "a")
+
+    def write(self, video_id: int, detections: list[Detection], before_nms: int) -> None:
+        rec = {"video_id": int(video_id), "before_nms": int(before_nms),
+               "detections": [detection_to_dict(d) for d in detections]}
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Finish: the ``.partial`` file becomes ``path`` (atomic rename)."""
+        self._file.close()
+        os.replace(self.partial, self.path)
+
+    def abandon(self) -> None:
+        """Stop without finishing; the ``.partial`` file stays for a later resume."""
+        self._file.close()
+
+
+def read_partial(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete lines of a detections file being written (a cut last line is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def iter_detection_file(path: str | os.PathLike) -> Iterator[tuple[int, int, list[Detection]]]:
+    """Stream a finished detections file: (video_id, tracks before NMS, detections) per video."""
+    path = Path(path)
+    try:
+        f = open(path)
+    except OSError as e:
+        raise AutoQVISError(f"{path}: cannot read detections ({e.strerror or e})") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+                dets = [detection_from_dict(d, f"{path}: line {lineno}") for d in rec["detections"]]
+                yield int(rec["video_id"]), int(rec["before_nms"]), dets
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise AutoQVISError(f"{path}: line {lineno}: not a detections record ({e})") from None
+
+
+def group_by_video(detections: Iterable[Detection]) -> dict[int, list[Detection]]:
+    """Detections -> {video_id: [detections in input order]}, video ids ascending."""
+    out: dict[int, list[Detection]] = {}
+    for d in detections:
+        out.setdefault(d.video_id, []).append(d)
+    return dict(sorted(out.items()))

@@ -1,0 +1,94 @@
+"""Quality-guided selection (supplement 6.2, eq. 19-22) and eligible frames (eq. 14).
+
+Conventions taken from the authors' code, where the paper is silent:
+- a frame where the track's mask is empty counts as *selected* (S^t = 1): an absent object is not a
+  wrong label, and it must not make the frame ineligible for every other track of the video;
+- a track is retained when it has at least ``min_selected_frames`` selected frames with a NON-EMPTY
+  mask. Eq. 22 asks for one; the authors' code asks for two (``SelfTrainConfig.min_selected_frames = 2``).
+Without the quality predictor (Table 3, "w/o quality predictor") Q^t = s alone, with tau = 0.85.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from ..errors import AutoQVISError
+from .pseudo_label import Detection
+
+
+def quality_scores(det: Detection, use_quality_predictor: bool = True) -> list[float]:
+    """Eq. 20: Q_d^t = s_d * IoU_d^t per frame (T floats); without the predictor Q_d^t = s_d."""
+    if not use_quality_predictor:
+        return [det.score] * det.num_frames
+    if len(det.pred_iou) != det.num_frames:
+        raise AutoQVISError(
+            f"video {det.video_id}: a detection has {len(det.pred_iou)} predicted IoUs for {det.num_frames} "
+            "frames; the model has no quality predictor (use --no-quality-predictor)"
+        )
+    return [det.score * iou for iou in det.pred_iou]
+
+
+def select_frames(det: Detection, quality: Sequence[float], tau: float) -> list[int]:
+    """Eq. 21: S_d^t = 1 where Q_d^t >= tau, and where the mask is empty (the authors' convention). (T,)"""
+    return [int(seg is None or q >= tau) for seg, q in zip(det.segmentations, quality)]
+
+
+def score_and_select(dets: list[Detection], tau: float, use_quality_predictor: bool = True) -> list[Detection]:
+    """Eq. 20-21 for every detection: copies with ``quality`` and ``selected`` filled."""
+    out = []
+    for d in dets:
+        q = quality_scores(d, use_quality_predictor)
+        out.append(dataclasses.replace(d, quality=q, selected=select_frames(d, q, tau)))
+    return out
+
+
+def num_selected_nonempty(det: Detection) -> int:
+    """Frames where the track is both selected and present."""
+    return sum(1 for s, seg in zip(det.selected, det.segmentations) if s and seg is not None)
+
+
+def retain(dets: list[Detection], min_selected_frames: int = 2) -> list[Detection]:
+    """Eq. 22: keep a track with at least ``min_selected_frames`` selected non-empty frames."""
+    return [d for d in dets if num_selected_nonempty(d) >= min_selected_frames]
+
+
+def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any]], iou_threshold: float = 0.5) -> list[Detection]:
+    """Table 2's "practical limit" (an oracle, for analysis only): S^t = 1 where the mask's TRUE IoU with its
+    best-matching ground-truth track (``autoqvis.eval.analysis.true_ious``) is >= iou_threshold; empty
+    frames stay selected as in eq. 21. Q^t is kept as it was."""
+    from ..eval.analysis import true_ious
+
+    frame_iou, _ = true_ious(dets, gt_segmentations)
+    return [
+        dataclasses.replace(d, selected=[int(seg is None or iou >= iou_threshold) for seg, iou in zip(d.segmentations, f)])
+        for d, f in zip(dets, frame_iou)
+    ]
+
+
+def _selected_flags(item: Any) -> list[int]:
+    """S^t of a Detection, a ytvis ``Annotation`` (extra["selected"]) or an annotation dict.
+
+    An annotation without flags (ground truth) is selected in every frame.
+    """
+    if isinstance(item, Detection):
+        flags, n = item.selected, item.num_frames
+    elif isinstance(item, dict):
+        flags, n = item.get("selected"), len(item["segmentations"])
+    else:
+        flags, n = (getattr(item, "extra", None) or {}).get("selected"), len(item.segmentations)
+    return [1] * n if not flags else [int(s) for s in flags]
+
+
+def eligible_frames(annotations_of_one_video: Sequence[Any]) -> list[int]:
+    """Eq. 14: frame indices t where every detection of the video has S^t = 1.
+
+    annotations_of_one_video: Detections, ytvis Annotations or annotation dicts of ONE video (same T).
+    A video without any detection has no eligible frame (it is not in the training set, eq. 4).
+    """
+    flags = [_selected_flags(a) for a in annotations_of_one_video]
+    if not flags:
+        return []
+    if len({len(f) for f in flags}) != 1:
+        raise AutoQVISError(f"eligible_frames: the annotations disagree on the number of frames {sorted({len(f) for f in flags})}")
+    return [t for t in range(len(flags[0])) if all(f[t] for f in flags)]

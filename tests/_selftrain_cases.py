@@ -1,0 +1,39 @@
+"""Hand-built tracks for the self-training tests: rectangles on a small grid, one RLE per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoqvis.selftrain.pseudo_label import Detection, encode_mask
+
+H, W = 10, 10
+
+
+def box(y0: int, x0: int, y1: int, x1: int, h: int = H, w: int = W) -> np.ndarray:
+    """bool (h, w) with rows y0:y1 and columns x0:x1 set."""
+    m = np.zeros((h, w), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+EMPTY = np.zeros((H, W), dtype=bool)
+
+
+def track(masks: list[np.ndarray], score: float = 0.9, video_id: int = 1, pred_iou=None,
+          quality=None, selected=None) -> Detection:
+    """A Detection from per-frame bool masks (an all-False mask becomes None)."""
+    t = len(masks)
+    return Detection(
+        video_id=video_id,
+        score=score,
+        segmentations=[encode_mask(m) for m in masks],
+        pred_iou=list(pred_iou) if pred_iou is not None else [1.0] * t,
+        quality=list(quality) if quality is not None else [],
+        selected=list(selected) if selected is not None else [],
+    )
+
+
+def masks_of(det: Detection) -> list[np.ndarray]:
+    import pycocotools.mask as mask_utils
+
+    return [EMPTY if s is None else mask_utils.decode(s).astype(bool) for s in det.segmentations]

@@ -1,0 +1,83 @@
+"""Eq. 14 and 20-22: quality score, frame selection, retention, eligible frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from _selftrain_cases import EMPTY, box, track
+from autoqvis.errors import AutoQVISError
+from autoqvis.selftrain.selection import (
+    eligible_frames,
+    quality_scores,
+    retain,
+    score_and_select,
+    select_frames,
+)
+
+A = box(0, 0, 4, 4)
+
+
+def test_quality_is_score_times_predicted_iou():  # eq. 20
+    d = track([A] * 4, score=0.9, pred_iou=[1.0, 0.8, 0.9, 0.5])
+    assert quality_scores(d) == pytest.approx([0.9, 0.72, 0.81, 0.45])
+
+
+def test_quality_without_predictor_is_the_score():
+    d = track([A] * 3, score=0.86, pred_iou=[0.1, 0.2, 0.3])
+    assert quality_scores(d, use_quality_predictor=False) == [0.86, 0.86, 0.86]
+    assert score_and_select([d], tau=0.85, use_quality_predictor=False)[0].selected == [1, 1, 1]
+    assert score_and_select([d], tau=0.87, use_quality_predictor=False)[0].selected == [0, 0, 0]
+
+
+def test_quality_needs_a_predicted_iou_per_frame():
+    d = track([A, A], pred_iou=[])
+    with pytest.raises(AutoQVISError, match="--no-quality-predictor"):
+        quality_scores(d)
+
+
+def test_select_frames_threshold_inclusive_and_empty_frames_selected():  # eq. 21
+    d = track([A, A, A, EMPTY], score=1.0, pred_iou=[0.75, 0.7499, 0.9, 0.0])
+    q = quality_scores(d)
+    assert select_frames(d, q, tau=0.75) == [1, 0, 1, 1]  # the empty frame counts as selected
+
+
+def test_score_and_select_fills_fields_without_touching_input():
+    d = track([A, A], score=0.5, pred_iou=[1.0, 0.2])
+    (out,) = score_and_select([d], tau=0.3)
+    assert out.quality == pytest.approx([0.5, 0.1]) and out.selected == [1, 0]
+    assert d.quality == [] and d.selected == []
+
+
+def test_retain_counts_non_empty_selected_frames():  # eq. 22 (+ the authors' minimum of 2)
+    one_real = track([A, EMPTY, A], score=1.0, pred_iou=[0.9, 0.0, 0.1])  # S = [1, 1(empty), 0]
+    two_real = track([A, A, EMPTY], score=1.0, pred_iou=[0.9, 0.8, 0.0])  # S = [1, 1, 1(empty)]
+    none = track([A, A], score=1.0, pred_iou=[0.1, 0.1])
+    dets = score_and_select([one_real, two_real, none], tau=0.75)
+    assert [d.pred_iou for d in retain(dets, 2)] == [[0.9, 0.8, 0.0]]
+    assert len(retain(dets, 1)) == 2  # the paper's eq. 22: selected in at least one frame
+    assert retain(dets, 1)[0].pred_iou == [0.9, 0.0, 0.1]
+
+
+def test_eligible_frames_every_detection_selected():  # eq. 14
+    a = track([A] * 5, selected=[1, 1, 0, 1, 1])
+    b = track([A] * 5, selected=[1, 0, 1, 1, 1])
+    c = track([A] * 5, selected=[1, 1, 1, 1, 0])
+    assert eligible_frames([a, b, c]) == [0, 3]
+    assert eligible_frames([a]) == [0, 1, 3, 4]
+
+
+def test_eligible_frames_from_annotation_dicts_and_objects():
+    class Ann:  # the shape of autoqvis.data.ytvis.Annotation
+        def __init__(self, segs, extra):
+            self.segmentations, self.extra = segs, extra
+
+    pseudo = {"segmentations": [None] * 3, "selected": [0, 1, 1]}
+    gt = {"segmentations": [None] * 3}  # no flags: ground truth, every frame selected
+    assert eligible_frames([pseudo, gt]) == [1, 2]
+    assert eligible_frames([Ann([None] * 3, {"selected": [1, 1, 0]}), gt]) == [0, 1]
+    assert eligible_frames([]) == []
+
+
+def test_eligible_frames_rejects_mixed_lengths():
+    with pytest.raises(AutoQVISError, match="number of frames"):
+        eligible_frames([track([A] * 2, selected=[1, 1]), track([A] * 3, selected=[1, 1, 1])])
