@@ -122,12 +122,19 @@ def check(device: torch.device) -> None:
     predictor.load_state_dict(state)
     predictor.to(device)
     x0 = inter["pixel_decoder_multi_scale_features_0"].to(device)
+    ref = out["pred_maskiou"][..., 0]
     with torch.no_grad():
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        strict = predictor(x0, out["pred_masks"].to(device)).cpu()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         got = predictor(x0, out["pred_masks"].to(device)).cpu()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             got_bf16 = predictor(x0, out["pred_masks"].to(device)).float().cpu()
-    ref = out["pred_maskiou"][..., 0]
-    print(f"check: predictor fp32 max |diff| vs reference {float((got - ref).abs().max()):.2e} (tolerance 2e-4)")
+    diff = float((strict - ref).abs().max())
+    assert diff < 2e-4, diff
+    print(f"check: predictor fp32 (TF32 off) max |diff| vs reference {diff:.2e} (tolerance 2e-4)")
+    print(f"check: predictor fp32 (torch's default TF32 setting) max |diff| {float((got - ref).abs().max()):.2e}")
     print(f"check: predictor bf16 autocast max |diff| vs reference {float((got_bf16 - ref).abs().max()):.2e}")
     tm = model_ref["targets_masks"].to(device)
     for entry, layer in zip(model_ref["per_layer"], [*out["aux_outputs"], out]):
@@ -136,7 +143,7 @@ def check(device: torch.device) -> None:
         assert abs(float(loss) - entry["loss"]) < 1e-5, (entry["name"], float(loss), entry["loss"])
     print("check: quality loss of all 10 layers on the device equals the authors' values (1e-5)")
     criterion = build_criterion(LossConfig(num_points=1024), num_classes=1, num_aux=9, quality=True).to(device)
-    layer = lambda o: {"pred_logits": o["pred_logits"].to(device), "pred_masks": o["pred_masks"].to(device),  # noqa: E731
+    layer = lambda o: {"pred_logits": o["pred_logits"].to(device), "pred_masks": o["pred_masks"].to(device),  # noqa
                        "pred_maskiou": o["pred_maskiou"][..., 0].to(device)}
     outputs = {**layer(out), "aux_outputs": [layer(a) for a in out["aux_outputs"]]}
     targets = [{"labels": torch.zeros(2, dtype=torch.int64, device=device), "masks": tm}]

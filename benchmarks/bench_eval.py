@@ -40,24 +40,29 @@ SETS = {"gt2.3": 2.3, "gt10": 10.0}
 def ellipse_rles(cy: np.ndarray, cx: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> list[dict | None]:
     """Axis-aligned filled ellipses, (N,) centres/radii in pixels -> N compressed RLEs (None if empty).
 
-    Column-major runs are built per column interval and handed to pycocotools as uncompressed RLE.
+    Each column of an ellipse is one vertical interval, so the column-major runs come straight from
+    the interval ends (all masks at once); pycocotools turns them into compressed RLE.
     """
     x = np.arange(W)[None, :] + 0.5
     half = ry[:, None] * np.sqrt(np.clip(1 - ((x - cx[:, None]) / rx[:, None]) ** 2, 0, None))  # (N, W)
     top = np.clip(np.ceil(cy[:, None] - half - 0.5), 0, H).astype(np.int64)
     bot = np.clip(np.floor(cy[:, None] + half - 0.5) + 1, 0, H).astype(np.int64)
-    bot = np.where(half > 0, np.maximum(bot, top), top)
+    filled = (bot > top) & (half > 0)
+    cols = np.broadcast_to(np.arange(W), filled.shape)
+    edges = np.stack([cols * H + top, cols * H + bot], -1)[filled]  # (K, 2) interval ends, mask by mask
+    per_mask = filled.sum(1)
     out: list[dict | None] = []
+    offset = 0
     for n in range(len(cy)):
-        cols = np.flatnonzero(bot[n] > top[n])
-        if len(cols) == 0:
+        if per_mask[n] == 0:
             out.append(None)
             continue
-        edges = np.stack([cols * H + top[n, cols], cols * H + bot[n, cols]], 1).ravel()
-        keep = np.r_[True, edges[1:] != edges[:-1]]  # touching intervals: drop the zero-length run
-        keep &= np.r_[edges[:-1] != edges[1:], True]
-        edges = edges[keep]
-        counts = np.diff(np.r_[0, edges, H * W]).astype(np.uint64)
+        e = edges[offset:offset + per_mask[n]].ravel()
+        offset += per_mask[n]
+        touching = np.flatnonzero(e[1:-1:2] == e[2::2])  # interval ends where the next column starts
+        if len(touching):
+            e = np.delete(e, np.r_[2 * touching + 1, 2 * touching + 2])
+        counts = np.diff(e, prepend=0, append=H * W).astype(np.uint64)
         rle = mask_utils.frPyObjects({"size": [H, W], "counts": counts}, H, W)
         out.append({"size": [H, W], "counts": rle["counts"].decode("ascii")})
     return out

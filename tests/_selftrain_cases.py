@@ -37,3 +37,11 @@ def masks_of(det: Detection) -> list[np.ndarray]:
     import pycocotools.mask as mask_utils
 
     return [EMPTY if s is None else mask_utils.decode(s).astype(bool) for s in det.segmentations]
+
+
+# A toy config small enough for CPU tests: 64-px clips, 10 queries, 3 decoder layers.
+TINY_OVERRIDES = [
+    "input.min_size_train=[64]", "input.max_size_train=96", "input.min_size_test=64", "input.max_size_test=96",
+    "synth.min_size=[64]", "synth.max_size=96", "model.num_queries=10", "model.dec_layers=3",
+    "loss.num_points=256", "train.batch_size=2", "selftrain.batch_size=2",
+]

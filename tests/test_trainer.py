@@ -196,3 +196,72 @@ def test_step_schedule_has_no_warmup():
 def test_iteration_seed_is_pure():
     assert trainer.iteration_seed(0, 5, 0) == trainer.iteration_seed(0, 5, 0)
     assert len({trainer.iteration_seed(0, i, r) for i in range(10) for r in range(2)}) == 20
+
+
+# ------------------------------------------------------------------------------- the real toy model
+def _toy_model_and_cfg():
+    from autoqvis import build_model
+    from autoqvis.config import load_config
+
+    cfg = load_config("toy", ["model.num_queries=4", "model.dec_layers=2", "loss.num_points=64"])
+    torch.manual_seed(0)
+    return build_model(cfg), cfg
+
+
+class ToyClips(SquareClips):
+    """3-frame 64x64 clips with one bright square (what the VIS model expects)."""
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        masks = torch.zeros((1, 3, 64, 64), dtype=torch.bool)
+        for t in range(3):
+            y, x = rng.integers(0, 40, size=2)
+            masks[0, t, y : y + 20, x : x + 20] = True
+        frames = masks[0].unsqueeze(1).expand(3, 3, 64, 64).float() * 180 + 40
+        return {"frames": frames, "masks": masks, "labels": torch.zeros(1, dtype=torch.int64), "source": "synthetic"}
+
+
+def test_real_toy_model_trains_resumes_exactly_and_reloads(tmp_path):
+    from autoqvis import build_model, load_checkpoint
+
+    model, cfg = _toy_model_and_cfg()
+    tcfg = replace(cfg.train, max_iter=4, batch_size=1, checkpoint_period=2, log_period=1)
+    batches = BalancedBatches([ToyClips()], [1.0], batch_size=1, seed=0)
+    train_loop(model, batches, tcfg, tmp_path / "a", max_iter=4, progress=False, checkpoint_meta={"config": cfg.to_dict()})
+    log = _log(tmp_path / "a")
+    assert len(log) == 4 and all(math.isfinite(r["total_loss"]) for r in log)
+    assert {"loss_ce", "loss_mask", "loss_dice", "loss_maskiou"} <= set(log[0])
+
+    half, _ = _toy_model_and_cfg()
+    train_loop(half, batches, tcfg, tmp_path / "b", max_iter=2, progress=False)
+    resumed, _ = _toy_model_and_cfg()
+    train_loop(resumed, batches, tcfg, tmp_path / "b", max_iter=4, resume=True, progress=False)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    fresh = build_model(cfg)
+    load_checkpoint(fresh, str(tmp_path / "a" / "model_final.pt"))
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_autocast_on_cuda(tmp_path):
+    seen = []
+
+    class Recording(StandIn):
+        def forward_train(self, batch):
+            seen.append(self.backbone[0](batch[0]["frames"]).dtype)
+            return super().forward_train(batch)
+
+    for amp in (True, False):
+        seen.clear()
+        model = Recording().cuda()
+        before = model.backbone[0].weight.detach().clone()
+        _run(tmp_path / str(amp), model=model, cfg=replace(CFG, amp=amp, max_iter=3))
+        assert set(seen) == {torch.bfloat16 if amp else torch.float32}
+        assert not torch.equal(before, model.backbone[0].weight)
+    toy, cfg = _toy_model_and_cfg()
+    toy.cuda()
+    batches = BalancedBatches([ToyClips()], [1.0], batch_size=2, seed=0)
+    train_loop(toy, batches, replace(cfg.train, amp=True, log_period=1), tmp_path / "toy", max_iter=3, progress=False)
+    assert all(math.isfinite(r["total_loss"]) for r in _log(tmp_path / "toy"))

@@ -22,6 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, read_json
+from .rle_check import counts_problems
+from .ytvis import encode_mask
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd")
@@ -80,6 +82,8 @@ class CocoDataset:
         self._images_by_id = {im.id: im for im in images}
         self._anns_by_image: dict[int, list[CocoAnnotation]] = {im.id: [] for im in images}
         for ann in annotations:
+            if ann.image_id not in self._anns_by_image:
+                raise AutoQVISError(f"{self._name}: annotation {ann.id}: image_id {ann.image_id} names no image")
             self._anns_by_image[ann.image_id].append(ann)
 
     def __len__(self) -> int:
@@ -98,8 +102,7 @@ class CocoDataset:
     def annotations_of(self, image_id: int, include_crowd: bool = True) -> list[CocoAnnotation]:
         """The annotations of one image, in file order."""
         self.image(image_id)
-        anns = self._anns_by_image[image_id]
-        return anns if include_crowd else [a for a in anns if not a.iscrowd]
+        return [a for a in self._anns_by_image[image_id] if include_crowd or not a.iscrowd]
 
     def image_path(self, image_id: int) -> Path:
         return self.image_root / self.image(image_id).file_name
@@ -128,7 +131,7 @@ class CocoDataset:
         return np.stack([self.mask(a) for a in anns])
 
     def check_masks(self) -> None:
-        """Decode every segmentation once (slow on large sets): bad RLE counts fail here, not mid-training."""
+        """Decode every segmentation once (slow on large sets): any mask that does not decode fails here."""
         for ann in self.annotations:
             self.mask(ann)
 
@@ -161,10 +164,10 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
 def mask_to_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int = 1,
                        **extra: Any) -> CocoAnnotation:
     """A bool (H, W) mask -> an annotation with compressed RLE, area and xywh bbox from pycocotools."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    segmentation = encode_mask(mask)
+    rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
     area = float(mask_utils.area(rle))
     bbox = [float(v) for v in mask_utils.toBbox(rle)]
-    segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return CocoAnnotation(ann_id, image_id, category_id, segmentation, area, bbox, 0, dict(extra))
 
 
@@ -211,8 +214,7 @@ def _check_rle(rle: dict[str, Any], hw: tuple[int, int], where: str) -> None:
         raise AutoQVISError(f"{where}: segmentation.size is {size} but the image is {list(hw)} (height, width)")
     counts = rle.get("counts")
     if isinstance(counts, str):
-        if not counts.isascii():
-            raise AutoQVISError(f"{where}: segmentation.counts is not an ASCII RLE string")
+        pass  # checked for all annotations at once by _check_compressed_counts
     elif isinstance(counts, list):
         if not all(_is_int(c) and c >= 0 for c in counts):
             raise AutoQVISError(f"{where}: segmentation.counts must hold non-negative integers")
@@ -283,13 +285,11 @@ def _parse_annotation(rec: Any, i: int, name: str, images: dict[int, CocoImage],
     iscrowd = rec.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, bool):
         raise AutoQVISError(f"{where}: iscrowd must be 0 or 1, got {iscrowd!r}")
-    area, bbox = rec.get("area"), rec.get("bbox")
-    if area is None or bbox is None:
-        area, bbox = _area_and_bbox(seg, image.height, image.width, where)
-    if not _is_number(area) or area < 0:
+    area, bbox = rec.get("area"), rec.get("bbox")  # None: filled from the mask once the RLE is checked
+    if area is not None and (not _is_number(area) or area < 0):
         raise AutoQVISError(f"{where}: area must be a non-negative number, got {area!r}")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
-            and bbox[2] >= 0 and bbox[3] >= 0):
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+                                 and bbox[2] >= 0 and bbox[3] >= 0):
         raise AutoQVISError(f"{where}: bbox must be [x, y, width, height] with width, height >= 0, got {bbox!r}")
     extra = {k: v for k, v in rec.items() if k not in _ANN_KEYS}
     return CocoAnnotation(rec["id"], image.id, category_id, seg, area, bbox, iscrowd, extra)
@@ -306,6 +306,18 @@ def _area_and_bbox(seg: Any, height: int, width: int, where: str) -> tuple[float
         return float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
     except (ValueError, TypeError) as e:
         raise AutoQVISError(f"{where}: segmentation does not decode ({e})") from None
+
+
+def _check_compressed_counts(annotations: list[CocoAnnotation], images: dict[int, CocoImage], name: str) -> None:
+    """Every compressed RLE string decodes to runs that cover its image exactly (vectorised check;
+    pycocotools' decoder does not validate the string)."""
+    items = [a for a in annotations if isinstance(a.segmentation, dict) and isinstance(a.segmentation["counts"], str)]
+    if not items:
+        return
+    n_pixels = [images[a.image_id].height * images[a.image_id].width for a in items]
+    for ann, problem in zip(items, counts_problems([a.segmentation["counts"] for a in items], n_pixels)):
+        if problem is not None:
+            raise AutoQVISError(f"{name}: annotation {ann.id} (image {ann.image_id}): segmentation.{problem}")
 
 
 def _check_unique(ids: list[int], what: str, name: str) -> None:
@@ -367,6 +379,14 @@ def load_coco(path_or_dict: str | os.PathLike | dict[str, Any], image_root: str 
     cat_ids = {c["id"] for c in categories}
     annotations = [_parse_annotation(rec, i, name, by_id, cat_ids) for i, rec in enumerate(ann_recs)]
     _check_unique([a.id for a in annotations], "annotation", name)
+    _check_compressed_counts(annotations, by_id, name)
+    for ann in annotations:
+        if ann.area is None or ann.bbox is None:
+            image = by_id[ann.image_id]
+            area, bbox = _area_and_bbox(ann.segmentation, image.height, image.width,
+                                        f"{name}: annotation {ann.id} (image {ann.image_id})")
+            ann.area = area if ann.area is None else ann.area
+            ann.bbox = bbox if ann.bbox is None else ann.bbox
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     dataset = CocoDataset(images, annotations, categories, root, path, extra)
     if check_masks:

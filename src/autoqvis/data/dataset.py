@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from ..config import Config
 from ..errors import AutoQVISError
@@ -55,18 +55,19 @@ def sample_frame_indices(
     return sorted(int(t) for t in [ref, *others])
 
 
-def make_sample(frames: torch.Tensor, masks: torch.Tensor, source: str) -> dict[str, Any]:
+def make_sample(frames: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor, source: str) -> dict[str, Any]:
     """Pack a clip: drops instances empty in every frame; ``labels`` all 0 (one object class).
 
     Args:
-        frames: float32 (T, 3, H, W) RGB 0..255.
+        frames: float32 (T, 3, H, W) RGB 0..255 (numpy or CPU tensor).
         masks: bool (N, T, H, W).
     """
-    keep = masks.flatten(1).any(dim=1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
-    masks = masks[keep]
+    # numpy, not torch: tiny torch ops wake the intra-op thread pool, which costs more than the work
+    frames, masks = np.asarray(frames, dtype=np.float32), np.asarray(masks, dtype=bool)
+    masks = masks[masks.reshape(masks.shape[0], -1).any(axis=1)]
     return {
-        "frames": frames.contiguous(),
-        "masks": masks.contiguous(),
+        "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+        "masks": torch.from_numpy(np.ascontiguousarray(masks)),
         "labels": torch.zeros(masks.shape[0], dtype=torch.int64),
         "source": source,
     }
@@ -74,8 +75,11 @@ def make_sample(frames: torch.Tensor, masks: torch.Tensor, source: str) -> dict[
 
 def augment_clip(
     frames: np.ndarray, masks: np.ndarray, cfg: Config, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Shared shortest-edge resize (size drawn from ``cfg.input.min_size_train``) and horizontal flip.
+
+    Frames are resized by PIL's bilinear filter as detectron2's ``ResizeTransform`` does; masks by
+    nearest pixel centres. Numpy/PIL throughout: single-threaded and cheap next to the model step.
 
     Args:
         frames: uint8 (T, H, W, 3) RGB.
@@ -83,22 +87,18 @@ def augment_clip(
     Returns:
         frames float32 (T, 3, h, w) in 0..255 and masks bool (N, T, h, w).
     """
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     short = int(rng.choice(cfg.input.min_size_train))
     size = shortest_edge_size(h, w, short, cfg.input.max_size_train)
     flip = bool(rng.random() < cfg.input.hflip_prob)
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    m = torch.from_numpy(masks)
     if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
-        if m.shape[0]:
-            # (N, T, h, w) with T as channels; "nearest-exact" samples pixel centres like PIL's NEAREST
-            m = F.interpolate(m.float(), size=size, mode="nearest-exact") > 0.5
-        else:
-            m = m.new_zeros((0, t, *size))
+        frames = np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in frames])
+        rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+        masks = masks[:, :, rows[:, None], cols[None, :]]
     if flip:
-        x, m = x.flip(-1), m.flip(-1)
-    return x, m
+        frames, masks = frames[:, :, ::-1], masks[..., ::-1]
+    return frames.transpose(0, 3, 1, 2).astype(np.float32), masks
 
 
 # ------------------------------------------------------------------------------------- real videos
@@ -204,8 +204,7 @@ class SyntheticClips:
             j = int(rng.integers(len(self.image_ids) - 1))
             paste = self._still(self.image_ids[j + (j >= i)])  # any image but the first
         frames, masks = self.synth(*self._still(self.image_ids[i]), rng, paste=paste)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        return make_sample(x, torch.from_numpy(np.ascontiguousarray(masks)), "synthetic")
+        return make_sample(frames.transpose(0, 3, 1, 2), masks, "synthetic")
 
     def _still(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         return self.coco.read_image(image_id), self.coco.masks(image_id)

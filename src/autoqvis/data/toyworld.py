@@ -585,7 +585,7 @@ def _enter_path(rng: np.random.Generator, t: int, size: tuple[int, int], reach: 
     side = int(rng.integers(4))
     inside = np.array([rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h])
     start = inside.copy()
-    axis, outer = (0, -reach) if side == 0 else (0, w + reach) if side == 1 else (1, -reach) if side == 2 else (1, h + reach)
+    axis, outer = [(0, -reach), (0, w + reach), (1, -reach), (1, h + reach)][side]  # left, right, top, bottom
     start[axis] = outer
     start[1 - axis] += rng.uniform(-0.2, 0.2) * (w, h)[1 - axis]
     arrive = (t - 1) * rng.uniform(0.6, 1.0)  # reach the inner point at 60-100 % of the video

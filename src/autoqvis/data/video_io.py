@@ -131,7 +131,8 @@ class VideoReader:
             h, w = _check_frame_files(self.frame_files, self.path)
             source_fps = folder_fps
             if fps is not None and folder_fps is None:
-                raise AutoQVISError(f"{self.path}: frames carry no timestamps; give their rate to resample to {fps} fps")
+                raise AutoQVISError(
+                    f"{self.path}: frames carry no timestamps; give their rate to resample to {fps} fps")
             step = 1.0 / folder_fps if folder_fps else 1.0
             times = [i * step for i in range(len(self.frame_files))]
         self._times = times
@@ -262,7 +263,8 @@ def _check_frame_files(files: list[Path], where: Path) -> tuple[int, int]:
             size, first = wh, p
         elif wh != size:
             raise AutoQVISError(
-                f"{where}: frames differ in size: {first.name} is {size[1]}x{size[0]}, {p.name} is {wh[1]}x{wh[0]} (HxW)"
+                f"{where}: frames differ in size: {first.name} is {size[1]}x{size[0]}, "
+                f"{p.name} is {wh[1]}x{wh[0]} (HxW)"
             )
     assert size is not None
     return size[1], size[0]

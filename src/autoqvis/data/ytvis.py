@@ -27,6 +27,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import AutoQVISError, where
 from ..fileio import atomic_write_json, is_finite_number, read_json
+from .rle_batch import scan_tracks
 
 RLE = dict  # {"size": [h, w], "counts": str}, COCO compressed RLE (column-major runs, 0s first)
 
@@ -190,87 +191,6 @@ def rle_bboxes(rles: Sequence[RLE | None]) -> list[list[float] | None]:
     return [next(boxes) if r is not None else None for r in rles]
 
 
-def rle_counts_problems(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray) -> list[str | None]:
-    """Check compressed-RLE ``counts`` strings against their frame sizes, all at once.
-
-    counts: N strings in COCO's 6-bit code; n_pixels: (N,) h*w of each frame.
-    Returns N entries: None when the string decodes to non-negative runs summing to h*w, else why not.
-    Mirrors pycocotools' ``rleFrString`` (5 data bits, 0x20 = more, 0x10 = sign of the last group,
-    runs after the second stored as differences to the run two before).
-    """
-    out: list[str | None] = [None] * len(counts)
-    n_pixels = np.asarray(n_pixels, dtype=np.int64)
-    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    nonempty = np.flatnonzero(lengths)
-    for i in np.flatnonzero((lengths == 0) & (n_pixels != 0)):
-        out[i] = f"counts is empty (the {int(n_pixels[i])}-pixel frame needs runs)"
-    if len(nonempty) == 0:
-        return out
-    joined = "".join(counts)
-    if not joined.isascii():
-        for i in nonempty:
-            if not counts[i].isascii():
-                out[i] = "counts has a non-ASCII character"
-        return out
-    code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
-    lengths = lengths[nonempty]
-    str_end = np.cumsum(lengths) - 1
-    str_of_char = np.repeat(np.arange(len(nonempty)), lengths)
-    bad = np.zeros(len(nonempty), dtype=np.int8)  # 1 bad char, 2 truncated, 3 too long a number
-    bad[np.unique(str_of_char[(code < 0) | (code > 63)])] = 1
-    code = np.clip(code, 0, 63)
-    ends = (code & 0x20) == 0
-    bad[(bad == 0) & ~ends[str_end]] = 2
-    ends[str_end] = True  # keep numbers from running into the next string
-    starts = np.flatnonzero(np.r_[True, ends[:-1]])
-    value_of_char = np.cumsum(np.r_[True, ends[:-1]]) - 1
-    digit = np.arange(len(code)) - starts[value_of_char]
-    too_long = digit > 11  # 60 bits: no frame has that many pixels
-    bad[np.unique(str_of_char[too_long])] = np.maximum(bad[np.unique(str_of_char[too_long])], 3)
-    digit = np.minimum(digit, 11)
-    x = np.add.reduceat((code & 0x1F) << (5 * digit), starts)
-    last = np.flatnonzero(ends)
-    negative = (code[last] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * (digit[last][negative] + 1))
-    runs = _undo_run_deltas(x, str_of_char[starts])
-    str_of_value = str_of_char[starts]
-    first_value = np.flatnonzero(np.r_[True, str_of_value[1:] != str_of_value[:-1]])
-    totals = np.add.reduceat(runs, first_value)
-    has_negative = np.zeros(len(nonempty), dtype=bool)
-    has_negative[np.unique(str_of_value[runs < 0])] = True
-    wanted = n_pixels[nonempty]
-    for j in np.flatnonzero((bad > 0) | has_negative | (totals != wanted)):
-        i = int(nonempty[j])
-        if bad[j] == 1:
-            out[i] = "counts has a character outside COCO's RLE code ('0'..'o')"
-        elif bad[j] == 2:
-            out[i] = "counts ends in the middle of a number (truncated RLE string)"
-        elif bad[j] == 3:
-            out[i] = "counts holds a number too large for any frame"
-        elif has_negative[j]:
-            out[i] = "counts decodes to a negative run length"
-        else:
-            out[i] = f"counts runs cover {int(totals[j])} pixels but the frame has {int(wanted[j])}"
-    return out
-
-
-def _undo_run_deltas(x: np.ndarray, string_of_value: np.ndarray) -> np.ndarray:
-    """Runs from stored numbers: run[m] = x[m] + run[m-2] for m > 2, within each string (V,) -> (V,)."""
-    boundary = np.r_[True, string_of_value[1:] != string_of_value[:-1]]
-    m = np.arange(len(x)) - np.maximum.accumulate(np.where(boundary, np.arange(len(x)), 0))
-    runs = x.copy()
-    for chain in ((m % 2 == 1), (m % 2 == 0) & (m >= 2)):  # odd runs from m=1, even runs from m=2
-        idx = np.flatnonzero(chain)
-        if len(idx) == 0:
-            continue
-        vals = x[idx]
-        cum = np.cumsum(vals)
-        seg_start = np.r_[True, string_of_value[idx][1:] != string_of_value[idx][:-1]]
-        seg_first = np.maximum.accumulate(np.where(seg_start, np.arange(len(idx)), 0))
-        runs[idx] = cum - (cum - vals)[seg_first]  # cumulative sum restarted at each string
-    return runs
-
-
 # ------------------------------------------------------------------------------------ validation
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
@@ -288,12 +208,12 @@ def _check_file_name(name: Any, loc: str) -> str:
     return name
 
 
-def _parse_video(rec: Any, loc: str) -> Video:
+def _parse_video(rec: Any, name: str, k: int) -> Video:
     if not isinstance(rec, dict):
-        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+        raise AutoQVISError(f"{name}: videos[{k}]: must be an object, got {type(rec).__name__}")
     if not _is_int(rec.get("id")):
-        raise AutoQVISError(f"{loc}: field 'id' must be an integer, got {rec.get('id')!r}")
-    loc = f"{loc.rsplit(':', 1)[0]}: video {rec['id']}"
+        raise AutoQVISError(f"{name}: videos[{k}]: field 'id' must be an integer, got {rec.get('id')!r}")
+    loc = f"{name}: video {rec['id']}"
     for key in ("height", "width"):
         if not _is_int(rec.get(key)) or rec[key] <= 0:
             raise AutoQVISError(f"{loc}: field '{key}' must be a positive integer, got {rec.get(key)!r}")
@@ -310,48 +230,63 @@ def _parse_video(rec: Any, loc: str) -> Video:
 def _to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
     """One frame's segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE | None.
 
-    The counts string is checked separately (batched); here only the structure and size.
+    Only structure and size are checked here; counts strings are checked in bulk (``rle_check``).
     """
     if seg is None or (isinstance(seg, list) and not seg):
         return None  # [] is falsy: the official code treats it as absent too
     if isinstance(seg, dict):
         size = seg.get("size")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size)):
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
             raise AutoQVISError(f"{loc}: RLE 'size' must be [height, width], got {size!r}")
         if list(size) != [h, w]:
             raise AutoQVISError(f"{loc}: RLE size is {list(size)} but the video is {h}x{w} (height x width)")
         counts = seg.get("counts")
         if isinstance(counts, str):
-            return seg if len(seg) == 2 else {"size": [h, w], "counts": counts}
+            return {"size": [h, w], "counts": counts}
         if isinstance(counts, bytes):
-            return {"size": [h, w], "counts": counts.decode("ascii", errors="replace")}
+            try:
+                return {"size": [h, w], "counts": counts.decode("ascii")}
+            except UnicodeDecodeError:
+                raise AutoQVISError(f"{loc}: malformed RLE: counts has a non-ASCII byte") from None
         if isinstance(counts, list):
             if not all(_is_int(c) and c >= 0 for c in counts):
                 raise AutoQVISError(f"{loc}: uncompressed RLE counts must be non-negative integers")
             if sum(counts) != h * w:
-                raise AutoQVISError(f"{loc}: uncompressed RLE counts sum to {sum(counts)} but the frame has {h * w} pixels")
+                raise AutoQVISError(f"{loc}: malformed RLE: uncompressed counts sum to {sum(counts)} "
+                                    f"but the frame has {h * w} pixels")
             rle = mask_utils.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
             return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
         raise AutoQVISError(f"{loc}: RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
     if isinstance(seg, list):
-        polys = seg
-        for k, poly in enumerate(polys):
+        for k, poly in enumerate(seg):
             if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
                     and all(is_finite_number(v) for v in poly)):
                 raise AutoQVISError(f"{loc}: polygon {k} must be a list of >= 3 finite (x, y) pairs")
-        rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in polys], h, w))
+        rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], h, w))
         return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
     raise AutoQVISError(f"{loc}: must be an RLE object, a polygon list or null, got {type(seg).__name__}")
 
 
-def _check_counts(items: list[tuple[str, RLE]], name: str) -> None:
-    """Raise on the first malformed counts string; items: (location, rle)."""
-    if not items:
-        return
-    problems = rle_counts_problems([r["counts"] for _, r in items], [r["size"][0] * r["size"][1] for _, r in items])
-    for (loc, _), problem in zip(items, problems):
-        if problem is not None:
-            raise AutoQVISError(f"{loc}: malformed RLE: {problem}")
+def _check_segmentations(tracks: list[list[Any]], sizes: list[list[int]], locs: list[str],
+                         workers: int | None) -> None:
+    """Validate (and convert in place, to compressed RLE) every frame of every track.
+
+    tracks: N per-frame lists; sizes: N [h, w]; locs: N record locations for messages.
+    """
+    report = scan_tracks(tracks, sizes, workers)
+    converted = []
+    for i in report.noncanonical:  # rare: polygons, uncompressed RLE, or an error to name
+        h, w = sizes[i]
+        tracks[i][:] = [_to_rle(s, h, w, f"{locs[i]}: segmentations[{t}]") for t, s in enumerate(tracks[i])]
+        converted.append(i)
+    problem = report.problem
+    if converted:
+        again = scan_tracks([tracks[i] for i in converted], [sizes[i] for i in converted], workers=1).problem
+        if again is not None and (problem is None or converted[again[0]] < problem[0]):
+            problem = (converted[again[0]], again[1], again[2])
+    if problem is not None:
+        i, t, reason = problem
+        raise AutoQVISError(f"{locs[i]}: segmentations[{t}]: malformed RLE: {reason}")
 
 
 def _per_frame_list(rec: dict, key: str, length: int, loc: str) -> list | None:
@@ -385,24 +320,21 @@ def _check_bboxes(bboxes: list, video: Video, loc: str) -> list[list[float] | No
     return bboxes
 
 
-def _check_extras(rec: dict, length: int, loc: str) -> dict[str, Any]:
-    extra = {k: v for k, v in rec.items() if k not in _ANN_KEYS}
+def _check_per_frame_extras(rec: dict, length: int, loc: str) -> None:
     for key in _PER_FRAME_EXTRAS:
-        values = _per_frame_list(rec, key, length, loc)
-        for t, v in enumerate(values or []):
+        for t, v in enumerate(_per_frame_list(rec, key, length, loc) or []):
             if v is not None and not is_finite_number(v):
                 raise AutoQVISError(f"{loc}: {key}[{t}] must be a finite number or null, got {v!r}")
-    return extra
 
 
-def _parse_annotation(rec: Any, loc: str, videos: dict[int, Video], categories: set[int],
-                      rles_to_check: list) -> Annotation:
+def _parse_annotation(rec: Any, name: str, k: int, videos: dict[int, Video], categories: set[int]) -> Annotation:
+    """Everything but the masks' content (checked in bulk afterwards)."""
     if not isinstance(rec, dict):
-        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+        raise AutoQVISError(f"{name}: annotations[{k}]: must be an object, got {type(rec).__name__}")
     ann_id = rec.get("id")
     if not _is_int(ann_id):
-        raise AutoQVISError(f"{loc}: field 'id' must be an integer, got {ann_id!r}")
-    loc = f"{loc.rsplit(':', 1)[0]}: annotation {ann_id}"
+        raise AutoQVISError(f"{name}: annotations[{k}]: field 'id' must be an integer, got {ann_id!r}")
+    loc = f"{name}: annotation {ann_id}"
     if ann_id <= 0:
         raise AutoQVISError(f"{loc}: annotation ids must be >= 1 (the YouTubeVIS evaluator takes id 0 for "
                             "'unmatched' and would never match this object)")
@@ -417,19 +349,18 @@ def _parse_annotation(rec: Any, loc: str, videos: dict[int, Video], categories: 
     if categories and cat not in categories:
         raise AutoQVISError(f"{loc}: category_id {cat} is not among the file's categories {sorted(categories)}")
     iscrowd = rec.get("iscrowd", 0)
-    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+    if not (_is_int(iscrowd) or isinstance(iscrowd, bool)) or iscrowd not in (0, 1):
         raise AutoQVISError(f"{loc}: field 'iscrowd' must be 0 or 1, got {iscrowd!r}")
     segs = _per_frame_list(rec, "segmentations", video.length, loc)
     if segs is None:
         raise AutoQVISError(f"{loc}: field 'segmentations' is missing (one RLE or null per frame)")
-    segs = [_to_rle(s, video.height, video.width, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
-    rles_to_check.extend((f"{loc}: segmentations[{t}]", s) for t, s in enumerate(segs) if s is not None)
     areas = _per_frame_list(rec, "areas", video.length, loc)
     bboxes = _per_frame_list(rec, "bboxes", video.length, loc)
-    return Annotation(int(ann_id), int(vid), int(cat), segs,
+    _check_per_frame_extras(rec, video.length, loc)
+    return Annotation(int(ann_id), int(vid), int(cat), list(segs),
                       _check_areas(areas, loc) if areas is not None else None,  # type: ignore[arg-type]
                       _check_bboxes(bboxes, video, loc) if bboxes is not None else None,  # type: ignore[arg-type]
-                      int(iscrowd), _check_extras(rec, video.length, loc))
+                      int(iscrowd), {key: v for key, v in rec.items() if key not in _ANN_KEYS})
 
 
 def _parse_categories(value: Any, name: str) -> list[dict[str, Any]]:
@@ -447,11 +378,13 @@ def _parse_categories(value: Any, name: str) -> list[dict[str, Any]]:
     return value
 
 
-def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.PathLike | None = None) -> YTVISDataset:
-    """Read and validate a YouTubeVIS json (a path, or the already-parsed dict).
+def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.PathLike | None = None,
+               workers: int | None = None) -> YTVISDataset:
+    """Read and validate a YouTubeVIS json (a path, or the already-parsed dict, which is not modified).
 
     image_root: folder the ``file_names`` are relative to; default ``<json dir>/JPEGImages`` if it
-    exists, else ``<json dir>`` (for a dict: the current folder).
+    exists, else ``<json dir>`` (for a dict: the current folder). workers: processes for the mask
+    checks of large files (default up to 2).
     Missing ``areas``/``bboxes`` are computed from the masks; stored ones are kept as they are.
     """
     if isinstance(path_or_dict, dict):
@@ -468,7 +401,7 @@ def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.Path
     categories = _parse_categories(raw.get("categories"), name)
     videos: dict[int, Video] = {}
     for k, rec in enumerate(raw["videos"]):
-        video = _parse_video(rec, f"{name}: videos[{k}]")
+        video = _parse_video(rec, name, k)
         if video.id in videos:
             raise AutoQVISError(f"{name}: video {video.id}: duplicate video id (videos[{k}])")
         videos[video.id] = video
@@ -478,14 +411,15 @@ def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.Path
     cat_ids = {c["id"] for c in categories}
     annotations: list[Annotation] = []
     seen: set[int] = set()
-    rles_to_check: list[tuple[str, RLE]] = []
     for k, rec in enumerate(anns_raw):
-        ann = _parse_annotation(rec, f"{name}: annotations[{k}]", videos, cat_ids, rles_to_check)
+        ann = _parse_annotation(rec, name, k, videos, cat_ids)
         if ann.id in seen:
             raise AutoQVISError(f"{name}: annotation {ann.id}: duplicate annotation id (annotations[{k}])")
         seen.add(ann.id)
         annotations.append(ann)
-    _check_counts(rles_to_check, name)
+    _check_segmentations([a.segmentations for a in annotations],
+                         [[videos[a.video_id].height, videos[a.video_id].width] for a in annotations],
+                         [f"{name}: annotation {a.id} (video {a.video_id})" for a in annotations], workers)
     for ann in annotations:
         if ann.areas is None:
             ann.areas = rle_areas(ann.segmentations)
@@ -502,14 +436,15 @@ def save_ytvis(dataset: YTVISDataset, path: str | os.PathLike) -> None:
 
 
 # ------------------------------------------------------------------------------------ results
-def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset) -> list[dict[str, Any]]:
+def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
+                 workers: int | None = None) -> list[dict[str, Any]]:
     """Read and validate a results list against the videos of ``gt``.
 
     Returns ``[{"video_id", "score", "category_id", "segmentations": [RLE | None per frame], ...extra}]``
-    in file order. Rejected (the official loader accepts them by accident): a segmentation list of
-    another length than the video, masks of another size than the video, a score outside [0, 1].
-    A ``category_id`` missing from the GT categories is kept; the evaluator drops it, like the official one.
-    An empty list is valid.
+    in file order (new dicts; a given list is not modified). Rejected, though the official loader
+    accepts them by accident: a segmentation list of another length than the video, masks of another
+    size than the video, malformed RLE, a score outside [0, 1]. A ``category_id`` missing from the GT
+    categories is kept: the evaluator ignores it, like the official one. An empty list is valid.
     """
     if isinstance(path_or_list, list):
         raw, name = path_or_list, "<results list>"
@@ -517,45 +452,54 @@ def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset) -> li
         raw, name = read_json(Path(path_or_list), "results json"), str(path_or_list)
     if not isinstance(raw, list):
         raise AutoQVISError(f"{name}: a results file must be a json list of predictions, got {type(raw).__name__}")
-    videos = gt._index()[0]
-    out = []
-    rles_to_check: list[tuple[str, RLE]] = []
-    for k, rec in enumerate(raw):
-        out.append(_parse_result(rec, f"{name}: result {k}", videos, rles_to_check))
-    _check_counts(rles_to_check, name)
+    videos = {v.id: v for v in gt.videos}
+    out = [_parse_result(rec, name, k, videos) for k, rec in enumerate(raw)]
+    _check_segmentations([r["segmentations"] for r in out],
+                         [[videos[r["video_id"]].height, videos[r["video_id"]].width] for r in out],
+                         _LazyLocs(name, out), workers)
     return out
 
 
-def _parse_result(rec: Any, loc: str, videos: dict[int, Video], rles_to_check: list) -> dict[str, Any]:
-    if not isinstance(rec, dict):
-        raise AutoQVISError(f"{loc}: must be an object, got {type(rec).__name__}")
+class _LazyLocs:
+    """``locs[k]`` for results, built only when an error is reported (10^5 f-strings add up)."""
+
+    def __init__(self, name: str, results: list[dict[str, Any]]):
+        self.name, self.results = name, results
+
+    def __getitem__(self, k: int) -> str:
+        return f"{self.name}: result {k} (video {self.results[k]['video_id']})"
+
+
+def _parse_result(rec: Any, name: str, k: int, videos: dict[int, Video]) -> dict[str, Any]:
+    """Top-level fields of one result; its masks are checked in bulk afterwards."""
+    if type(rec) is not dict:
+        raise AutoQVISError(f"{name}: result {k}: must be an object, got {type(rec).__name__}")
     vid = rec.get("video_id")
-    if not _is_int(vid) or vid not in videos:
-        raise AutoQVISError(f"{loc}: video_id {vid!r} is not a video of the ground truth")
-    video = videos[vid]
-    loc = f"{loc} (video {vid})"
+    video = videos.get(vid) if _is_int(vid) else None
+    if video is None:
+        raise AutoQVISError(f"{name}: result {k}: video_id {vid!r} is not a video of the ground truth")
     score = rec.get("score")
-    if not is_finite_number(score) or not 0.0 <= score <= 1.0:
-        raise AutoQVISError(f"{loc}: field 'score' must be a finite number in [0, 1], got {score!r}")
+    if not (is_finite_number(score) and 0.0 <= score <= 1.0):
+        raise AutoQVISError(f"{name}: result {k} (video {vid}): field 'score' must be a finite number in [0, 1], "
+                            f"got {score!r}")
     cat = rec.get("category_id")
     if not _is_int(cat):
-        raise AutoQVISError(f"{loc}: field 'category_id' must be an integer, got {cat!r}")
+        raise AutoQVISError(f"{name}: result {k} (video {vid}): field 'category_id' must be an integer, got {cat!r}")
     segs = rec.get("segmentations")
-    if not isinstance(segs, list):
-        raise AutoQVISError(f"{loc}: field 'segmentations' is missing or not a list (one RLE or null per frame)")
-    if len(segs) != video.length:
-        raise AutoQVISError(f"{loc}: segmentations has {len(segs)} entries, the video has {video.length} frames")
-    h, w = video.height, video.width
-    if not all(type(s) is dict and s.get("size") == [h, w] and type(s.get("counts")) is str and len(s) == 2
-               for s in segs if s is not None):  # the common case passes this one check per record
-        segs = [_to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
-    rles_to_check.extend((f"{loc}: segmentations[{t}]", s) for t, s in enumerate(segs) if s is not None)
-    quality = _per_frame_list(rec, "quality", video.length, loc)
-    for t, q in enumerate(quality or []):
-        if q is not None and not (is_finite_number(q) and 0.0 <= q <= 1.0):
-            raise AutoQVISError(f"{loc}: quality[{t}] must be a finite number in [0, 1] or null, got {q!r}")
-    extra = {k: v for k, v in rec.items() if k not in _RESULT_KEYS}
-    return {"video_id": int(vid), "score": float(score), "category_id": int(cat), "segmentations": segs, **extra}
+    if type(segs) is not list or len(segs) != video.length:
+        what = f"has {len(segs)} entries" if isinstance(segs, list) else "is missing or not a list"
+        raise AutoQVISError(f"{name}: result {k} (video {vid}): segmentations {what}, "
+                            f"the video has {video.length} frames (one RLE or null per frame)")
+    if len(rec) > 4:
+        quality = _per_frame_list(rec, "quality", video.length, f"{name}: result {k} (video {vid})")
+        for t, q in enumerate(quality or []):
+            if q is not None and not (is_finite_number(q) and 0.0 <= q <= 1.0):
+                raise AutoQVISError(f"{name}: result {k} (video {vid}): quality[{t}] must be a finite number "
+                                    f"in [0, 1] or null, got {q!r}")
+    out = {"video_id": int(vid), "score": float(score), "category_id": int(cat), "segmentations": list(segs)}
+    if len(rec) > 4:
+        out.update((key, v) for key, v in rec.items() if key not in _RESULT_KEYS)
+    return out
 
 
 def save_results(results: Iterable[dict[str, Any]], path: str | os.PathLike) -> None:

@@ -92,16 +92,16 @@ def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations
     if num_dt == 0 or num_gt == 0:
         return np.zeros((num_dt, num_gt)), dt_areas
     gt_areas = _track_areas(gt_segmentations, length)
+    # Only pairs whose boxes overlap can intersect (pycocotools' own pre-test, done here once per RLE
+    # so that each frame's iou call parses just the detections near some GT).
+    overlap = _boxes_overlap(_track_boxes(dt_segmentations, dt_areas), _track_boxes(gt_segmentations, gt_areas))
     inter = np.zeros((num_dt, num_gt), dtype=np.int64)
-    for t, (dts, gts) in enumerate(zip(zip(*dt_segmentations), zip(*gt_segmentations))):
-        di = [i for i, r in enumerate(dts) if r is not None and dt_areas[i, t] > 0]
-        gi = [j for j, r in enumerate(gts) if r is not None and gt_areas[j, t] > 0]
-        if not di or not gi:
-            continue
+    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
+    for t in np.flatnonzero(overlap.any((1, 2))):
+        di, gi = np.flatnonzero(overlap[t].any(1)), np.flatnonzero(overlap[t].any(0))
+        dts, gts = dt_frames[t], gt_frames[t]
         # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
         o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
-        if (o < 0).any():
-            raise AutoQVISError(f"frame {t}: masks of different sizes (validate inputs with load_ytvis/load_results)")
         inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
     union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
     iou = np.divide(inter.astype(np.float64), union.astype(np.float64),
@@ -110,13 +110,29 @@ def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations
 
 
 def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
-    """(N, L) int64 pixel counts, one pycocotools call for all present frames."""
-    areas = np.zeros((len(tracks), length), dtype=np.int64)
-    where_present = [(n, t) for n, track in enumerate(tracks) for t, r in enumerate(track) if r is not None]
-    if where_present:
-        n_idx, t_idx = np.array(where_present).T
-        areas[n_idx, t_idx] = rle_area_array([tracks[n][t] for n, t in where_present])
-    return areas
+    """(N, L) int64 pixel counts (0 where None), one pycocotools pass over all present frames."""
+    flat = [r for track in tracks for r in track]
+    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
+    areas = np.zeros(len(flat), dtype=np.int64)
+    areas[present] = rle_area_array([r for r in flat if r is not None])
+    return areas.reshape(len(tracks), length)
+
+
+def _track_boxes(tracks: Sequence[Sequence[RLE | None]], areas: np.ndarray) -> np.ndarray:
+    """(N, L, 4) float [x, y, w, h] of the non-empty frames (zeros elsewhere), one pycocotools call."""
+    boxes = np.zeros((*areas.shape, 4))
+    n_idx, t_idx = np.nonzero(areas)
+    if len(n_idx):
+        boxes[n_idx, t_idx] = mask_utils.toBbox([tracks[n][t] for n, t in zip(n_idx.tolist(), t_idx.tolist())])
+    return boxes
+
+
+def _boxes_overlap(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """(D, L, 4), (G, L, 4) -> (L, D, G) bool: the boxes share a positive area (empty boxes never do)."""
+    d, g = dt_boxes.transpose(1, 0, 2)[:, :, None], gt_boxes.transpose(1, 0, 2)[:, None, :]
+    w = np.minimum(d[..., 0] + d[..., 2], g[..., 0] + g[..., 2]) - np.maximum(d[..., 0], g[..., 0])
+    h = np.minimum(d[..., 1] + d[..., 3], g[..., 1] + g[..., 3]) - np.maximum(d[..., 1], g[..., 1])
+    return (w > 0) & (h > 0)
 
 
 def truthy_mean(areas: np.ndarray) -> np.ndarray:

@@ -172,11 +172,16 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False)
             mismatched keys and their count; nothing is loaded then), no entry matches at all, or
             ``strict`` and some model entry is missing or some file entry unused.
     """
-    path = Path(path)
     state, meta = read_checkpoint(path)
+    return load_state(model, state, meta, str(path), strict=strict)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], meta: dict | None = None, path: str = "checkpoint",
+               *, strict: bool = False) -> LoadReport:
+    """``load_checkpoint`` for a state dict already in memory (``path`` only names it in messages)."""
     mapped, dropped = map_state_dict(state)
     own = model.state_dict()
-    report = LoadReport(str(path), ignored=dropped, meta=meta)
+    report = LoadReport(path, ignored=dropped, meta=meta or {})
     mismatched = []
     for k, v in mapped.items():
         if k not in own:
@@ -213,7 +218,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model: nn.Module | None
     """
     state, _ = read_checkpoint(src)
     mapped, _ = map_state_dict(state)
-    report = load_checkpoint(model, src) if model is not None else None
+    report = load_state(model, state, path=str(src)) if model is not None else None
     payload = {"model": {k: v.contiguous() for k, v in mapped.items()}, "optimizer": None, "iteration": 0,
                "round": 0, "config": config, "converted_from": str(src)}
     atomic_torch_save(payload, dst)

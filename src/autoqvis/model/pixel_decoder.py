@@ -142,6 +142,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         _c2_xavier_fill(self.layer_1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # float32 throughout, as the official code: deformable sampling is not reliable in half precision
+        with torch.autocast(device_type=features["res2"].device.type, enabled=False):
+            return self._forward(features)
+
+    def _forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         srcs = [proj(features[f].float()) for proj, f in zip(self.input_proj, ENCODER_FEATURES)]
         pos = [sine_position_2d(s.shape[2], s.shape[3], self.conv_dim // 2, device=s.device) for s in srcs]
         multi_scale = self.transformer(srcs, pos)

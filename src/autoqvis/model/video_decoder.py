@@ -157,13 +157,14 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         return logits, masks, blocked
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, num_frames: int,
-                score_all: bool | None = None) -> dict:
+                score_all: bool | None = None, score_last: bool = True) -> dict:
         """
         Args:
             multi_scale: 3 maps (B*T, C, h_l, w_l), strides 32, 16, 8, frames of a clip consecutive.
             mask_features: (B*T, C_m, H/4, W/4).
             num_frames: T.
             score_all: run the quality predictor on every prediction, not only the last (default: in training).
+            score_last: run it on the last prediction (False: the caller scores only the queries it keeps).
         Returns:
             {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, T, H/4, W/4),
              "aux_outputs": [dict of the same keys] * dec_layers (prediction 0 comes from the bare queries),
@@ -195,7 +196,7 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         outs = [{"pred_logits": lg, "pred_masks": mk} for lg, mk in preds]
         if self.maskiou_feature_extractor is not None:
             # scored with the stride-32 map: only the last prediction in eval, every one in training
-            scored = outs if (self.training if score_all is None else score_all) else outs[-1:]
+            scored = outs if (self.training if score_all is None else score_all) else outs[-1:] if score_last else []
             for o in scored:
                 o["pred_maskiou"] = self.maskiou_feature_extractor(multi_scale[0], o["pred_masks"])
         out = dict(outs[-1])

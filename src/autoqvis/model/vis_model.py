@@ -133,10 +133,17 @@ class VideoMaskFormer(nn.Module):
         """
         _check_clip(clip)
         images, padded = self.preprocess([clip])
-        out = _unbatch(self.forward_batch(images, clip.shape[0], score_all=False))
+        mask_features, multi_scale = self.encode(images)
+        predictor = self.sem_seg_head.predictor
+        out = predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False)
         image_size = (clip.shape[-2], clip.shape[-1])
-        return postprocess_video(out["pred_logits"], out["pred_masks"], image_size, out_size or image_size,
-                                 self.test_topk, pred_quality=out.get("pred_quality"), padded_size=padded)
+        res = postprocess_video(out["pred_logits"][0], out["pred_masks"][0], image_size, out_size or image_size,
+                                self.test_topk, padded_size=padded)
+        if self.has_quality:
+            # only the kept queries are scored: the predictor treats every (query, frame) on its own
+            kept = out["pred_masks"][:, res["query_indices"]]
+            res["quality"] = predictor.maskiou_feature_extractor(multi_scale[0], kept)[0].clamp(0, 1)
+        return res
 
     # ---------------------------------------------------------------------------- training
     def forward_train(self, batch: list[dict]) -> dict[str, torch.Tensor]:

@@ -88,6 +88,8 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
 
     old = yaml.safe_load(saved.read_text())
     new = cfg.to_dict()
+    old.get("selftrain", {}).pop("rounds", None)  # more (or fewer) rounds may be asked of a finished run
+    new["selftrain"].pop("rounds")
     diff = _first_difference(old, new)
     if diff is not None:
         raise AutoQVISError(f"{saved}: --resume with a different config ({diff}); use the run's settings or a new --out")
@@ -164,6 +166,11 @@ class SelfTraining:
 
     def __init__(self, cfg: Config, inputs: SelfTrainInputs, out_dir: str | Path, *, resume: bool = False,
                  progress: bool = True) -> None:
+        from ..engine import dist
+
+        if dist.get_world_size() > 1:
+            raise AutoQVISError("autoqvis selftrain runs in a single process (the trainer is not multi-process yet); "
+                                "start it without torchrun")
         if cfg.selftrain.rounds < 0:
             raise AutoQVISError(f"selftrain.rounds must be >= 0, got {cfg.selftrain.rounds}")
         if cfg.selftrain.use_quality_predictor and not cfg.model.quality.enabled:
@@ -196,7 +203,7 @@ class SelfTraining:
                     _save_model(rdir / "model.pt", weights, 0, self.cfg, 0)
             else:
                 start = init_weights if self.cfg.selftrain.reset else last_weights
-                weights = self.train_round(k, train_set, start)
+                weights = self.train_round(k, start)
             train_set = self.label_round(k, weights, train_set)
             last_weights = weights
         atomic_write_json(self.out / "summary.json", self.summary, indent=1)
@@ -240,8 +247,9 @@ class SelfTraining:
         return _weights(model)
 
     # -------------------------------------------------------------------------------- training
-    def train_round(self, k: int, train_set: dict[int, list[Detection]], start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Round k's training on synthetic + T^(k-1) clips; returns (and saves) the trained weights."""
+    def train_round(self, k: int, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Round k's training from ``start`` on synthetic + T^(k-1) clips (read from round k-1's pseudo_labels.json);
+        returns (and saves as round_k/model.pt) the trained weights."""
         from ..data.dataset import SyntheticClips, VideoClips
         from ..data.sampler import BalancedBatches
         from ..engine.trainer import train_loop

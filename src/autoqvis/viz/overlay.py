@@ -65,12 +65,6 @@ def upscale(frame: np.ndarray, masks: np.ndarray, factor: int) -> tuple[np.ndarr
     return big, big_masks
 
 
-def mask_contour(mask: np.ndarray, thickness: int) -> np.ndarray:
-    """Boundary band of ``mask`` bool (H, W), ``thickness`` pixels wide, inside the mask."""
-    inner = ndimage.binary_erosion(mask, iterations=thickness, border_value=0)
-    return mask & ~inner
-
-
 def label_anchor(mask: np.ndarray) -> tuple[int, int] | None:
     """(x, y) where to write the label of ``mask`` bool (H, W): its centroid, or the mask pixel nearest to the
     centroid when the centroid lies outside (e.g. a ring). None for an empty mask."""
@@ -84,30 +78,55 @@ def label_anchor(mask: np.ndarray) -> tuple[int, int] | None:
     return int(xs[i]), int(ys[i])
 
 
+def top_instance(masks: np.ndarray) -> np.ndarray:
+    """int (H, W): index of the last mask of ``masks`` bool (n, H, W) covering each pixel (later masks are drawn
+    over earlier ones), -1 where none does."""
+    if len(masks) == 0:
+        return np.full(masks.shape[1:], -1, np.int32)
+    last = len(masks) - 1 - np.argmax(masks[::-1], axis=0).astype(np.int32)
+    return np.where(masks.any(axis=0), last, -1)
+
+
 def blend_masks(
-    frame: np.ndarray, masks: np.ndarray, colors: Sequence[tuple[int, int, int]], alpha: float, thickness: int
+    frame: np.ndarray, top: np.ndarray, colors: Sequence[tuple[int, int, int]], alpha: float, thickness: int
 ) -> np.ndarray:
-    """Tint each mask of ``masks`` bool (n, H, W) with its colour over ``frame`` uint8 (H, W, 3), then draw its
-    contour opaque. Later masks are drawn over earlier ones. Returns uint8 (H, W, 3)."""
-    out = frame.astype(np.float32)
-    for mask, color in zip(masks, colors):
-        if not mask.any():
-            continue
-        c = np.asarray(color, np.float32)
-        out[mask] = (1.0 - alpha) * out[mask] + alpha * c
-        out[mask_contour(mask, thickness)] = c
+    """Tint each pixel of ``frame`` uint8 (H, W, 3) with the colour of its top instance ``top`` int (H, W) (see
+    ``top_instance``; -1: none), and draw each visible region's outline (``thickness`` px, inside it) opaque.
+    Returns uint8 (H, W, 3)."""
+    covered = top >= 0
+    if not covered.any():
+        return frame.copy()
+    lut = np.asarray(colors, np.float32).reshape(-1, 3)
+    tint = lut[np.maximum(top, 0)]
+    out = np.where(covered[..., None], (1.0 - alpha) * frame + alpha * tint, frame)
+    size = 2 * thickness + 1  # a pixel is on an outline when its neighbourhood holds another label
+    edge = covered & (ndimage.maximum_filter(top, size) != ndimage.minimum_filter(top, size))
+    out[edge] = tint[edge]
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
 def draw_label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, color: tuple[int, int, int],
-               font: ImageFont.ImageFont) -> None:
-    """``text`` centred at ``xy`` on a dark box with a coloured border, so it reads on any background."""
+               font: ImageFont.ImageFont, taken: list[Box]) -> None:
+    """``text`` centred at ``xy`` on a dark box with a coloured border, so it reads on any background. A box that
+    would cover one in ``taken`` moves down (then up) until it is free; its own box is appended to ``taken``.
+    Boxes are kept inside the picture (a mask at the border still gets a whole label)."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left, bottom - top
     pad = max(2, h // 4)
-    x0, y0 = xy[0] - w // 2 - pad, xy[1] - h // 2 - pad
-    draw.rectangle((x0, y0, x0 + w + 2 * pad, y0 + h + 2 * pad), fill=(0, 0, 0), outline=color, width=1)
-    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(255, 255, 255), font=font)
+    bw, bh = w + 2 * pad, h + 2 * pad
+    width, height = draw.im.size
+    x0 = min(max(0, xy[0] - bw // 2), max(0, width - bw - 1))  # keep the whole box inside the picture
+    y0 = min(max(0, xy[1] - bh // 2), max(0, height - bh - 1))
+    for shift in (0, 1, -1, 2, -2, 3, -3):
+        box = (x0, y0 + shift * (bh + 1), x0 + bw, y0 + shift * (bh + 1) + bh)
+        if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in taken):
+            break
+    taken.append(box)
+    draw.rectangle(box, fill=(0, 0, 0), outline=color, width=1)
+    draw.text((box[0] + pad - left, box[1] + pad - top), text, fill=(255, 255, 255), font=font)
 
 
 def label_text(track_id: int, quality: float | None) -> str:
@@ -141,15 +160,17 @@ def render_frame(
     big, big_masks = upscale(frame, masks, factor)
     short = min(big.shape[:2])
     colors = [instance_color(i) for i in track_ids]
-    out = blend_masks(big, big_masks, colors, alpha, thickness=max(1, short // 160))
-    image = Image.fromarray(out)
+    top = top_instance(big_masks)
+    image = Image.fromarray(blend_masks(big, top, colors, alpha, thickness=max(1, short // 200)))
     draw = ImageDraw.Draw(image)
     font = label_font(max(12, short // 18))
     qualities = qualities if qualities is not None else [None] * len(track_ids)
-    for mask, tid, q, color in zip(big_masks, track_ids, qualities, colors):
-        anchor = label_anchor(mask)
+    taken: list[Box] = []
+    for i, (mask, tid, q, color) in enumerate(zip(big_masks, track_ids, qualities, colors)):
+        visible = top == i  # label the part not hidden by later masks, so overlapping labels spread out
+        anchor = label_anchor(visible) or label_anchor(mask)
         if anchor is not None:
-            draw_label(draw, anchor, label_text(tid, q), color, font)
+            draw_label(draw, anchor, label_text(tid, q), color, font, taken)
     if title is not None:
         image = add_title(image, title, font)
     return np.asarray(image)

