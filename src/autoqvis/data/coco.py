@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, read_json
-from .rle_check import counts_problems
+from .rle_batch import counts_problems, scan_tracks
 from .ytvis import encode_mask
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
@@ -309,15 +309,18 @@ def _area_and_bbox(seg: Any, height: int, width: int, where: str) -> tuple[float
 
 
 def _check_compressed_counts(annotations: list[CocoAnnotation], images: dict[int, CocoImage], name: str) -> None:
-    """Every compressed RLE string decodes to runs that cover its image exactly (vectorised check;
-    pycocotools' decoder does not validate the string)."""
+    """Every compressed RLE string decodes to runs that cover its image exactly (vectorised, on two
+    processes for large files; pycocotools' decoder does not validate the string)."""
     items = [a for a in annotations if isinstance(a.segmentation, dict) and isinstance(a.segmentation["counts"], str)]
-    if not items:
-        return
-    n_pixels = [images[a.image_id].height * images[a.image_id].width for a in items]
-    for ann, problem in zip(items, counts_problems([a.segmentation["counts"] for a in items], n_pixels)):
-        if problem is not None:
-            raise AutoQVISError(f"{name}: annotation {ann.id} (image {ann.image_id}): segmentation.{problem}")
+    sizes = [[images[a.image_id].height, images[a.image_id].width] for a in items]
+    report = scan_tracks([[a.segmentation] for a in items], sizes)
+    bad = [(items[report.problem[0]], report.problem[2])] if report.problem is not None else []
+    odd = report.noncanonical  # RLE dicts with extra keys: checked one list at a time
+    problems = counts_problems([items[i].segmentation["counts"] for i in odd], [sizes[i][0] * sizes[i][1] for i in odd])
+    bad += [(items[i], p) for i, p in zip(odd, problems) if p is not None]
+    if bad:
+        ann, problem = bad[0]
+        raise AutoQVISError(f"{name}: annotation {ann.id} (image {ann.image_id}): segmentation.{problem}")
 
 
 def _check_unique(ids: list[int], what: str, name: str) -> None:

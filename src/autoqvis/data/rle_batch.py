@@ -10,17 +10,21 @@ intersections). ``scan_tracks`` checks whole files, on two processes when they a
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 _CHUNK = 1000  # strings per numpy pass: ~150k characters keeps the temporaries in cache
 _MAX_DIGITS = 7  # 35 bits: more than any frame's pixel count
 _PARALLEL_MIN = 20_000  # RLEs below which a process pool costs more than it saves
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -99,7 +103,7 @@ def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndar
         info.problems[i] = _reason(int(bad[i]), bool(negative[i]), int(totals[i]), int(n_pixels[i]))
     ok = np.fromiter((p is None for p in info.problems), dtype=bool, count=n)
     info.areas[:] = np.where(ok, np.add.reduceat(np.where(odd, runs, 0), first_value), 0)
-    info.boxes[:] = _boxes(runs, odd, first_value, count, heights) * ok[:, None]
+    info.boxes[:] = _boxes(runs, odd, first_value, heights) * ok[:, None]
     return info
 
 
@@ -133,26 +137,29 @@ def _runs_from_values(value: np.ndarray, first_value: np.ndarray, count: np.ndar
     return csum[2:] - base
 
 
-def _boxes(runs: np.ndarray, odd: np.ndarray, first_value: np.ndarray, count: np.ndarray,
-           heights: np.ndarray) -> np.ndarray:
+def _boxes(runs: np.ndarray, odd: np.ndarray, first_value: np.ndarray, heights: np.ndarray) -> np.ndarray:
     """(N, 4) tight [x, y, w, h] of the 1-runs of each string (column-major pixels), zeros if none."""
     boxes = np.zeros((len(first_value), 4))
-    ends = np.cumsum(runs)
-    ends -= np.repeat(np.r_[0, ends][first_value], count)  # position after each run, per string
+    ends = np.cumsum(runs)  # position after each run, counted over all strings
     ones = np.flatnonzero(odd & (runs > 0))
     if len(ones) == 0:
         return boxes
-    owner = np.repeat(np.arange(len(first_value)), count)[ones]
-    h = heights[owner]
-    start, stop = ends[ones] - runs[ones], ends[ones] - 1
+    seg = np.searchsorted(ones, first_value)  # each string's 1-runs: ones[seg[s]:seg[s + 1]]
+    seg_len = np.diff(np.r_[seg, len(ones)])
+    offset = np.r_[0, ends][first_value]  # where each string starts
+    stop = ends[ones] - np.repeat(offset, seg_len) - 1  # last pixel of each 1-run
+    start = stop - runs[ones] + 1
+    h = heights[0] if (heights == heights[0]).all() else np.repeat(heights, seg_len)
     x0, x1 = start // h, stop // h
-    y0 = np.where(x1 > x0, 0, start % h)  # a run across a column boundary spans every row
-    y1 = np.where(x1 > x0, h - 1, stop % h)
-    seg = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    who = owner[seg]
-    xmin, ymin = np.minimum.reduceat(x0, seg), np.minimum.reduceat(y0, seg)
-    xmax, ymax = np.maximum.reduceat(x1, seg), np.maximum.reduceat(y1, seg)
-    boxes[who] = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], 1)
+    y0, y1 = start - x0 * h, stop - x1 * h
+    across = x1 > x0  # a run across a column boundary spans every row
+    y0[across] = 0
+    y1[across] = (h if np.ndim(h) == 0 else h[across]) - 1
+    has = seg_len > 0
+    at = seg[has]
+    xmin, ymin = np.minimum.reduceat(x0, at), np.minimum.reduceat(y0, at)
+    xmax, ymax = np.maximum.reduceat(x1, at), np.maximum.reduceat(y1, at)
+    boxes[has] = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], 1)
     return boxes
 
 
@@ -215,14 +222,14 @@ def scan_tracks(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]], wor
     global _STATE
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     n_frames = sum(len(t) for t in tracks)
-    parallel = workers > 1 and n_frames >= parallel_min and sys.platform.startswith("linux")
+    parallel = use_pool(workers, n_frames, parallel_min)
     n_parts = 4 * workers if parallel else 1
     step = max(1, -(-len(tracks) // n_parts))
     bounds = [(a, min(a + step, len(tracks))) for a in range(0, len(tracks), step)]
     _STATE = (tracks, sizes)
     try:
         if parallel:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with forked_pool(workers) as pool:
                 reports = pool.map(_scan_range, bounds)
         else:
             reports = [_scan_range(b) for b in bounds]
@@ -230,3 +237,38 @@ def scan_tracks(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]], wor
         _STATE = ()
     problem = next((r.problem for r in reports if r.problem is not None), None)
     return ScanReport([i for r in reports for i in r.noncanonical], problem)
+
+
+# ------------------------------------------------------------------------------------ processes
+def use_pool(workers: int, n_items: int, minimum: int) -> bool:
+    """Whether a forked pool pays off: > 1 worker, at least ``minimum`` items, and fork is safe (Linux)."""
+    return workers > 1 and n_items >= minimum and sys.platform.startswith("linux")
+
+
+@contextlib.contextmanager
+def forked_pool(workers: int) -> Iterator[Any]:
+    """A fork-context pool; the parent's objects are frozen out of gc first, so that the children's
+    collections do not touch (and so copy) the whole inherited heap."""
+    gc.freeze()
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield pool
+    finally:
+        gc.unfreeze()
+
+
+def gc_paused(fn: F) -> F:
+    """Run ``fn`` with the cyclic gc off: parsing 10^6 json objects otherwise triggers collections
+    that cost more than the parsing (the objects hold no cycles)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper  # type: ignore[return-value]

@@ -27,7 +27,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import AutoQVISError, where
 from ..fileio import atomic_write_json, is_finite_number, read_json
-from .rle_batch import scan_tracks
+from .rle_batch import gc_paused, scan_tracks
 
 RLE = dict  # {"size": [h, w], "counts": str}, COCO compressed RLE (column-major runs, 0s first)
 
@@ -227,7 +227,7 @@ def _parse_video(rec: Any, name: str, k: int) -> Video:
     return Video(int(rec["id"]), names, int(rec["height"]), int(rec["width"]), extra)
 
 
-def _to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
+def to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
     """One frame's segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE | None.
 
     Only structure and size are checked here; counts strings are checked in bulk (``rle_check``).
@@ -277,7 +277,7 @@ def _check_segmentations(tracks: list[list[Any]], sizes: list[list[int]], locs: 
     converted = []
     for i in report.noncanonical:  # rare: polygons, uncompressed RLE, or an error to name
         h, w = sizes[i]
-        tracks[i][:] = [_to_rle(s, h, w, f"{locs[i]}: segmentations[{t}]") for t, s in enumerate(tracks[i])]
+        tracks[i][:] = [to_rle(s, h, w, f"{locs[i]}: segmentations[{t}]") for t, s in enumerate(tracks[i])]
         converted.append(i)
     problem = report.problem
     if converted:
@@ -378,6 +378,7 @@ def _parse_categories(value: Any, name: str) -> list[dict[str, Any]]:
     return value
 
 
+@gc_paused
 def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.PathLike | None = None,
                workers: int | None = None) -> YTVISDataset:
     """Read and validate a YouTubeVIS json (a path, or the already-parsed dict, which is not modified).
@@ -436,8 +437,9 @@ def save_ytvis(dataset: YTVISDataset, path: str | os.PathLike) -> None:
 
 
 # ------------------------------------------------------------------------------------ results
+@gc_paused
 def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
-                 workers: int | None = None) -> list[dict[str, Any]]:
+                 workers: int | None = None, check_masks: bool = True) -> list[dict[str, Any]]:
     """Read and validate a results list against the videos of ``gt``.
 
     Returns ``[{"video_id", "score", "category_id", "segmentations": [RLE | None per frame], ...extra}]``
@@ -445,6 +447,8 @@ def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
     accepts them by accident: a segmentation list of another length than the video, masks of another
     size than the video, malformed RLE, a score outside [0, 1]. A ``category_id`` missing from the GT
     categories is kept: the evaluator ignores it, like the official one. An empty list is valid.
+    check_masks=False leaves the per-frame masks unchecked (the evaluator checks them per video in its
+    worker processes); workers: processes for the mask checks (default up to 2).
     """
     if isinstance(path_or_list, list):
         raw, name = path_or_list, "<results list>"
@@ -454,9 +458,10 @@ def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
         raise AutoQVISError(f"{name}: a results file must be a json list of predictions, got {type(raw).__name__}")
     videos = {v.id: v for v in gt.videos}
     out = [_parse_result(rec, name, k, videos) for k, rec in enumerate(raw)]
-    _check_segmentations([r["segmentations"] for r in out],
-                         [[videos[r["video_id"]].height, videos[r["video_id"]].width] for r in out],
-                         _LazyLocs(name, out), workers)
+    if check_masks:
+        _check_segmentations([r["segmentations"] for r in out],
+                             [[videos[r["video_id"]].height, videos[r["video_id"]].width] for r in out],
+                             _LazyLocs(name, out), workers)
     return out
 
 

@@ -96,7 +96,7 @@ def link_segments(segments: list[list[np.ndarray]], shape: tuple[int, int], min_
 
 def color_cluster_tracks(
     frames: np.ndarray,
-    k: int = 8,
+    k: int = 4,
     min_area_frac: float = 0.002,
     max_area_frac: float = 0.3,
     min_iou: float = 0.3,

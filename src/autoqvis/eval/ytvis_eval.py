@@ -13,15 +13,14 @@ the official code is kept (see ``docs/evaluation.md`` and ``tests/reference/ytvi
   of detections with the plain IoU; ``tp / (tp + fp + np.spacing(1))``; 101 recall thresholds from
   ``np.linspace``; maxDets 1/10/100; -1 where an area range has no non-ignored GT.
 
-The per-frame intersections come from pycocotools' RLE ``iou`` on all detection/GT pairs of a frame at
-once; videos are spread over a process pool.
+Each video's RLEs are read once in bulk (``data.rle_batch``: validity, areas, boxes); the per-frame
+intersections of the pairs whose boxes overlap come from pycocotools' RLE ``iou``, all pairs of a
+frame in one call; videos are spread over a process pool.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..data.ytvis import RLE, YTVISDataset, load_results, load_ytvis, rle_area_array
+from ..data.rle_batch import forked_pool, gc_paused, inspect_counts, is_canonical, use_pool
+from ..data.ytvis import RLE, YTVISDataset, load_results, load_ytvis, to_rle
 from ..errors import AutoQVISError
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)  # (T,)
@@ -42,16 +42,22 @@ STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", 
 
 @dataclass
 class VideoInput:
-    """What the evaluator needs of one video, in the official order (G GT tracks, D <= 100 detections)."""
+    """What the evaluator needs of one video, in the official order (G GT tracks, D <= 100 detections).
+
+    The results of the video (``checks``) are validated where the video is evaluated, so that a
+    worker process reads each of its RLEs once.
+    """
 
     video_id: int
+    size: list[int]  # [h, w]
     gt_ids: list[int]  # (G,)
-    gt_segmentations: list[list[RLE | None]]  # G x L
+    gt_segmentations: list[list[RLE | None]]  # G x L, validated
     gt_area: np.ndarray  # (G,) float mean of the truthy stored areas
     gt_crowd: np.ndarray  # (G,) bool
-    dt_index: np.ndarray  # (D,) int position in the results list
-    dt_segmentations: list[list[RLE | None]]  # D x L
+    dt_index: np.ndarray  # (D,) int position in the results list, official order
     dt_scores: np.ndarray  # (D,) float, descending
+    checks: list[tuple[int, list[Any]]]  # (position, segmentations) of every result of this video
+    results_name: str  # for messages
 
 
 @dataclass
@@ -78,53 +84,60 @@ class EvalResult:
 
 # ------------------------------------------------------------------------------------ per video
 def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Spatio-temporal IoU of every detection/GT track pair of one video.
+              size: list[int]) -> np.ndarray:
+    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of ``size``).
 
-    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None, same frame size).
-    Returns iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty) and
-    dt_areas (D, L) int64 per-frame detection areas (0 where None).
-    Sums are exact integers, so the division gives the official float bit for bit.
+    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None). Returns (D, G).
     """
-    num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
-    length = len(dt_segmentations[0]) if num_dt else 0
-    dt_areas = _track_areas(dt_segmentations, length)
-    if num_dt == 0 or num_gt == 0:
-        return np.zeros((num_dt, num_gt)), dt_areas
-    gt_areas = _track_areas(gt_segmentations, length)
-    # Only pairs whose boxes overlap can intersect (pycocotools' own pre-test, done here once per RLE
-    # so that each frame's iou call parses just the detections near some GT).
-    overlap = _boxes_overlap(_track_boxes(dt_segmentations, dt_areas), _track_boxes(gt_segmentations, gt_areas))
-    inter = np.zeros((num_dt, num_gt), dtype=np.int64)
-    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
-    for t in np.flatnonzero(overlap.any((1, 2))):
-        di, gi = np.flatnonzero(overlap[t].any(1)), np.flatnonzero(overlap[t].any(0))
-        dts, gts = dt_frames[t], gt_frames[t]
-        # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
-        o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
-        inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
-    union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
-    iou = np.divide(inter.astype(np.float64), union.astype(np.float64),
-                    out=np.zeros((num_dt, num_gt)), where=union > 0)
-    return iou, dt_areas
+    dt = decode_tracks(dt_segmentations, size)
+    gt = decode_tracks(gt_segmentations, size)
+    for problem in (dt[2], gt[2]):
+        if problem is not None:
+            raise AutoQVISError(f"track {problem[0]}: segmentations[{problem[1]}]: malformed RLE: {problem[2]}")
+    return iou_from_decoded(dt_segmentations, gt_segmentations, dt[0], gt[0], dt[1], gt[1])
 
 
-def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
-    """(N, L) int64 pixel counts (0 where None), one pycocotools pass over all present frames."""
+def decode_tracks(tracks: Sequence[Sequence[RLE | None]], size: list[int],
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, str] | None]:
+    """Read every RLE of N tracks x L frames once: areas (N, L) int64 (0 where None), boxes (N, L, 4)
+    and the first malformed (track, frame, reason) or None."""
+    length = len(tracks[0]) if len(tracks) else 0
     flat = [r for track in tracks for r in track]
     present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
+    where = np.flatnonzero(present)
+    info = inspect_counts([r["counts"] for r in flat if r is not None], np.full(len(where), size[0]),
+                          np.full(len(where), size[0] * size[1]))
     areas = np.zeros(len(flat), dtype=np.int64)
-    areas[present] = rle_area_array([r for r in flat if r is not None])
-    return areas.reshape(len(tracks), length)
+    boxes = np.zeros((len(flat), 4))
+    areas[where], boxes[where] = info.areas, info.boxes
+    bad = next((k for k, p in enumerate(info.problems) if p is not None), None)
+    problem = None if bad is None else (*divmod(int(where[bad]), length), info.problems[bad])
+    return areas.reshape(len(tracks), length), boxes.reshape(len(tracks), length, 4), problem  # type: ignore
 
 
-def _track_boxes(tracks: Sequence[Sequence[RLE | None]], areas: np.ndarray) -> np.ndarray:
-    """(N, L, 4) float [x, y, w, h] of the non-empty frames (zeros elsewhere), one pycocotools call."""
-    boxes = np.zeros((*areas.shape, 4))
-    n_idx, t_idx = np.nonzero(areas)
-    if len(n_idx):
-        boxes[n_idx, t_idx] = mask_utils.toBbox([tracks[n][t] for n, t in zip(n_idx.tolist(), t_idx.tolist())])
-    return boxes
+def iou_from_decoded(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
+                     dt_areas: np.ndarray, gt_areas: np.ndarray, dt_boxes: np.ndarray, gt_boxes: np.ndarray,
+                     ) -> np.ndarray:
+    """iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty).
+
+    areas (D|G, L), boxes (D|G, L, 4) from :func:`decode_tracks`. Sums are exact integers, so the
+    division gives the official float bit for bit. Only frames and pairs whose boxes overlap go to
+    pycocotools, all pairs of a frame in one call.
+    """
+    num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
+    inter = np.zeros((num_dt, num_gt), dtype=np.int64)
+    if num_dt and num_gt:
+        overlap = _boxes_overlap(dt_boxes, gt_boxes)  # (L, D, G)
+        dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
+        for t in np.flatnonzero(overlap.any((1, 2))):
+            di, gi = np.flatnonzero(overlap[t].any(1)), np.flatnonzero(overlap[t].any(0))
+            dts, gts = dt_frames[t], gt_frames[t]
+            # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
+            o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
+            inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
+    union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
+    return np.divide(inter.astype(np.float64), union.astype(np.float64),
+                     out=np.zeros((num_dt, num_gt)), where=union > 0)
 
 
 def _boxes_overlap(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -180,14 +193,36 @@ def match_video(iou: np.ndarray, gt_crowd: np.ndarray, gt_ignore: np.ndarray,
 
 
 def evaluate_video(job: VideoInput) -> VideoEval:
-    """IoU + matching of one video for every area range."""
-    iou, dt_areas = video_iou(job.dt_segmentations, job.gt_segmentations)
+    """Validate the video's results, then IoU + matching for every area range."""
+    dt_segs, dt_areas, dt_boxes = _checked_detections(job)
+    gt_areas, gt_boxes, _ = decode_tracks(job.gt_segmentations, job.size)
+    iou = iou_from_decoded(dt_segs, job.gt_segmentations, dt_areas, gt_areas, dt_boxes, gt_boxes)
     lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
     gt_ignore = job.gt_crowd[None, :] | (job.gt_area[None, :] < lo) | (job.gt_area[None, :] > hi)
     dt_area = truthy_mean(dt_areas)
     dt_out = (dt_area[None, :] < lo) | (dt_area[None, :] > hi)
     matched, dt_ignore = match_video(iou, job.gt_crowd, gt_ignore, dt_out)
     return VideoEval(job.video_id, iou, job.dt_scores, matched, dt_ignore, gt_ignore)
+
+
+def _checked_detections(job: VideoInput) -> tuple[list[list[RLE | None]], np.ndarray, np.ndarray]:
+    """Validate every result of the video (polygons/uncompressed RLE converted); return the D
+    evaluated detections' segmentations, areas (D, L) and boxes (D, L, 4)."""
+    h, w = job.size
+    tracks = []
+    for k, segs in job.checks:
+        if not all(s is None or is_canonical(s, job.size) for s in segs):
+            loc = f"{job.results_name}: result {k} (video {job.video_id})"
+            segs = [to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
+        tracks.append(segs)
+    areas, boxes, problem = decode_tracks(tracks, job.size)
+    if problem is not None:
+        k = job.checks[problem[0]][0]
+        raise AutoQVISError(f"{job.results_name}: result {k} (video {job.video_id}): "
+                            f"segmentations[{problem[1]}]: malformed RLE: {problem[2]}")
+    row = {k: i for i, (k, _) in enumerate(job.checks)}
+    rows = [row[k] for k in job.dt_index.tolist()]
+    return [tracks[i] for i in rows], areas[rows], boxes[rows]
 
 
 # ------------------------------------------------------------------------------------ dataset level
@@ -265,30 +300,31 @@ def format_summary(stats: dict[str, float]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ entry points
-def prepare_videos(gt: YTVISDataset, results: Sequence[dict[str, Any]]) -> list[VideoInput]:
+def prepare_videos(gt: YTVISDataset, results: Sequence[dict[str, Any]], results_name: str = "results",
+                   ) -> list[VideoInput]:
     """Group GT and results per video in the official order; drop category ids the GT does not list."""
     cat_order = {c["id"]: k for k, c in enumerate(sorted(gt.categories, key=lambda c: c["id"]))}
     keep_all = not cat_order  # a GT file without categories: nothing to filter against
-    by_video: dict[int, list[tuple[int, int, int]]] = {}  # video -> (category rank, file order, index)
+    by_video: dict[int, list[int]] = {}
     for k, res in enumerate(results):
-        rank = 0 if keep_all else cat_order.get(res["category_id"])
-        if rank is not None:
-            by_video.setdefault(res["video_id"], []).append((rank, k, k))
+        by_video.setdefault(res["video_id"], []).append(k)
     jobs = []
     for video in sorted(gt.videos, key=lambda v: v.id):
         anns = [a for a in gt.annotations_of(video.id) if keep_all or a.category_id in cat_order]
         anns.sort(key=lambda a: 0 if keep_all else cat_order[a.category_id])  # stable: file order within
-        dets = sorted(by_video.get(video.id, []))
-        if not anns and not dets:
+        mine = by_video.get(video.id, [])
+        kept = [k for k in mine if keep_all or results[k]["category_id"] in cat_order]
+        kept.sort(key=lambda k: 0 if keep_all else cat_order[results[k]["category_id"]])  # stable
+        if not anns and not mine:
             continue
-        index = np.array([k for _, _, k in dets], dtype=np.int64)
-        scores = np.array([results[k]["score"] for k in index], dtype=np.float64)
+        index = np.array(kept, dtype=np.int64)
+        scores = np.array([results[k]["score"] for k in kept], dtype=np.float64)
         order = np.argsort(-scores, kind="mergesort")[: MAX_DETS[-1]]
         jobs.append(VideoInput(
-            video.id, [a.id for a in anns], [a.segmentations for a in anns],
+            video.id, [video.height, video.width], [a.id for a in anns], [a.segmentations for a in anns],
             np.array([_stored_mean_area(a.areas) for a in anns], dtype=np.float64),
             np.array([bool(a.iscrowd) for a in anns], dtype=bool),
-            index[order], [results[k]["segmentations"] for k in index[order]], scores[order]))
+            index[order], scores[order], [(k, results[k]["segmentations"]) for k in mine], results_name))
     return jobs
 
 
@@ -298,6 +334,7 @@ def _stored_mean_area(areas: Sequence[float | None]) -> float:
 
 
 _JOBS: list[VideoInput] = []  # handed to forked workers without pickling the masks
+_PARALLEL_MIN_RESULTS = 300  # results (tracks) below which the pool costs more than it saves
 
 
 def _evaluate_job(i: int) -> VideoEval:
@@ -305,26 +342,28 @@ def _evaluate_job(i: int) -> VideoEval:
 
 
 def run_videos(jobs: list[VideoInput], workers: int | None = None) -> list[VideoEval]:
-    """evaluate_video over all jobs; with workers > 1 (default: 2 or the CPU count) a forked pool."""
+    """evaluate_video over all jobs; with workers > 1 (default: up to 2) and enough work, a forked pool."""
     global _JOBS
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    work = sum(len(j.dt_index) * max(len(j.gt_ids), 1) for j in jobs)
-    if workers <= 1 or len(jobs) < 2 * workers or work < 20_000 or not sys.platform.startswith("linux"):
+    if not use_pool(workers, sum(len(j.checks) for j in jobs), _PARALLEL_MIN_RESULTS) or len(jobs) < 2:
         return [evaluate_video(j) for j in jobs]
     _JOBS = jobs
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with forked_pool(workers) as pool:
             return pool.map(_evaluate_job, range(len(jobs)), chunksize=max(1, len(jobs) // (8 * workers)))
     finally:
         _JOBS = []
 
 
+@gc_paused
 def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str | os.PathLike,
                       workers: int | None = None) -> EvalResult:
     """Validate, then evaluate: stats, precision/recall arrays and per-video IoU matrices."""
-    gt = gt if isinstance(gt, YTVISDataset) else load_ytvis(gt)
-    results = load_results(results if isinstance(results, list) else Path(results), gt)
-    jobs = prepare_videos(gt, results)
+    gt = gt if isinstance(gt, YTVISDataset) else load_ytvis(gt, workers=workers)
+    name = "<results list>" if isinstance(results, list) else str(results)
+    # masks are checked per video inside the worker processes, where they are read anyway
+    results = load_results(results if isinstance(results, list) else Path(results), gt, check_masks=False)
+    jobs = prepare_videos(gt, results, name)
     evals = run_videos(jobs, workers)
     precision, recall = accumulate(evals)
     ious = {j.video_id: {"dt_result_index": j.dt_index.tolist(), "gt_id": j.gt_ids, "iou": e.iou}

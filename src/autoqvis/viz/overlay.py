@@ -163,7 +163,7 @@ def render_frame(
     top = top_instance(big_masks)
     image = Image.fromarray(blend_masks(big, top, colors, alpha, thickness=max(1, short // 200)))
     draw = ImageDraw.Draw(image)
-    font = label_font(max(12, short // 18))
+    font = label_font(max(14, short // 15))
     qualities = qualities if qualities is not None else [None] * len(track_ids)
     taken: list[Box] = []
     for i, (mask, tid, q, color) in enumerate(zip(big_masks, track_ids, qualities, colors)):
