@@ -200,9 +200,17 @@ def run_official(gt: str, res: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "stats": dict(zip(keys, map(float, ev.stats)))}
 
 
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child_main(argv: list[str]) -> None:
     which, gt, res, workers = argv[0], argv[1], argv[2], int(argv[3])
+    cpu0 = _cpu_seconds()
     out = run_ours(gt, res, workers) if which == "ours" else run_official(gt, res)
+    out["cpu_seconds"] = _cpu_seconds() - cpu0  # this process and its workers, user + system
+    out["loadavg"] = os.getloadavg()[0]
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = self_kb / 1024
@@ -249,10 +257,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "autoqvis_bench_eval")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     args = ap.parse_args()
     rows = []
-    for name, mean_gt in SETS.items():
+    for name in args.sets:
+        mean_gt = SETS[name]
         t0 = time.perf_counter()
         gt, res = make_set(args.data / f"{name}_v{args.videos}", mean_gt, args.videos)
         gen_s = time.perf_counter() - t0
@@ -264,10 +274,10 @@ def main() -> None:
         maxdiff = (max(abs(ours["stats"][k] - official["stats"][k]) for k in ours["stats"]) if official else None)
         rows.append((name, n_gt, size_mb, gen_s, ours, official, same, maxdiff))
         print(f"{name}: {args.videos} videos, {n_gt} GT, {size_mb:.0f} MB json (generated/cached in {gen_s:.1f} s)")
-        print(f"  ours     {ours['seconds']:7.2f} s  peak RSS {ours['peak_rss_mb']:.0f} MB "
+        print(f"  ours     {ours['seconds']:7.2f} s (CPU {ours['cpu_seconds']:.1f} s, load {ours['loadavg']:.1f})  peak RSS {ours['peak_rss_mb']:.0f} MB "
               f"(+ worker {ours['peak_rss_worker_mb']:.0f} MB)  AP={ours['stats']['AP']:.6f}")
         if official:
-            print(f"  official {official['seconds']:7.2f} s  peak RSS {official['peak_rss_mb']:.0f} MB  "
+            print(f"  official {official['seconds']:7.2f} s (CPU {official['cpu_seconds']:.1f} s, load {official['loadavg']:.1f})  peak RSS {official['peak_rss_mb']:.0f} MB  "
                   f"AP={official['stats']['AP']:.6f}  speed-up {official['seconds'] / ours['seconds']:.1f}x  "
                   f"identical numbers: {same} (max |diff| {maxdiff:.1e})")
     lines = ["## Evaluator", "",
@@ -276,16 +286,22 @@ def main() -> None:
              f"{args.videos} videos x {T} frames at {H}x{W}, 100 predictions per video. Time = load + validate + "
              "evaluate, each run in a fresh process; ours with "
              f"{args.workers} worker processes, the official `ytvoseval` (mmdet 3.3.0 copy, useCats=0) on one core.", "",
-             "| set | GT tracks | json MB | ours s | ours peak RSS MB (main + worker) | official s | official peak RSS MB "
-             "| speed-up | 12 numbers identical |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "CPU s = user + system of the process and its workers; load = 1-min load average of the machine "
+             "when the run ended (other jobs were running: wall times on an idle machine are shorter).", "",
+             "| set | GT tracks | json MB | ours wall s | ours CPU s | ours peak RSS MB (main + worker) | official wall s "
+             "| official CPU s | official peak RSS MB | speed-up wall (CPU) | load | 12 numbers identical |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, n_gt, size_mb, _, ours, off, same, maxdiff in rows:
         off_s = f"{off['seconds']:.1f}" if off else "-"
+        off_c = f"{off['cpu_seconds']:.1f}" if off else "-"
         off_m = f"{off['peak_rss_mb']:.0f}" if off else "-"
-        speed = f"{off['seconds'] / ours['seconds']:.1f}x" if off else "-"
+        speed = (f"{off['seconds'] / ours['seconds']:.1f}x ({off['cpu_seconds'] / ours['cpu_seconds']:.1f}x)"
+                 if off else "-")
+        load = f"{ours['loadavg']:.1f}" + (f" / {off['loadavg']:.1f}" if off else "")
         ident = ("yes" if same else f"no (max diff {maxdiff:.1e})") if off else "-"
-        lines.append(f"| {name} | {n_gt} | {size_mb:.0f} | {ours['seconds']:.2f} | {ours['peak_rss_mb']:.0f} + "
-                     f"{ours['peak_rss_worker_mb']:.0f} | {off_s} | {off_m} | {speed} | {ident} |")
+        lines.append(f"| {name} | {n_gt} | {size_mb:.0f} | {ours['seconds']:.2f} | {ours['cpu_seconds']:.1f} | "
+                     f"{ours['peak_rss_mb']:.0f} + {ours['peak_rss_worker_mb']:.0f} | {off_s} | {off_c} | {off_m} | "
+                     f"{speed} | {load} | {ident} |")
     lines.append("")
     section = "\n".join(lines) + "\n"
     print(section)

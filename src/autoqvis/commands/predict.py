@@ -25,9 +25,11 @@ videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
   overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
 Video ids are 1, 2, ... in name order (a YTVIS json keeps its own ids).
 
-Long videos: the model sees the whole video in one pass unless it has more than 100 frames; then (or with
---window N) it runs on windows of N frames sharing --overlap frames, and tracks are linked across windows
-by mask IoU on the shared frames, so memory stays bounded however long the video is.
+Long videos: the model sees the whole video in one pass unless it has more than 100 frames; then it runs
+on windows of 36 frames (--window N: of N frames) sharing --overlap frames, and tracks are linked across
+windows by mask IoU on the shared frames (Hungarian), so memory stays bounded however long the video is.
+A track's score is the mean of its window scores; each frame's mask and quality come from the last window
+that holds it.
 Nothing is written unless every input and the checkpoint are readable.
 """
 
@@ -183,7 +185,7 @@ def load_model(checkpoint: str, config: str | None, device: str | None):
     from .. import build_model
     from ..config import config_from_dict, load_config
     from ..errors import AutoQVISError
-    from ..model.checkpoint import load_checkpoint, read_checkpoint
+    from ..model.checkpoint import load_checkpoint, map_key, read_checkpoint
 
     _, meta = read_checkpoint(checkpoint)
     if config is not None:
@@ -197,7 +199,8 @@ def load_model(checkpoint: str, config: str | None, device: str | None):
         raise AutoQVISError(f"{checkpoint}: holds no config (a detectron2 file?); pass --config CFG")
     model = build_model(cfg)
     report = load_checkpoint(model, checkpoint)
-    missing = [k for k in report.missing if not k.startswith(QUALITY_PREFIX)]
+    # entries a file never carries (map_key drops them, e.g. BatchNorm counters) are not "missing"
+    missing = [k for k in report.missing if not k.startswith(QUALITY_PREFIX) and map_key(k) is not None]
     if missing or report.unexpected:
         keys = (missing or report.unexpected)[:3]
         raise AutoQVISError(

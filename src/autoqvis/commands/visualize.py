@@ -14,7 +14,8 @@ centre. With --gt, the ground truth is drawn in a second panel on the right.
 
 --videos is the YouTubeVIS json the results refer to (e.g. the val json, or the videos.json that
 `autoqvis predict` wrote), or a video file / frame folder / folder of videos, numbered 1, 2, ... in
-name order as `autoqvis predict` numbers them (pass the same --fps). Writes DIR/<video>.mp4 (and/or .gif).
+name order as `autoqvis predict` numbers them (pass the same --fps).
+Writes DIR/<video id>_<name>.mp4 (and/or .gif).
 """
 
 

@@ -61,15 +61,16 @@ class ClipParams:
 
 
 def sample_crop(height: int, width: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """detectron2 ``RandomCrop`` (absolute_range / relative_range): (y0, x0, crop_h, crop_w)."""
+    """detectron2 ``RandomCrop`` -> (y0, x0, crop_h, crop_w). ``absolute_range`` [a, b]: each side in
+    [min(side, a), min(side, b)] pixels; ``relative_range`` [fh, fw]: height x U(fh, 1), width x U(fw, 1)."""
     if not cfg.crop_enabled:
         return 0, 0, height, width
-    lo, hi = cfg.crop_size
+    a, b = cfg.crop_size
     if cfg.crop_type == "absolute_range":
-        ch = int(rng.integers(min(height, int(lo)), min(height, int(hi)) + 1))
-        cw = int(rng.integers(min(width, int(lo)), min(width, int(hi)) + 1))
+        ch = int(rng.integers(min(height, int(a)), min(height, int(b)) + 1))
+        cw = int(rng.integers(min(width, int(a)), min(width, int(b)) + 1))
     else:
-        fh, fw = np.array([lo, hi]) + rng.random(2) * (1.0 - np.array([lo, hi]))
+        fh, fw = np.array([a, b]) + rng.random(2) * (1.0 - np.array([a, b]))
         ch, cw = max(1, int(height * fh + 0.5)), max(1, int(width * fw + 0.5))
     y0 = int(rng.integers(height - ch + 1))
     x0 = int(rng.integers(width - cw + 1))
@@ -333,10 +334,8 @@ def _covers_existing(pasted: np.ndarray, existing: np.ndarray, areas: np.ndarray
     """
     if len(existing) == 0 or not areas.any():
         return False
-    both = np.flatnonzero(pasted.any(axis=0) & existing.any(axis=0))  # the only pixels that can intersect
-    p = np.take(pasted.reshape(len(pasted), -1), both, axis=1).astype(np.float32)
-    e = np.take(existing.reshape(len(existing), -1), both, axis=1).astype(np.float32)
-    inter = p @ e.T  # (Np, N) pixel counts
+    rows, cols = np.nonzero(pasted.any(axis=0) & existing.any(axis=0))  # the only pixels that can intersect
+    inter = pasted[:, rows, cols].astype(np.float32) @ existing[:, rows, cols].astype(np.float32).T  # (Np, N)
     covered = inter[:, areas > 0] / areas[areas > 0]
     return bool((covered >= max_overlap).any())
 
