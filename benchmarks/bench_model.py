@@ -81,12 +81,13 @@ def measure(config: str, mode: str, iters: int, device_name: str, batch: int | N
             for _ in range(warmup):
                 model.inference(clip)
             _sync(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(iters):
                 model.inference(clip)
             _sync(device)
         sec = (time.perf_counter() - start) / iters
-        res.update(sec_per_clip=round(sec, 3), frames_per_s=round(t / sec, 2))
+        res.update(sec_per_clip=round(sec, 3), frames_per_s=round(t / sec, 2),
+                   cpu_sec_per_clip=round((time.process_time() - cpu) / iters, 3))
     else:
         model.train()
         batch = batch or cfg.train.batch_size
@@ -105,11 +106,12 @@ def measure(config: str, mode: str, iters: int, device_name: str, batch: int | N
         for _ in range(warmup):
             step()
         _sync(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(iters):
             step()
         _sync(device)
         sec = (time.perf_counter() - start) / iters
+        res["cpu_sec_per_iter"] = round((time.process_time() - cpu) / iters, 3)
         res.update(batch=batch, amp=use_amp, warmup=warmup, sec_per_iter=round(sec, 3), iters_per_s=round(1 / sec, 3))
     res.update(_peak_mb(device))
     return res
@@ -140,14 +142,14 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {platform.system()}, python {platform.python_version()}")
-    print("| config | mode | device | clip | batch | time | rate | peak RSS MB | peak CUDA MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | mode | device | clip | batch | wall time | rate | CPU time | peak RSS MB | peak CUDA MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["mode"] == "forward":
-            time_s, rate = f"{r['sec_per_clip']} s/clip", f"{r['frames_per_s']} frames/s"
+            time_s, rate, cpu = f"{r['sec_per_clip']} s/clip", f"{r['frames_per_s']} frames/s", r["cpu_sec_per_clip"]
         else:
-            time_s, rate = f"{r['sec_per_iter']} s/iter", f"{r['iters_per_s']} iters/s"
-        print(f"| {r['config']} | {r['mode']} | {r['device']} | {r['clip']} | {r.get('batch', 1)} | {time_s} | {rate} "
+            time_s, rate, cpu = f"{r['sec_per_iter']} s/iter", f"{r['iters_per_s']} iters/s", r["cpu_sec_per_iter"]
+        print(f"| {r['config']} | {r['mode']} | {r['device']} | {r['clip']} | {r.get('batch', 1)} | {time_s} | {rate} | {cpu} s "
               f"| {r['peak_rss_mb']} | {r.get('peak_cuda_mb', '-')} |")
     return 0
 

@@ -1,6 +1,6 @@
 """AutoQ-VIS on the toy world: the paper's Tables 1-4 and Fig. 5 on the toy val split, from one command.
 
-    .venv/bin/python benchmarks/bench_selftrain.py [--seeds 0 1 2] [--init-iters 1500] [--round-iters 600]
+    .venv/bin/python benchmarks/bench_selftrain.py [--seeds 0 1 2] [--init-iters N] [--round-iters N]
         [--rounds 3] [--variants full no_quality ...] [--work /tmp/bench_selftrain] [--no-write]
 
 For each training seed (the world is always ``autoqvis toyworld --seed 0``, so every row is scored on the
@@ -207,13 +207,18 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--init-iters", type=int, default=1500, help="initial stage (toy config: 1500)")
-    ap.add_argument("--round-iters", type=int, default=600, help="iterations per round (toy config: 600)")
+    ap.add_argument("--init-iters", type=int, help="initial stage (default: the toy config's train.max_iter)")
+    ap.add_argument("--round-iters", type=int, help="iterations per round (default: the toy config's selftrain.max_iter)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the `full` run (Table 4)")
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench_selftrain")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     args = ap.parse_args()
+    from autoqvis import load_config
+
+    toy = load_config("toy")
+    args.init_iters = args.init_iters or toy.train.max_iter
+    args.round_iters = args.round_iters or toy.selftrain.max_iter
 
     work = args.work / f"i{args.init_iters}_r{args.round_iters}"
     work.mkdir(parents=True, exist_ok=True)

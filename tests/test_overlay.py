@@ -95,7 +95,7 @@ def video_tracks(num_frames: int):
     frame, masks = scene()
     frames = [np.roll(frame, t, axis=1) for t in range(num_frames)]
     pred = OverlayTrack(1, [encode_mask(np.roll(masks[0], t, axis=1)) for t in range(num_frames)],
-                        [0.5 + 0.05 * t for t in range(num_frames)], 0.9)
+                        [0.5 + 0.05 * t for t in range(num_frames)])
     absent = OverlayTrack(2, [None] * num_frames)
     gt = OverlayTrack(4, [encode_mask(np.roll(masks[1], t, axis=1)) for t in range(num_frames)])
     return frames, [pred, absent], [gt]

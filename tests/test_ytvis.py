@@ -95,6 +95,23 @@ def test_counts_checker_accepts_pycocotools_strings():
     assert counts_problems(counts, [37 * 53] * 300) == [None] * 300
 
 
+def test_inspect_counts_areas_and_columns_match_the_masks():
+    rng = np.random.default_rng(2)
+    rles, masks = [], []
+    for h, w in [(1, 1), (1, 7), (7, 1), (5, 9), (13, 4)]:  # mixed frame sizes in one call
+        m = rng.random((60, h, w)) < rng.random((60, 1, 1)) ** 3
+        m[0], m[1] = False, True
+        rles += encode_masks(m)
+        masks += list(m)
+    info = inspect_counts([r["counts"] for r in rles], [r["size"][0] for r in rles],
+                          [r["size"][0] * r["size"][1] for r in rles])
+    assert info.problems == [None] * len(rles)
+    np.testing.assert_array_equal(info.areas, [int(mask_utils.area(r)) for r in rles])
+    for m, (first, last) in zip(masks, info.columns):
+        cols = np.flatnonzero(m.any(0))
+        assert (first, last) == ((cols[0], cols[-1]) if len(cols) else (0, -1))
+
+
 def test_counts_checker_agrees_with_a_reference_decoder_on_corrupted_strings():
     rng = np.random.default_rng(1)
     base = [r["counts"] for r in encode_masks(rng.random((40, 9, 11)) < 0.4)]
@@ -148,6 +165,7 @@ def test_parallel_scan_matches_sequential():
 
 
 # ------------------------------------------------------------------------------------ round trips
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' decode under numpy 2
 def test_round_trip_keeps_masks_and_extra_keys(tmp_path):
     raw = _dataset_dict()
     before = copy.deepcopy(raw)

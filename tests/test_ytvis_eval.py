@@ -15,7 +15,7 @@ import pytest
 from autoqvis import cli
 from autoqvis.data.ytvis import encode_masks, load_ytvis, rle_areas, rle_bboxes
 from autoqvis.errors import AutoQVISError
-from autoqvis.eval.ytvis_eval import STAT_KEYS, evaluate, evaluate_detailed, format_summary
+from autoqvis.eval.ytvis_eval import STAT_KEYS, evaluate, evaluate_detailed, format_summary, video_iou
 
 CASES = ["01_mixed_basic", "02_perfect", "03_many_fp_maxdets", "04_crowd", "05_area_ranges", "06_ties_nulls_empty"]
 
@@ -210,3 +210,26 @@ def test_perfect_self_evaluation_gives_ap_one():
                 "segmentations": a["segmentations"]} for a in gt["annotations"]]
     stats = evaluate(load_ytvis(gt), results, workers=1)
     assert stats["AP"] == stats["AP50"] == stats["AR100"] == 1.0
+
+
+def test_video_iou_equals_summed_mask_overlaps():
+    rng = np.random.default_rng(7)
+    h, w, t = 23, 31, 4
+    dts = [_blob_masks(rng, t, h, w) for _ in range(6)]
+    gts = [_blob_masks(rng, t, h, w) for _ in range(3)]
+    to_segs = lambda ms: [r if m.any() or k % 2 else None for k, (r, m) in enumerate(zip(encode_masks(ms), ms))]  # noqa: E731
+    got = video_iou([to_segs(m) for m in dts], [to_segs(m) for m in gts], [h, w])
+    want = np.array([[(d & g).sum() / max((d | g).sum(), 1) for g in gts] for d in dts])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert 0 < got.max() < 1
+
+
+def test_dataset_built_in_code_with_a_wrong_mask_is_refused():
+    gt, results = make_random_set(8)
+    ds = load_ytvis(gt)
+    ann = next(a for a in ds.annotations if a.video_id != 1 and a.segmentations[0] is not None)
+    h, w = ds.video(ann.video_id).height, ds.video(ann.video_id).width
+    ann.segmentations[0] = {"size": [w, h], "counts": ann.segmentations[0]["counts"]}  # transposed size
+    with pytest.raises(AutoQVISError, match=rf"ground truth annotation {ann.id} \(video {ann.video_id}\): "
+                                            r"segmentations\[0\]: not a compressed RLE of the video's size"):
+        evaluate(ds, results, workers=1)

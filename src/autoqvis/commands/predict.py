@@ -25,16 +25,18 @@ videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
   overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
 Video ids are 1, 2, ... in name order (a YTVIS json keeps its own ids).
 
-Long videos: the model sees the whole video in one pass unless it has more than 100 frames; then it runs
-on windows of 36 frames (--window N: of N frames) sharing --overlap frames, and tracks are linked across
+Long videos: the model sees the whole video in one pass unless it has more than 100 frames (fewer for frames
+above 640x360: 25 at 1280x720); then it runs on windows of 36 frames (9 at 1280x720; --window N: of N
+frames) sharing --overlap frames, and tracks are linked across
 windows by mask IoU on the shared frames (Hungarian), so memory stays bounded however long the video is.
 A track's score is the mean of its window scores; each frame's mask and quality come from the last window
 that holds it.
 Nothing is written unless every input and the checkpoint are readable.
 """
 
-AUTO_WINDOW_ABOVE = 100  # frames; longer videos are windowed even without --window
-AUTO_WINDOW = 36  # frames per window then (the longest YouTubeVIS-2019 video)
+AUTO_WINDOW_ABOVE = 100  # frames of 640x360; longer videos are windowed even without --window
+AUTO_WINDOW = 36  # frames of 640x360 per window then (the longest YouTubeVIS-2019 video)
+AUTO_PIXELS = 640 * 360  # larger frames get proportionally fewer (masks are kept at the input size)
 DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTubeVIS's annotation rate)
 
 
@@ -93,11 +95,11 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "video"
 
 
-def video_file_input(video_id: int, path: Path, fps: float | None, name: str | None = None) -> InputVideo:
+def video_file_input(video_id: int, path: Path, fps: float | None) -> InputVideo:
     from ..data.video_io import VideoReader
 
     reader = VideoReader(path, fps=fps)
-    name = name or safe_name(path.stem)
+    name = safe_name(path.stem)
     return InputVideo(video_id, name, reader, [f"{name}/{t:05d}.jpg" for t in range(len(reader))], path, fps)
 
 
@@ -216,14 +218,19 @@ def load_model(checkpoint: str, config: str | None, device: str | None):
     return model.to(device).eval(), cfg
 
 
-def window_for(num_frames: int, window: int | None, overlap: int | None, cfg) -> tuple[int, int]:
-    """(window, overlap) for one video: ``--window`` if given (0 = whole video), else the config's, else whole
-    video up to AUTO_WINDOW_ABOVE frames and AUTO_WINDOW-frame windows above."""
+def window_for(info: Any, window: int | None, overlap: int | None, cfg) -> tuple[int, int]:
+    """(window, overlap) for one video (``info``: its VideoInfo): ``--window`` if given (0 = whole video), else the
+    config's ``input.test_window``, else automatic: the whole video up to AUTO_WINDOW_ABOVE frames, windows of
+    AUTO_WINDOW frames above, both scaled down for frames larger than AUTO_PIXELS."""
     from ..engine.windows import check_window
 
     overlap = cfg.input.test_window_overlap if overlap is None else overlap
     if window is None:
-        window = cfg.input.test_window or (AUTO_WINDOW if num_frames > AUTO_WINDOW_ABOVE else 0)
+        window = cfg.input.test_window
+        if not window:
+            scale = max(1.0, info.height * info.width / AUTO_PIXELS)
+            if info.num_frames > AUTO_WINDOW_ABOVE / scale:
+                window = max(2 * overlap + 1, round(AUTO_WINDOW / scale))
     if window > 0:
         check_window(window, overlap)
     return window, overlap
@@ -281,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     with staged_output(out) as stage:
         for video in inputs:
-            window, overlap = window_for(len(video.reader), args.window, args.overlap, cfg)
+            window, overlap = window_for(video.reader.info, args.window, args.overlap, cfg)
             run_cfg = replace(cfg, input=replace(cfg.input, test_window=window, test_window_overlap=overlap))
             mode = f"windows of {window}" if window else "one pass"
             with tqdm(total=len(video.reader), unit="frame", desc=f"{video.name} ({mode})", mininterval=1.0) as bar:

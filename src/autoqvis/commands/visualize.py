@@ -35,24 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate of frame folders (with --fps; as for `autoqvis predict`)")
 
 
-def ytvis_videos(path: Path) -> tuple[Any, dict[int, Any]]:
-    """(dataset, video id -> frame reader) for a YTVIS json. Videos that `autoqvis predict` decoded from a file
-    carry ``source``/``fps`` and are decoded again; others are read from the image root (``image_root`` extra
-    key, else the usual <json dir>/JPEGImages or <json dir>)."""
-    from ..data.video_io import VideoReader
+def ytvis_videos(path: Path) -> Any:
+    """A YTVIS json whose ``image_root`` extra key (written by `autoqvis predict`) wins over the usual
+    <json dir>/JPEGImages or <json dir>."""
     from ..data.ytvis import load_ytvis
 
     dataset = load_ytvis(path)
     if isinstance(dataset.extra.get("image_root"), str):
         root = Path(dataset.extra["image_root"])
         dataset.image_root = root if root.is_absolute() else path.parent / root
-    readers = {}
-    for v in dataset.videos:
-        if isinstance(v.extra.get("source"), str):
-            readers[v.id] = VideoReader(v.extra["source"], fps=v.extra.get("fps"))
-        else:
-            readers[v.id] = VideoReader([dataset.frame_path(v, t) for t in range(v.length)])
-    return dataset, readers
+    return dataset
+
+
+def frame_reader(dataset: Any, video: Any) -> Any:
+    """A VideoReader over one video of ``dataset``: decoded again from its ``source`` file at its ``fps`` when
+    `autoqvis predict` read it from a video file, else its frame files under the image root."""
+    from ..data.video_io import VideoReader
+
+    if isinstance(video.extra.get("source"), str):
+        return VideoReader(video.extra["source"], fps=video.extra.get("fps"))
+    return VideoReader([dataset.frame_path(video, t) for t in range(video.length)])
 
 
 def folder_videos(path: Path, fps: float | None, frames_fps: float | None) -> tuple[Any, dict[int, Any]]:
@@ -76,6 +78,8 @@ def check_gt_video(gt: Any, video: Any, where: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from ..data.ytvis import load_results, load_ytvis
     from ..errors import AutoQVISError
     from ..viz.overlay import tracks_from_annotations, tracks_from_results, write_overlay
@@ -87,13 +91,15 @@ def run(args: argparse.Namespace) -> int:
         raise AutoQVISError(f"--max-videos must be >= 1, got {args.max_videos}")
     videos_path = Path(args.videos)
     if videos_path.suffix.lower() == ".json":
-        dataset, readers = ytvis_videos(videos_path)
+        dataset, readers = ytvis_videos(videos_path), {}
     else:
         dataset, readers = folder_videos(videos_path, args.fps, args.frames_fps)
     results = load_results(args.results, dataset)
     gt = load_ytvis(args.gt) if args.gt else None
     chosen = sorted(dataset.videos, key=lambda v: v.id)[: args.max_videos]
-    for v in chosen:
+    for v in chosen:  # probe every chosen video before writing anything
+        if v.id not in readers:
+            readers[v.id] = frame_reader(dataset, v)
         if len(readers[v.id]) != v.length:
             raise AutoQVISError(f"{args.videos}: video {v.id} lists {v.length} frames but its source yields "
                                 f"{len(readers[v.id])} (another --fps?)")
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     suffixes = {"mp4": [".mp4"], "gif": [".gif"], "both": [".mp4", ".gif"]}[args.format]
     out, written = Path(args.out), 0
     with staged_output(out) as stage:
-        for v in chosen:
+        for v in tqdm(chosen, desc="visualize", unit="video", mininterval=1.0):
             mine = [r for r in results if r["video_id"] == v.id and r["score"] >= args.score_threshold]
             gt_tracks = tracks_from_annotations(gt.annotations_of(v.id)) if gt is not None else None
             name = safe_name(v.extra.get("name") or Path(v.file_names[0]).parent.name or f"video_{v.id}")

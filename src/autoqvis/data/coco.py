@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, read_json
 from .rle_batch import counts_problems, scan_tracks
-from .ytvis import encode_mask
+from .ytvis import encode_mask, polygon_in_range
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd")
@@ -226,7 +226,7 @@ def _check_rle(rle: dict[str, Any], hw: tuple[int, int], where: str) -> None:
         raise AutoQVISError(f"{where}: segmentation.counts must be a string or a list, got {type(counts).__name__}")
 
 
-def _check_polygons(polys: list[Any], where: str) -> None:
+def _check_polygons(polys: list[Any], hw: tuple[int, int], where: str) -> None:
     if not polys:
         raise AutoQVISError(f"{where}: segmentation is an empty polygon list")
     for k, poly in enumerate(polys):
@@ -236,6 +236,9 @@ def _check_polygons(polys: list[Any], where: str) -> None:
             )
         if not all(_is_number(v) for v in poly):
             raise AutoQVISError(f"{where}: segmentation polygon {k} holds a non-numeric or non-finite value")
+        if not polygon_in_range(poly, *hw):
+            raise AutoQVISError(f"{where}: segmentation polygon {k} has a vertex more than an image size outside "
+                                f"the {hw[1]}x{hw[0]} image")
 
 
 def _parse_image(rec: Any, i: int, name: str) -> CocoImage:
@@ -279,7 +282,7 @@ def _parse_annotation(rec: Any, i: int, name: str, images: dict[int, CocoImage],
     if isinstance(seg, dict):
         _check_rle(seg, (image.height, image.width), where)
     elif isinstance(seg, list):
-        _check_polygons(seg, where)
+        _check_polygons(seg, (image.height, image.width), where)
     else:
         raise AutoQVISError(f"{where}: segmentation must be an RLE object or a polygon list")
     iscrowd = rec.get("iscrowd", 0)

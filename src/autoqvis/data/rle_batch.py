@@ -1,4 +1,4 @@
-"""Many COCO compressed-RLE ``counts`` strings at once, with numpy: validity, areas and boxes.
+"""Many COCO compressed-RLE ``counts`` strings at once, with numpy: validity, areas, column ranges.
 
 pycocotools parses any string without checking it: runs that do not add up to ``h * w`` give wrong
 areas and IoUs and make its decoder fail. Here the strings are decoded to runs in bulk (one numpy
@@ -30,11 +30,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass
 class CountsInfo:
     """problems: (N,) None or why the string is malformed; areas: (N,) int64 pixel counts;
-    boxes: (N, 4) float64 tight [x, y, w, h] of the 1-pixels (zeros for empty or malformed masks)."""
+    columns: (N, 2) int64 [first, last] image column holding 1-pixels, a range that contains them
+    all ([0, -1] for empty or malformed masks)."""
 
     problems: list[str | None]
     areas: np.ndarray
-    boxes: np.ndarray
+    columns: np.ndarray
 
 
 def inspect_counts(counts: Sequence[str], heights: Sequence[int] | np.ndarray,
@@ -51,9 +52,9 @@ def inspect_counts(counts: Sequence[str], heights: Sequence[int] | np.ndarray,
     parts = [_inspect_chunk(counts[i:i + _CHUNK], heights[i:i + _CHUNK], n_pixels[i:i + _CHUNK])
              for i in range(0, len(counts), _CHUNK)]
     if not parts:
-        return CountsInfo([], np.zeros(0, dtype=np.int64), np.zeros((0, 4)))
+        return CountsInfo([], np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
     return CountsInfo([p for part in parts for p in part.problems], np.concatenate([p.areas for p in parts]),
-                      np.concatenate([p.boxes for p in parts]))
+                      np.concatenate([p.columns for p in parts]))
 
 
 def counts_problems(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray) -> list[str | None]:
@@ -63,7 +64,7 @@ def counts_problems(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray)
 
 def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndarray) -> CountsInfo:
     n = len(counts)
-    info = CountsInfo([None] * n, np.zeros(n, dtype=np.int64), np.zeros((n, 4)))
+    info = CountsInfo([None] * n, np.zeros(n, dtype=np.int64), np.tile(np.array([0, -1]), (n, 1)))
     lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
     if (lengths == 0).any():  # an empty string has no runs at all
         keep = np.flatnonzero(lengths)
@@ -72,7 +73,7 @@ def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndar
         sub = _inspect_chunk([counts[i] for i in keep], heights[keep], n_pixels[keep])
         for j, i in enumerate(keep):
             info.problems[i] = sub.problems[j]
-        info.areas[keep], info.boxes[keep] = sub.areas, sub.boxes
+        info.areas[keep], info.columns[keep] = sub.areas, sub.columns
         return info
     joined = "".join(counts)
     if not joined.isascii():
@@ -86,15 +87,10 @@ def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndar
     bad[~is_last[str_end] & (bad == 0)] = 2
     is_last[str_end] = True  # a truncated number must not run into the next string
     last = np.flatnonzero(is_last)
-    first = np.empty_like(last)
-    first[0], first[1:] = 0, last[:-1] + 1
-    digits = last - first + 1
-    too_long = np.searchsorted(str_end, last[digits > _MAX_DIGITS])
-    bad[too_long] = np.maximum(bad[too_long], 3)
-    value = _numbers(code, first, last, digits)
+    value = _numbers(code, last, np.flatnonzero(~is_last), bad, str_end)
     first_value = np.searchsorted(last, str_end - lengths + 1)  # every string holds >= 1 number
     count = np.diff(np.r_[first_value, len(value)])
-    odd = ((np.arange(len(value)) - np.repeat(first_value, count)) & 1).astype(bool)  # run of 1s
+    odd = _alternating(len(value)) ^ np.repeat((first_value & 1).astype(bool), count)  # m odd: a run of 1s
     runs = _runs_from_values(value, first_value, count, odd)
     totals = np.add.reduceat(runs, first_value)
     negative = np.zeros(n, dtype=bool)
@@ -103,22 +99,50 @@ def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndar
         info.problems[i] = _reason(int(bad[i]), bool(negative[i]), int(totals[i]), int(n_pixels[i]))
     ok = np.fromiter((p is None for p in info.problems), dtype=bool, count=n)
     info.areas[:] = np.where(ok, np.add.reduceat(np.where(odd, runs, 0), first_value), 0)
-    info.boxes[:] = _boxes(runs, odd, first_value, heights) * ok[:, None]
+    # 1-pixels lie after the first run and before the trailing run of 0s (if the count is odd)
+    trailing = np.where(count % 2 == 1, runs[first_value + count - 1], 0)
+    nonempty = info.areas > 0
+    info.columns[nonempty, 0] = (runs[first_value] // heights)[nonempty]
+    info.columns[nonempty, 1] = ((totals - trailing - 1) // heights)[nonempty]
     return info
 
 
-def _numbers(code: np.ndarray, first: np.ndarray, last: np.ndarray, digits: np.ndarray) -> np.ndarray:
-    """(V,) signed numbers from the 6-bit characters ``code`` ((C,) uint8, '0' = 0) of V numbers."""
-    value = (code[first] & 31).astype(np.int64)
-    sel = np.flatnonzero(digits > 1)
-    for k in range(1, _MAX_DIGITS):
-        if len(sel) == 0:
+def _numbers(code: np.ndarray, last: np.ndarray, more: np.ndarray, bad: np.ndarray, str_end: np.ndarray,
+             ) -> np.ndarray:
+    """(V,) signed numbers from the characters ``code`` ((C,) uint8, '0' = 0).
+
+    last: (V,) index of each number's last character; more: indices of the other characters (few:
+    most numbers are deltas of one character). Numbers with too many digits are flagged in ``bad``.
+    """
+    tail = code[last]
+    value = (tail & 15).astype(np.int64) - (tail & 16)  # one character: 4 bits and a sign
+    if len(more) == 0:
+        return value
+    multi = np.unique(np.searchsorted(last, more))  # numbers with more than one character
+    first = np.r_[0, last[:-1] + 1][multi]
+    digits = last[multi] - first + 1
+    too_long = np.searchsorted(str_end, last[multi[digits > _MAX_DIGITS]])
+    bad[too_long] = np.maximum(bad[too_long], 3)
+    digits = np.minimum(digits, _MAX_DIGITS)
+    x = np.zeros(len(multi), dtype=np.int64)
+    for k in range(_MAX_DIGITS):
+        has = np.flatnonzero(digits > k)
+        if len(has) == 0:
             break
-        value[sel] |= (code[first[sel] + k] & 31).astype(np.int64) << (5 * k)
-        sel = sel[digits[sel] > k + 1]
-    negative = np.flatnonzero(code[last] & 16)
-    value[negative] -= np.left_shift(1, 5 * np.minimum(digits[negative], _MAX_DIGITS))
+        x[has] |= (code[first[has] + k] & 31).astype(np.int64) << (5 * k)
+    value[multi] = x - ((tail[multi] & 16).astype(np.int64) << (5 * digits - 4))  # sign: -2^(5 digits)
     return value
+
+
+_ALTERNATING = np.zeros(0, dtype=bool)
+
+
+def _alternating(n: int) -> np.ndarray:
+    """[False, True, False, ...] of length n (cached)."""
+    global _ALTERNATING
+    if len(_ALTERNATING) < n:
+        _ALTERNATING = np.arange(max(n, 2 * len(_ALTERNATING))) % 2 == 1
+    return _ALTERNATING[:n]
 
 
 def _runs_from_values(value: np.ndarray, first_value: np.ndarray, count: np.ndarray, odd: np.ndarray) -> np.ndarray:
@@ -135,32 +159,6 @@ def _runs_from_values(value: np.ndarray, first_value: np.ndarray, count: np.ndar
     base = np.where(odd, np.repeat(csum[first_value + 1], count), np.repeat(csum[first_value + 2], count))
     base[first_value] = csum[first_value]  # m = 0 stands alone
     return csum[2:] - base
-
-
-def _boxes(runs: np.ndarray, odd: np.ndarray, first_value: np.ndarray, heights: np.ndarray) -> np.ndarray:
-    """(N, 4) tight [x, y, w, h] of the 1-runs of each string (column-major pixels), zeros if none."""
-    boxes = np.zeros((len(first_value), 4))
-    ends = np.cumsum(runs)  # position after each run, counted over all strings
-    ones = np.flatnonzero(odd & (runs > 0))
-    if len(ones) == 0:
-        return boxes
-    seg = np.searchsorted(ones, first_value)  # each string's 1-runs: ones[seg[s]:seg[s + 1]]
-    seg_len = np.diff(np.r_[seg, len(ones)])
-    offset = np.r_[0, ends][first_value]  # where each string starts
-    stop = ends[ones] - np.repeat(offset, seg_len) - 1  # last pixel of each 1-run
-    start = stop - runs[ones] + 1
-    h = heights[0] if (heights == heights[0]).all() else np.repeat(heights, seg_len)
-    x0, x1 = start // h, stop // h
-    y0, y1 = start - x0 * h, stop - x1 * h
-    across = x1 > x0  # a run across a column boundary spans every row
-    y0[across] = 0
-    y1[across] = (h if np.ndim(h) == 0 else h[across]) - 1
-    has = seg_len > 0
-    at = seg[has]
-    xmin, ymin = np.minimum.reduceat(x0, at), np.minimum.reduceat(y0, at)
-    xmax, ymax = np.maximum.reduceat(x1, at), np.maximum.reduceat(y1, at)
-    boxes[has] = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], 1)
-    return boxes
 
 
 def _reason(bad: int, negative: bool, total: int, n_pixels: int) -> str:

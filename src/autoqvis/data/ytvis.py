@@ -16,8 +16,8 @@ counts strings, which pycocotools does not check (a bad string makes its decoder
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Sequence
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import AutoQVISError, where
+from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, is_finite_number, read_json
 from .rle_batch import gc_paused, scan_tracks
 
@@ -165,7 +165,12 @@ def encode_masks(masks: np.ndarray) -> list[RLE]:
 
 def decode_rle(rle: RLE) -> np.ndarray:
     """Compressed RLE -> bool (H, W)."""
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2 warn about a copy keyword, harmlessly
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return mask_utils.decode(rle).astype(bool)
+        except ValueError as e:  # pycocotools refuses runs that overrun the frame
+            raise AutoQVISError(f"malformed RLE of size {rle.get('size')}: {e}") from None
 
 
 _AREA_CHUNK = 255  # pycocotools 2.0.11 + numpy 2: area() of more than 255 RLEs raises OverflowError
@@ -227,6 +232,16 @@ def _parse_video(rec: Any, name: str, k: int) -> Video:
     return Video(int(rec["id"]), names, int(rec["height"]), int(rec["width"]), extra)
 
 
+def polygon_in_range(poly: Sequence[float], h: int, w: int) -> bool:
+    """Every vertex (x, y) of a flat polygon lies within one frame size of the h x w frame.
+
+    pycocotools rasterises each edge point by point (time linear in its length) and crashes on
+    coordinates beyond the int range, so far-away vertices must not reach it.
+    """
+    xs, ys = poly[0::2], poly[1::2]
+    return -w <= min(xs) and max(xs) <= 2 * w and -h <= min(ys) and max(ys) <= 2 * h
+
+
 def to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
     """One frame's segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE | None.
 
@@ -262,6 +277,9 @@ def to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
             if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
                     and all(is_finite_number(v) for v in poly)):
                 raise AutoQVISError(f"{loc}: polygon {k} must be a list of >= 3 finite (x, y) pairs")
+            if not polygon_in_range(poly, h, w):
+                raise AutoQVISError(f"{loc}: polygon {k} has a vertex more than a frame size outside the "
+                                    f"{w}x{h} frame")
         rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], h, w))
         return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
     raise AutoQVISError(f"{loc}: must be an RLE object, a polygon list or null, got {type(seg).__name__}")

@@ -266,19 +266,3 @@ def predict_windowed(
             on_frames(start + n - done)
         done = start + n
     return linker.finish(), done
-
-
-def tracks_to_results(video_id: int, tracks: Sequence[Track], score_threshold: float = 0.0) -> list[dict[str, Any]]:
-    """YTVIS results (one dict per identity, best score first) with autoqvis' per-frame ``quality``."""
-    kept = [t for t in tracks if t.score >= score_threshold and any(s is not None for s in t.segmentations)]
-    kept.sort(key=lambda t: -t.score)
-    return [
-        {
-            "video_id": video_id,
-            "score": round(t.score, 6),
-            "category_id": 1,
-            "segmentations": list(t.segmentations),
-            "quality": [None if q is None else round(float(q), 6) for q in t.quality],
-        }
-        for t in kept
-    ]

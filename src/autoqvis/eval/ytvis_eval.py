@@ -13,9 +13,9 @@ the official code is kept (see ``docs/evaluation.md`` and ``tests/reference/ytvi
   of detections with the plain IoU; ``tp / (tp + fp + np.spacing(1))``; 101 recall thresholds from
   ``np.linspace``; maxDets 1/10/100; -1 where an area range has no non-ignored GT.
 
-Each video's RLEs are read once in bulk (``data.rle_batch``: validity, areas, boxes); the per-frame
-intersections of the pairs whose boxes overlap come from pycocotools' RLE ``iou``, all pairs of a
-frame in one call; videos are spread over a process pool.
+Each video's RLEs are read once in bulk (``data.rle_batch``: validity, areas, column ranges); the
+per-frame intersections of the pairs that share a column come from pycocotools' RLE ``iou``, all
+pairs of a frame in one call; videos are spread over a process pool.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations
 
 def decode_tracks(tracks: Sequence[Sequence[RLE | None]], size: list[int],
                   ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, str] | None]:
-    """Read every RLE of N tracks x L frames once: areas (N, L) int64 (0 where None), boxes (N, L, 4)
-    and the first malformed (track, frame, reason) or None."""
+    """Read every RLE of N tracks x L frames once: areas (N, L) int64 (0 where None), column
+    ranges (N, L, 2) ([0, -1] where empty) and the first malformed (track, frame, reason) or None."""
     length = len(tracks[0]) if len(tracks) else 0
     flat = [r for track in tracks for r in track]
     present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
@@ -108,44 +108,44 @@ def decode_tracks(tracks: Sequence[Sequence[RLE | None]], size: list[int],
     info = inspect_counts([r["counts"] for r in flat if r is not None], np.full(len(where), size[0]),
                           np.full(len(where), size[0] * size[1]))
     areas = np.zeros(len(flat), dtype=np.int64)
-    boxes = np.zeros((len(flat), 4))
-    areas[where], boxes[where] = info.areas, info.boxes
+    columns = np.tile(np.array([0, -1]), (len(flat), 1))
+    areas[where], columns[where] = info.areas, info.columns
     bad = next((k for k, p in enumerate(info.problems) if p is not None), None)
     problem = None if bad is None else (*divmod(int(where[bad]), length), info.problems[bad])
-    return areas.reshape(len(tracks), length), boxes.reshape(len(tracks), length, 4), problem  # type: ignore
+    return areas.reshape(len(tracks), length), columns.reshape(len(tracks), length, 2), problem  # type: ignore
 
 
 def iou_from_decoded(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-                     dt_areas: np.ndarray, gt_areas: np.ndarray, dt_boxes: np.ndarray, gt_boxes: np.ndarray,
+                     dt_areas: np.ndarray, gt_areas: np.ndarray, dt_columns: np.ndarray, gt_columns: np.ndarray,
                      ) -> np.ndarray:
     """iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty).
 
-    areas (D|G, L), boxes (D|G, L, 4) from :func:`decode_tracks`. Sums are exact integers, so the
-    division gives the official float bit for bit. Only frames and pairs whose boxes overlap go to
-    pycocotools, all pairs of a frame in one call.
+    areas (D|G, L), column ranges (D|G, L, 2) from :func:`decode_tracks`. Sums are exact integers,
+    so the division gives the official float bit for bit. Only pairs sharing a column in a frame go
+    to pycocotools, all pairs of a frame in one call.
     """
     num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
     inter = np.zeros((num_dt, num_gt), dtype=np.int64)
     if num_dt and num_gt:
-        overlap = _boxes_overlap(dt_boxes, gt_boxes)  # (L, D, G)
+        overlap = _columns_overlap(dt_columns, gt_columns)  # (L, D, G)
         dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
         for t in np.flatnonzero(overlap.any((1, 2))):
             di, gi = np.flatnonzero(overlap[t].any(1)), np.flatnonzero(overlap[t].any(0))
             dts, gts = dt_frames[t], gt_frames[t]
             # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
             o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
+            if (o < 0).any():  # pycocotools' answer to masks of different sizes
+                raise AutoQVISError(f"frame {t}: masks of different sizes")
             inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
     union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
     return np.divide(inter.astype(np.float64), union.astype(np.float64),
                      out=np.zeros((num_dt, num_gt)), where=union > 0)
 
 
-def _boxes_overlap(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """(D, L, 4), (G, L, 4) -> (L, D, G) bool: the boxes share a positive area (empty boxes never do)."""
-    d, g = dt_boxes.transpose(1, 0, 2)[:, :, None], gt_boxes.transpose(1, 0, 2)[:, None, :]
-    w = np.minimum(d[..., 0] + d[..., 2], g[..., 0] + g[..., 2]) - np.maximum(d[..., 0], g[..., 0])
-    h = np.minimum(d[..., 1] + d[..., 3], g[..., 1] + g[..., 3]) - np.maximum(d[..., 1], g[..., 1])
-    return (w > 0) & (h > 0)
+def _columns_overlap(dt_columns: np.ndarray, gt_columns: np.ndarray) -> np.ndarray:
+    """(D, L, 2), (G, L, 2) column ranges -> (L, D, G) bool: the ranges share a column."""
+    d, g = dt_columns.transpose(1, 0, 2)[:, :, None], gt_columns.transpose(1, 0, 2)[:, None, :]
+    return (np.maximum(d[..., 0], g[..., 0]) <= np.minimum(d[..., 1], g[..., 1]))
 
 
 def truthy_mean(areas: np.ndarray) -> np.ndarray:
@@ -194,9 +194,9 @@ def match_video(iou: np.ndarray, gt_crowd: np.ndarray, gt_ignore: np.ndarray,
 
 def evaluate_video(job: VideoInput) -> VideoEval:
     """Validate the video's results, then IoU + matching for every area range."""
-    dt_segs, dt_areas, dt_boxes = _checked_detections(job)
-    gt_areas, gt_boxes, _ = decode_tracks(job.gt_segmentations, job.size)
-    iou = iou_from_decoded(dt_segs, job.gt_segmentations, dt_areas, gt_areas, dt_boxes, gt_boxes)
+    dt_segs, dt_areas, dt_columns = _checked_detections(job)
+    gt_areas, gt_columns = _checked_ground_truth(job)
+    iou = iou_from_decoded(dt_segs, job.gt_segmentations, dt_areas, gt_areas, dt_columns, gt_columns)
     lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
     gt_ignore = job.gt_crowd[None, :] | (job.gt_area[None, :] < lo) | (job.gt_area[None, :] > hi)
     dt_area = truthy_mean(dt_areas)
@@ -207,7 +207,7 @@ def evaluate_video(job: VideoInput) -> VideoEval:
 
 def _checked_detections(job: VideoInput) -> tuple[list[list[RLE | None]], np.ndarray, np.ndarray]:
     """Validate every result of the video (polygons/uncompressed RLE converted); return the D
-    evaluated detections' segmentations, areas (D, L) and boxes (D, L, 4)."""
+    evaluated detections' segmentations, areas (D, L) and column ranges (D, L, 2)."""
     h, w = job.size
     tracks = []
     for k, segs in job.checks:
@@ -215,14 +215,30 @@ def _checked_detections(job: VideoInput) -> tuple[list[list[RLE | None]], np.nda
             loc = f"{job.results_name}: result {k} (video {job.video_id})"
             segs = [to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
         tracks.append(segs)
-    areas, boxes, problem = decode_tracks(tracks, job.size)
+    areas, columns, problem = decode_tracks(tracks, job.size)
     if problem is not None:
         k = job.checks[problem[0]][0]
         raise AutoQVISError(f"{job.results_name}: result {k} (video {job.video_id}): "
                             f"segmentations[{problem[1]}]: malformed RLE: {problem[2]}")
     row = {k: i for i, (k, _) in enumerate(job.checks)}
     rows = [row[k] for k in job.dt_index.tolist()]
-    return [tracks[i] for i in rows], areas[rows], boxes[rows]
+    return [tracks[i] for i in rows], areas[rows], columns[rows]
+
+
+def _checked_ground_truth(job: VideoInput) -> tuple[np.ndarray, np.ndarray]:
+    """GT areas (G, L) and column ranges (G, L, 2); a dataset built in code (not loaded) may hold
+    masks of another size or malformed ones, which would silently give wrong numbers."""
+    areas, columns, problem = decode_tracks(job.gt_segmentations, job.size)
+    if problem is not None:
+        problem = (problem[0], problem[1], f"malformed RLE: {problem[2]}")
+    wrong = next(((g, t) for g, segs in enumerate(job.gt_segmentations) for t, s in enumerate(segs)
+                  if s is not None and not is_canonical(s, job.size)), None)
+    if wrong is not None:
+        problem = (*wrong, f"not a compressed RLE of the video's size {job.size}")
+    if problem is not None:
+        raise AutoQVISError(f"ground truth annotation {job.gt_ids[problem[0]]} (video {job.video_id}): "
+                            f"segmentations[{problem[1]}]: {problem[2]}")
+    return areas, columns
 
 
 # ------------------------------------------------------------------------------------ dataset level

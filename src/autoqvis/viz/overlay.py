@@ -15,9 +15,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 
+from ..data.ytvis import decode_rle
 from ..errors import AutoQVISError
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
@@ -25,13 +25,13 @@ GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
 
 @dataclass
 class OverlayTrack:
-    """One instance to draw: ``segmentations`` is a list over frames of COCO RLE or None; ``quality`` (optional) is
+    """One instance to draw: ``segmentations`` is a list over frames of compressed COCO RLE or None (as
+    ``autoqvis.data.ytvis.load_results`` returns them); ``quality`` (optional) is
     a list over frames of floats in [0, 1], written beside the id."""
 
     track_id: int
     segmentations: Sequence[dict | None]
     quality: Sequence[float | None] | None = None
-    score: float | None = None
 
 
 def instance_color(track_id: int) -> tuple[int, int, int]:
@@ -206,7 +206,7 @@ def frame_instances(tracks: Sequence[OverlayTrack], t: int, shape: tuple[int, in
         rle = tr.segmentations[t] if t < len(tr.segmentations) else None
         if rle is None:
             continue
-        mask = decode(rle)
+        mask = decode_rle(rle)
         if mask.shape != tuple(shape):
             raise AutoQVISError(
                 f"instance #{tr.track_id}: its mask in frame {t} is {mask.shape[1]}x{mask.shape[0]} but the frame is "
@@ -217,15 +217,6 @@ def frame_instances(tracks: Sequence[OverlayTrack], t: int, shape: tuple[int, in
         quals.append(None if tr.quality is None or t >= len(tr.quality) else tr.quality[t])
     stacked = np.stack(masks) if masks else np.zeros((0, *shape), bool)
     return stacked, ids, (quals if any(q is not None for q in quals) else None)
-
-
-def decode(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed ``counts`` str/bytes, or uncompressed list) -> bool (H, W)."""
-    if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle.get("counts"), str):
-        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
 
 
 def overlay_frames(
@@ -257,7 +248,7 @@ def tracks_from_results(results: Sequence[dict]) -> list[OverlayTrack]:
     """One video's YTVIS results (in the order given) -> tracks numbered #1, #2, ... in that order; the optional
     per-frame ``quality`` of autoqvis results is drawn beside the id."""
     return [
-        OverlayTrack(k + 1, r["segmentations"], r.get("quality"), r.get("score"))
+        OverlayTrack(k + 1, r["segmentations"], r.get("quality"))
         for k, r in enumerate(results)
     ]
 

@@ -1,0 +1,563 @@
+"""A catalogue of bad inputs across the CLI (issue 7).
+
+Every case builds a small bad input in its own folder, runs one ``autoqvis`` subcommand on it and checks:
+the exit code is 2, stderr is ONE line ``autoqvis <cmd>: error: ...`` that names the file and the record /
+field at fault, no traceback is printed, and no file or folder in the case folder was created, removed
+or changed (names, sizes, mtimes and bytes). Most cases run in-process (``autoqvis.cli.main``); a few
+run ``python -m autoqvis`` as a real subprocess to prove the exit code and the absence of a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autoqvis import build_model, load_config
+from autoqvis.cli import main
+from autoqvis.data.video_io import write_mp4
+from autoqvis.data.ytvis import encode_mask
+from autoqvis.fileio import atomic_torch_save
+
+REPO = Path(__file__).resolve().parents[1]
+T, H, W = 3, 16, 24  # frames, height, width of the small valid video every case starts from
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (hidden ones too): relative path -> (kind, size, mtime_ns, bytes)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        if p.is_file():
+            out[str(p.relative_to(root))] = ("file", st.st_size, st.st_mtime_ns, p.read_bytes())
+        else:
+            out[str(p.relative_to(root))] = ("dir", 0, st.st_mtime_ns, b"")
+    return out
+
+
+def write_frames(folder: Path, n: int = T, size: tuple[int, int] = (H, W), suffix: str = ".png") -> list[Path]:
+    """``n`` frames uint8 (h, w, 3) named 00000.png ... with a moving square."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t in range(n):
+        img = np.full((*size, 3), 90, np.uint8)
+        img[2:8, 2 + t:8 + t] = (200, 40, 40)
+        paths.append(folder / f"{t:05d}{suffix}")
+        Image.fromarray(img).save(paths[-1])
+    return paths
+
+
+def square_masks() -> np.ndarray:
+    masks = np.zeros((T, H, W), bool)
+    for t in range(T):
+        masks[t, 2:8, 2 + t:8 + t] = True
+    return masks
+
+
+def gt_dict() -> dict:
+    """A valid YouTubeVIS file: one video of T frames (HxW) under JPEGImages/v1, one track."""
+    rles = [encode_mask(m) for m in square_masks()]
+    return {"videos": [{"id": 1, "width": W, "height": H, "length": T,
+                        "file_names": [f"v1/{t:05d}.png" for t in range(T)]}],
+            "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": rles,
+                             "areas": [36.0] * T, "bboxes": [[2.0 + t, 2.0, 6.0, 6.0] for t in range(T)]}],
+            "categories": [{"id": 1, "name": "object"}]}
+
+
+def results_list() -> list[dict]:
+    return [{"video_id": 1, "score": 0.9, "category_id": 1,
+             "segmentations": [encode_mask(m) for m in square_masks()]}]
+
+
+def coco_dict() -> dict:
+    rle = encode_mask(square_masks()[0])
+    return {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "object"}]}
+
+
+def dump(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def gt_file(d: Path, edit: Callable[[dict], None] | None = None, name: str = "gt.json") -> Path:
+    """gt.json (edited by ``edit``) with its frames under d/JPEGImages/v1."""
+    write_frames(d / "JPEGImages" / "v1")
+    data = gt_dict()
+    if edit is not None:
+        edit(data)
+    return dump(d / name, data)
+
+
+def results_file(d: Path, edit: Callable[[list], None] | None = None) -> Path:
+    data = results_list()
+    if edit is not None:
+        edit(data)
+    return dump(d / "results.json", data)
+
+
+class Evil:
+    """Unpickling this would create ``marker`` (``open(marker, "w")``): code hidden in a checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def unwritable_dir(d: Path) -> Path:
+    """A folder this process cannot write into: chmod 0555 where that stops us; as root (where it does
+    not), a folder whose path runs through a regular file, which no user can create."""
+    folder = d / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / ".probe").touch()
+    except OSError:
+        return folder
+    (folder / ".probe").unlink()
+    folder.chmod(0o755)
+    folder.rmdir()
+    (d / "a_file").write_text("not a folder")
+    return d / "a_file" / "out"
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@dataclass
+class World:
+    checkpoint: Path  # a valid toy checkpoint (random weights)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    root = tmp_path_factory.mktemp("world")
+    cfg = load_config("toy")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ckpt = root / "toy.pt"
+    atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
+                       "config": cfg.to_dict()}, ckpt)
+    return World(ckpt)
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    names: list[str]  # substrings the one-line message must hold: the file, the record / field
+    marker: Path | None = None  # a file that must NOT exist afterwards (pickled code)
+
+
+CASES: dict[str, Callable[[Path, World], Case]] = {}
+
+
+def case(fn: Callable[[Path, World], Case]) -> Callable[[Path, World], Case]:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def predict(w: World, d: Path, inp: Path, *extra: str, checkpoint: Path | None = None) -> list[str]:
+    ckpt = checkpoint or w.checkpoint
+    return ["predict", "--checkpoint", str(ckpt), "--input", str(inp), "--out", str(d / "out"), "--no-overlays", *extra]
+
+
+def evaluate(gt: Path, res: Path, d: Path) -> list[str]:
+    return ["evaluate", "--gt", str(gt), "--results", str(res), "--out", str(d / "metrics.json")]
+
+
+# -------------------------------------------------------------------------------------- videos, frames
+@case
+def corrupt_mp4(d, w):
+    good = d / "src" / "good.mp4"
+    good.parent.mkdir()
+    write_mp4(good, (np.full((H, W, 3), 10 * t, np.uint8) for t in range(8)), fps=8)
+    data = bytearray(good.read_bytes())
+    bad = d / "bad.mp4"
+    bad.write_bytes(bytes(data[: len(data) // 3]) + b"\x00garbage" * 50)  # truncated + junk: moov atom lost
+    good.unlink()
+    good.parent.rmdir()
+    return Case(predict(w, d, bad), ["bad.mp4", "video"])
+
+
+@case
+def not_a_video_mp4(d, w):
+    bad = d / "clip.mp4"
+    bad.write_bytes(os.urandom(0) + bytes(range(256)) * 8)
+    return Case(predict(w, d, bad), ["clip.mp4", "video"])
+
+
+@case
+def zero_frame_video(d, w):
+    import av
+
+    path = d / "empty.mp4"
+    with av.open(str(path), mode="w") as container:  # a valid container whose video stream has no frame
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    return Case(predict(w, d, path), ["empty.mp4", "frame"])
+
+
+@case
+def zero_byte_video(d, w):
+    path = d / "zero.mp4"
+    path.write_bytes(b"")
+    return Case(predict(w, d, path), ["zero.mp4", "empty"])
+
+
+@case
+def frame_folder_mixed_sizes(d, w):
+    folder = d / "frames"
+    write_frames(folder, n=2)
+    write_frames(d / "tmp", n=3, size=(H + 2, W))
+    os.replace(d / "tmp" / "00002.png", folder / "00002.png")
+    (d / "tmp" / "00000.png").unlink()
+    (d / "tmp" / "00001.png").unlink()
+    (d / "tmp").rmdir()
+    return Case(predict(w, d, folder), ["frames", "00002.png", "size"])
+
+
+@case
+def frame_folder_with_a_text_file(d, w):
+    folder = d / "frames"
+    write_frames(folder)
+    (folder / "notes.txt").write_text("hello")
+    return Case(predict(w, d, folder), ["frames", "notes.txt", "not jpg/png"])
+
+
+@case
+def frame_that_is_not_an_image(d, w):
+    folder = d / "frames"
+    write_frames(folder)
+    (folder / "00001.png").write_bytes(b"this is not a png")
+    return Case(predict(w, d, folder), ["00001.png", "not a readable image"])
+
+
+@case
+def missing_frame_file(d, w):
+    gt = gt_file(d)
+    (d / "JPEGImages" / "v1" / "00001.png").unlink()
+    return Case(predict(w, d, gt), ["00001.png", "not found"])
+
+
+# ---------------------------------------------------------------------------------------- YTVIS json
+@case
+def ytvis_not_json(d, w):
+    gt = d / "gt.json"
+    gt.write_text('{"videos": [}')
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "not valid JSON"])
+
+
+@case
+def ytvis_without_videos(d, w):
+    gt = gt_file(d, lambda g: g.pop("videos"))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "'videos'"])
+
+
+@case
+def ytvis_duplicate_video_ids(d, w):
+    gt = gt_file(d, lambda g: g["videos"].append(copy.deepcopy(g["videos"][0])))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "video 1", "duplicate video id"])
+
+
+@case
+def ytvis_duplicate_annotation_ids(d, w):
+    gt = gt_file(d, lambda g: g["annotations"].append(copy.deepcopy(g["annotations"][0])))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotation 1", "duplicate annotation id"])
+
+
+@case
+def ytvis_segmentations_shorter_than_video(d, w):
+    gt = gt_file(d, lambda g: g["annotations"][0]["segmentations"].pop())
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotation 1", "'segmentations'", "2 entries"])
+
+
+@case
+def ytvis_rle_size_differs_from_video(d, w):
+    def edit(g):
+        g["annotations"][0]["segmentations"][1] = encode_mask(np.zeros((H, W + 1), bool))
+
+    return Case(evaluate(gt_file(d, edit), results_file(d), d),
+                ["gt.json", "annotation 1", "segmentations[1]", "RLE size"])
+
+
+@case
+def ytvis_malformed_rle_counts(d, w):
+    def edit(g):
+        g["annotations"][0]["segmentations"][2]["counts"] = "0000"
+
+    return Case(evaluate(gt_file(d, edit), results_file(d), d),
+                ["gt.json", "annotation 1", "segmentations[2]", "malformed RLE"])
+
+
+@case
+def ytvis_negative_area(d, w):
+    gt = gt_file(d, lambda g: g["annotations"][0]["areas"].__setitem__(1, -5))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotation 1", "areas[1]"])
+
+
+@case
+def ytvis_infinite_area(d, w):
+    gt = gt_file(d)
+    gt.write_text(gt.read_text().replace("[36.0, 36.0, 36.0]", "[36.0, 1e999, 36.0]"))  # json reads inf
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotation 1", "areas[1]"])
+
+
+@case
+def ytvis_nan_area(d, w):
+    gt = gt_file(d)
+    gt.write_text(gt.read_text().replace("[36.0, 36.0, 36.0]", "[36.0, NaN, 36.0]"))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "NaN"])
+
+
+@case
+def ytvis_bbox_outside_image(d, w):
+    gt = gt_file(d, lambda g: g["annotations"][0]["bboxes"].__setitem__(0, [20.0, 2.0, 30.0, 6.0]))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotation 1", "bboxes[0]", "outside"])
+
+
+@case
+def ytvis_file_name_escapes_root(d, w):
+    gt = gt_file(d, lambda g: g["videos"][0]["file_names"].__setitem__(1, "../../etc/passwd"))
+    return Case(predict(w, d, gt), ["gt.json", "video 1", "file_names[1]", "escapes"])
+
+
+@case
+def ytvis_file_name_absolute(d, w):
+    gt = gt_file(d, lambda g: g["videos"][0]["file_names"].__setitem__(0, "/etc/hostname"))
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "video 1", "file_names[0]", "absolute"])
+
+
+@case
+def selftrain_unlabeled_with_bad_height(d, w):
+    gt = gt_file(d, lambda g: g["videos"][0].__setitem__("height", 0), name="unlabeled.json")
+    coco = dump(d / "source.json", coco_dict())
+    return Case(["selftrain", "--config", "toy", "--synthetic", str(coco), "--unlabeled", str(gt),
+                 "--out", str(d / "st")], ["unlabeled.json", "video 1", "'height'"])
+
+
+# -------------------------------------------------------------------------------------- results json
+@case
+def results_unknown_video_id(d, w):
+    res = results_file(d, lambda r: r[0].__setitem__("video_id", 7))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0", "video_id 7"])
+
+
+@case
+def results_infinite_score(d, w):
+    res = results_file(d)
+    res.write_text(res.read_text().replace('"score": 0.9', '"score": -1e999'))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0", "'score'", "-inf"])
+
+
+@case
+def results_score_out_of_range(d, w):
+    res = results_file(d, lambda r: r[0].__setitem__("score", 1.5))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0", "'score'", "1.5"])
+
+
+@case
+def results_missing_segmentations(d, w):
+    res = results_file(d, lambda r: r[0].pop("segmentations"))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0", "segmentations", "missing"])
+
+
+@case
+def results_zero_bytes(d, w):
+    res = d / "results.json"
+    res.write_bytes(b"")
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "0 bytes"])
+
+
+@case
+def results_not_a_list(d, w):
+    res = dump(d / "results.json", {"video_id": 1})
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "list"])
+
+
+@case
+def results_bad_rle_in_visualize(d, w):
+    def edit(r):
+        r[0]["segmentations"][1]["counts"] = "zz"
+
+    res = results_file(d, edit)
+    return Case(["visualize", "--results", str(res), "--videos", str(gt_file(d)), "--out", str(d / "viz")],
+                ["results.json", "result 0", "segmentations[1]", "malformed RLE"])
+
+
+# ----------------------------------------------------------------------------------------- COCO json
+@case
+def coco_annotation_for_missing_image(d, w):
+    write_frames(d / "images", n=1)
+    os.replace(d / "images" / "00000.png", d / "images" / "a.png")
+    data = coco_dict()
+    data["annotations"][0]["image_id"] = 42
+    coco = dump(d / "coco.json", data)
+    return Case(["synth", "--images", str(d / "images"), "--annotations", str(coco), "--out", str(d / "out"),
+                 "--no-progress"], ["coco.json", "annotation 1", "image_id 42"])
+
+
+@case
+def coco_image_file_missing(d, w):
+    coco = dump(d / "coco.json", coco_dict())
+    (d / "images").mkdir()
+    return Case(["synth", "--images", str(d / "images"), "--annotations", str(coco), "--out", str(d / "out"),
+                 "--no-progress"], ["a.png", "not found"])
+
+
+@case
+def coco_train_synthetic_with_bad_segmentation_size(d, w):
+    data = coco_dict()
+    data["annotations"][0]["segmentation"]["size"] = [H, W + 4]
+    coco = dump(d / "coco.json", data)
+    return Case(["train", "--config", "toy", "--synthetic", str(coco), "--out", str(d / "run"), "--no-progress"],
+                ["coco.json", "annotation 1", "segmentation.size"])
+
+
+# -------------------------------------------------------------------------------------------- configs
+@case
+def config_unknown_key(d, w):
+    cfg = d / "cfg.yaml"
+    cfg.write_text("_base_: {}\ntrain:\n  max_iters: 5\n".format(REPO / "src/autoqvis/configs/toy.yaml"))
+    coco = dump(d / "coco.json", coco_dict())
+    return Case(["train", "--config", str(cfg), "--synthetic", str(coco), "--out", str(d / "run")],
+                ["train.max_iters", "unknown config key"])
+
+
+@case
+def config_wrong_type(d, w):
+    cfg = d / "cfg.yaml"
+    cfg.write_text("model:\n  num_queries: many\n")
+    coco = dump(d / "coco.json", coco_dict())
+    return Case(["train", "--config", str(cfg), "--synthetic", str(coco), "--out", str(d / "run")],
+                ["model.num_queries", "integer", "many"])
+
+
+@case
+def config_override_wrong_type(d, w):
+    coco = dump(d / "coco.json", coco_dict())
+    return Case(["synth", "--images", str(d), "--annotations", str(coco), "--out", str(d / "out"),
+                 "--config", "toy", "synth.rotation=[1, 2]"], ["synth.rotation", "number"])
+
+
+@case
+def toyworld_unknown_knob(d, w):
+    return Case(["toyworld", "--out", str(d / "toy"), "--size", "small", "miss_rat=0.3"], ["miss_rat", "knob"])
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+@case
+def checkpoint_of_another_architecture_convert(d, w):
+    other = REPO / "tests" / "reference" / "tiny" / "state_dict.pt"  # VideoCutLER-architecture tiny model
+    return Case(["convert-checkpoint", str(other), str(d / "out.pt"), "--config", "toy"],
+                ["state_dict.pt", "do not fit", "backbone."])
+
+
+@case
+def checkpoint_of_another_architecture_predict(d, w):
+    gt = gt_file(d)
+    other = REPO / "tests" / "reference" / "tiny" / "state_dict.pt"
+    return Case(predict(w, d, gt, "--config", "toy", checkpoint=other),
+                ["state_dict.pt", "do not fit", "backbone."])
+
+
+@case
+def checkpoint_with_pickled_code(d, w):
+    marker = d / "PWNED"
+    evil = d / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "payload": Evil(marker)}, evil)
+    return Case(predict(w, d, gt_file(d), checkpoint=evil),
+                ["evil.pt", "refused"], marker=marker)
+
+
+@case
+def pkl_with_pickled_code(d, w):
+    marker = d / "PWNED"
+    evil = d / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "payload": Evil(marker)}, protocol=2))
+    return Case(["convert-checkpoint", str(evil), str(d / "out.pt"), "--config", "toy"],
+                ["evil.pkl", "refus", "open"], marker=marker)
+
+
+@case
+def checkpoint_zero_bytes(d, w):
+    empty = d / "empty.pt"
+    empty.write_bytes(b"")
+    return Case(["convert-checkpoint", str(empty), str(d / "out.pt"), "--config", "toy"],
+                ["empty.pt", "0 bytes"])
+
+
+@case
+def train_init_truncated_checkpoint(d, w):
+    data = w.checkpoint.read_bytes()
+    ckpt = d / "init.pt"
+    ckpt.write_bytes(data[: len(data) // 2])
+    coco = dump(d / "coco.json", coco_dict())
+    write_frames(d / "images", n=1)
+    os.replace(d / "images" / "00000.png", d / "images" / "a.png")
+    return Case(["train", "--config", "toy", "--synthetic", str(coco), "--init", str(ckpt), "--out", str(d / "run"),
+                 "--max-iters", "1", "--no-progress"], ["init.pt", "checkpoint"])
+
+
+# --------------------------------------------------------------------------------------------- outputs
+@case
+def evaluate_out_not_writable(d, w):
+    out = unwritable_dir(d)
+    return Case(["evaluate", "--gt", str(gt_file(d)), "--results", str(results_file(d)), "--out",
+                 str(out / "m.json")], [str(out.name), "writ" if out.name == "readonly" else "folder"])
+
+
+@case
+def toyworld_out_not_writable(d, w):
+    out = unwritable_dir(d)
+    return Case(["toyworld", "--out", str(out / "toy"), "--size", "small"], [out.name, "folder"])
+
+
+@case
+def predict_out_is_a_file(d, w):
+    (d / "out").write_text("I am a file")
+    return Case(predict(w, d, gt_file(d)), ["out", "must be a folder"])
+
+
+# ---------------------------------------------------------------------------------------------- tests
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(name, world, tmp_path, capsys):
+    d = tmp_path / "case"
+    d.mkdir()
+    c = CASES[name](d, world)
+    capsys.readouterr()
+    before = snapshot(d)
+    rc = main(c.argv)
+    out, err = capsys.readouterr()
+    command = c.argv[0]
+    assert rc == 2, f"exit code {rc}; stderr: {err}"
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith(f"autoqvis {command}: error: "), err
+    for needle in c.names:
+        assert needle in lines[0], f"{needle!r} missing from: {lines[0]}"
+    assert "Traceback" not in err + out
+    if c.marker is not None:
+        assert not c.marker.exists(), "code in the checkpoint ran"
+    after = snapshot(d)
+    assert after.keys() == before.keys(), f"created/removed: {sorted(after.keys() ^ before.keys())}"
+    assert after == before, "a file changed"
+    for p in d.parent.iterdir():  # nothing staged next to the case folder either
+        assert p == d, f"stray output {p}"
