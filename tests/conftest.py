@@ -42,4 +42,5 @@ def _seed_everything():
     yield
 
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One intra-op thread: the tests run many small ops, where a second thread only adds contention.
+os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -49,3 +49,10 @@ def test_wrong_type_names_the_key(tmp_path):
 def test_int_promotes_to_float():
     cfg = load_config(None, overrides=["selftrain.tau=1"])
     assert isinstance(cfg.selftrain.tau, float) and cfg.selftrain.tau == 1.0
+
+
+def test_exponent_without_dot_is_a_number():
+    # YAML 1.1 reads "1e-3" as a string; a user typing train.lr=1e-3 means the number
+    assert load_config("toy", overrides=["train.lr=1e-3"]).train.lr == 1e-3
+    with pytest.raises(AutoQVISError, match="train.lr: expected a number"):
+        load_config("toy", overrides=["train.lr=nan"])

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
 
 from autoqvis.data.coco import load_coco
 from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
@@ -196,6 +197,48 @@ def test_random_rle_strings_sizes_and_polygons(segs, which):
     only_our_error(load_coco, coco, None, True)
 
 
+SIDE = st.integers(-2, 2**40) | st.sampled_from([1, 46340, 65536, 65537, 2**31 - 1, 2**31, 2**32 + 1, 10**30])
+
+
+@FUZZ
+@given(SIDE, SIDE, st.sampled_from(["zeros", "string", "uncompressed", "polygon"]), RLE_CHARS,
+       st.lists(st.floats(-2e5, 2e5, allow_nan=False), min_size=6, max_size=8))
+def test_random_frame_sizes(h, w, kind, counts, poly):
+    """Huge or odd frame sizes with masks of that size: pycocotools overflows past 32 bits, must not be reached."""
+    if kind == "zeros":  # one run of h*w zeros, coded as pycocotools codes it (a valid mask of any size)
+        seg = {"size": [h, w], "counts": _coco_number(h * w)}
+    elif kind == "string":
+        seg = {"size": [h, w], "counts": counts}
+    elif kind == "uncompressed":
+        seg = {"size": [h, w], "counts": [h * w]}
+    else:
+        seg = [poly[: len(poly) // 2 * 2]]
+    video = {"id": 1, "height": h, "width": w, "file_names": ["a.png"]}
+    gt = {"videos": [video], "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [seg]}]}
+    only_our_error(load_ytvis, gt)
+    try:
+        empty = load_ytvis({"videos": [video]})
+    except AutoQVISError:
+        empty = GT
+    res = [{"video_id": 1, "score": 0.5, "category_id": 1, "segmentations": [copy.deepcopy(seg)]}]
+    only_our_error(load_results, res, empty)
+    only_our_error(evaluate, empty, res)
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
+            "annotations": [{"id": 1, "image_id": 1, "segmentation": copy.deepcopy(seg)}]}
+    only_our_error(load_coco, coco)
+
+
+def _coco_number(n: int) -> str:
+    """A non-negative number in COCO's RLE string code (5 bits a character, 0x20 = more follow)."""
+    out = []
+    while True:
+        c, n = n & 0x1F, n >> 5
+        more = n != 0 or (c & 0x10) != 0
+        out.append(chr(c + (0x20 if more else 0) + 48))
+        if not more:
+            return "".join(out)
+
+
 @FUZZ
 @given(data=st.binary(max_size=64) | st.text(max_size=40).map(str.encode))
 def test_random_bytes_as_a_file(data, tmp_path_factory):
@@ -217,3 +260,5 @@ def test_valid_inputs_still_load():
     assert set(stats) >= {"AP", "AR100"} and all(-1 <= v <= 1 for v in stats.values())
     with pytest.raises(AutoQVISError):
         load_ytvis(json.loads('{"videos": 3}'))
+    for h, w in [(H, W), (1, 1), (300, 517), (46340, 46340)]:  # the "zeros" masks of the frame-size fuzzer
+        assert _coco_number(h * w) == mask_utils.frPyObjects({"size": [h, w], "counts": [h * w]}, h, w)["counts"].decode()

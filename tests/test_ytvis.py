@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from autoqvis.data.rle_batch import counts_problems, inspect_counts, scan_tracks
+from autoqvis.data.rle_batch import counts_problems, counts_syntax_problem, scan_tracks
 from autoqvis.data.ytvis import (
     YTVISDataset,
     decode_rle,
@@ -95,21 +95,14 @@ def test_counts_checker_accepts_pycocotools_strings():
     assert counts_problems(counts, [37 * 53] * 300) == [None] * 300
 
 
-def test_inspect_counts_areas_and_columns_match_the_masks():
-    rng = np.random.default_rng(2)
-    rles, masks = [], []
-    for h, w in [(1, 1), (1, 7), (7, 1), (5, 9), (13, 4)]:  # mixed frame sizes in one call
-        m = rng.random((60, h, w)) < rng.random((60, 1, 1)) ** 3
-        m[0], m[1] = False, True
-        rles += encode_masks(m)
-        masks += list(m)
-    info = inspect_counts([r["counts"] for r in rles], [r["size"][0] for r in rles],
-                          [r["size"][0] * r["size"][1] for r in rles])
-    assert info.problems == [None] * len(rles)
-    np.testing.assert_array_equal(info.areas, [int(mask_utils.area(r)) for r in rles])
-    for m, (first, last) in zip(masks, info.columns):
-        cols = np.flatnonzero(m.any(0))
-        assert (first, last) == ((cols[0], cols[-1]) if len(cols) else (0, -1))
+def test_cheap_syntax_check_finds_the_first_bad_string():
+    good = encode_mask(np.eye(6, dtype=bool))["counts"]
+    assert counts_syntax_problem([good] * 3) is None and counts_syntax_problem([]) is None
+    assert counts_syntax_problem([good, good + "1i", good + "{", ""]) == (
+        1, "counts ends in the middle of a number (truncated string)")
+    assert counts_syntax_problem([good, good + "{", ""]) == (1, "counts has a character outside COCO's RLE code ('0'..'o')")
+    assert counts_syntax_problem([good, "", good + "é"]) == (1, "counts is empty")
+    assert counts_syntax_problem([good, good + "é"]) == (1, "counts has a non-ASCII character")
 
 
 def test_counts_checker_agrees_with_a_reference_decoder_on_corrupted_strings():

@@ -160,13 +160,18 @@ def test_worker_processes_give_identical_numbers_and_errors():
     results = results * 3  # > 300 results: the pool is used
     ds = load_ytvis(gt)
     assert evaluate_detailed(ds, results, workers=2).stats == evaluate_detailed(ds, results, workers=1).stats
-    bad = copy.deepcopy(results)
-    k = next(i for i, r in enumerate(bad) if r["segmentations"][0] is not None and r["video_id"] == 3)
-    bad[k]["segmentations"][0] = {"size": bad[k]["segmentations"][0]["size"], "counts": "0"}
+    k = next(i for i, r in enumerate(results) if r["segmentations"][0] is not None and r["video_id"] == 3)
+    size = results[k]["segmentations"][0]["size"]
+    cut = copy.deepcopy(results)  # a string ending inside a number: found by the cheap check in the workers
+    cut[k]["segmentations"][0] = {"size": size, "counts": "1i"}
+    short = copy.deepcopy(results)  # well-formed but too few runs: found with check_masks
+    short[k]["segmentations"][0] = {"size": size, "counts": "0"}
+    where = rf"^<results list>: result {k} \(video 3\): segmentations\[0\]: malformed RLE: "
     for workers in (1, 2):
-        with pytest.raises(AutoQVISError, match=rf"^<results list>: result {k} \(video 3\): segmentations\[0\]: "
-                                                r"malformed RLE: counts runs cover 0 pixels"):
-            evaluate(ds, bad, workers=workers)
+        with pytest.raises(AutoQVISError, match=where + "counts ends in the middle of a number"):
+            evaluate(ds, cut, workers=workers)
+        with pytest.raises(AutoQVISError, match=where + "counts runs cover 0 pixels"):
+            evaluate(ds, short, workers=workers, check_masks=True)
 
 
 def test_polygon_results_are_converted_like_their_rle():
@@ -218,9 +223,10 @@ def test_video_iou_equals_summed_mask_overlaps():
     dts = [_blob_masks(rng, t, h, w) for _ in range(6)]
     gts = [_blob_masks(rng, t, h, w) for _ in range(3)]
     to_segs = lambda ms: [r if m.any() or k % 2 else None for k, (r, m) in enumerate(zip(encode_masks(ms), ms))]  # noqa: E731
-    got = video_iou([to_segs(m) for m in dts], [to_segs(m) for m in gts], [h, w])
+    got, areas = video_iou([to_segs(m) for m in dts], [to_segs(m) for m in gts])
     want = np.array([[(d & g).sum() / max((d | g).sum(), 1) for g in gts] for d in dts])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(areas, np.array([m.sum((1, 2)) for m in dts]))
     assert 0 < got.max() < 1
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, read_json
 from .rle_batch import counts_problems, scan_tracks
-from .ytvis import encode_mask, polygon_in_range
+from .ytvis import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, encode_mask, frame_too_large, polygon_in_range
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd")
@@ -256,6 +256,9 @@ def _parse_image(rec: Any, i: int, name: str) -> CocoImage:
     for key in ("height", "width"):
         if not _is_int(rec[key]) or rec[key] <= 0:
             raise AutoQVISError(f"{where}: {key} must be a positive integer, got {rec[key]!r}")
+    if frame_too_large(rec["height"], rec["width"]):
+        raise AutoQVISError(f"{where}: height x width = {rec['height']} x {rec['width']}: images are limited to "
+                            f"{MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_PIXELS} in all (pycocotools)")
     extra = {k: v for k, v in rec.items() if k not in _IMAGE_KEYS}
     return CocoImage(rec["id"], rec["file_name"], rec["height"], rec["width"], extra)
 

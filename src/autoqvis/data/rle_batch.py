@@ -1,11 +1,11 @@
-"""Many COCO compressed-RLE ``counts`` strings at once, with numpy: validity, areas, column ranges.
+"""Checks of many COCO compressed-RLE ``counts`` strings at once, with numpy.
 
 pycocotools parses any string without checking it: runs that do not add up to ``h * w`` give wrong
-areas and IoUs and make its decoder fail. Here the strings are decoded to runs in bulk (one numpy
-pass over thousands of strings) to check them; the same pass gives each mask's area and tight box,
-which the evaluator uses so that every RLE is read once (pycocotools still computes all
-intersections). ``scan_tracks`` checks whole files, on two processes when they are large
-(a YouTubeVIS-val results file holds ~10^6 RLEs).
+areas and IoUs and make its decoder fail. ``counts_problems`` decodes the strings to runs in bulk
+(one numpy pass over thousands of strings) only to check them; all RLE arithmetic stays with
+pycocotools. ``counts_syntax_problem`` is the cheap part of the check (alphabet, no cut-off number),
+``scan_tracks`` checks whole files, on two processes when they are large (a YouTubeVIS-val results
+file holds ~10^6 RLEs).
 """
 
 from __future__ import annotations
@@ -27,58 +27,56 @@ _PARALLEL_MIN = 20_000  # RLEs below which a process pool costs more than it sav
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
-class CountsInfo:
-    """problems: (N,) None or why the string is malformed; areas: (N,) int64 pixel counts;
-    columns: (N, 2) int64 [first, last] image column holding 1-pixels, a range that contains them
-    all ([0, -1] for empty or malformed masks)."""
-
-    problems: list[str | None]
-    areas: np.ndarray
-    columns: np.ndarray
-
-
-def inspect_counts(counts: Sequence[str], heights: Sequence[int] | np.ndarray,
-                   n_pixels: Sequence[int] | np.ndarray) -> CountsInfo:
-    """Decode N counts strings of frames with ``heights`` (N,) and ``n_pixels`` (N,) = h * w.
-
-    A string is valid when it decodes as pycocotools' ``rleFrString`` does (5 data bits per
-    character from '0', 0x20 = more characters follow, 0x10 = sign of the last one, runs after the
-    second stored as the difference to the run two before) to non-negative runs summing to h*w.
-    Areas equal pycocotools' ``area`` (sum of the odd runs) for valid strings.
-    """
-    heights = np.asarray(heights, dtype=np.int64)
-    n_pixels = np.asarray(n_pixels, dtype=np.int64)
-    parts = [_inspect_chunk(counts[i:i + _CHUNK], heights[i:i + _CHUNK], n_pixels[i:i + _CHUNK])
-             for i in range(0, len(counts), _CHUNK)]
-    if not parts:
-        return CountsInfo([], np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
-    return CountsInfo([p for part in parts for p in part.problems], np.concatenate([p.areas for p in parts]),
-                      np.concatenate([p.columns for p in parts]))
-
-
 def counts_problems(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray) -> list[str | None]:
-    """Only the validity part of :func:`inspect_counts`: N entries, None or the reason."""
-    return inspect_counts(counts, np.ones(len(counts), dtype=np.int64), n_pixels).problems
+    """Check N counts strings against their frames' pixel counts (N,) = h * w.
+
+    Returns N entries: None when the string decodes, as pycocotools' ``rleFrString`` does (5 data
+    bits per character from '0', 0x20 = more characters follow, 0x10 = sign of the last one, runs
+    after the second stored as the difference to the run two before), to non-negative runs summing
+    to h*w; else a short reason.
+    """
+    n_pixels = np.asarray(n_pixels, dtype=np.int64)
+    return [p for i in range(0, len(counts), _CHUNK) for p in _chunk_problems(counts[i:i + _CHUNK], n_pixels[i:i + _CHUNK])]
 
 
-def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndarray) -> CountsInfo:
+def counts_syntax_problem(counts: Sequence[str]) -> tuple[int, str] | None:
+    """The cheap part of the check, two byte passes: the first (index, reason) of a string that is
+    empty, leaves COCO's alphabet ('0'..'o') or ends inside a number; None if all are fine."""
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    found: list[tuple[int, int, str]] = []  # (string, rank of the reason on that string, reason)
+    if len(lengths) and (lengths == 0).any():
+        found.append((int(np.argmax(lengths == 0)), 0, "counts is empty"))
+    joined = "".join(counts)
+    if not joined.isascii():
+        found.append((next(i for i, c in enumerate(counts) if not c.isascii()), 0, "counts has a non-ASCII character"))
+    elif joined:
+        code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(48)
+        str_end = np.cumsum(lengths) - 1
+        bad = np.flatnonzero(code > 63)
+        if len(bad):
+            found.append((int(np.searchsorted(str_end, bad[0])), 0, _reason(1, False, 0, 0)))
+        nonempty = np.flatnonzero(lengths)
+        cut = nonempty[code[str_end[nonempty]] >= 32]
+        if len(cut):
+            found.append((int(cut[0]), 1, _reason(2, False, 0, 0)))
+    first = min(found, default=None)
+    return None if first is None else (first[0], first[2])
+
+
+def _chunk_problems(counts: Sequence[str], n_pixels: np.ndarray) -> list[str | None]:
     n = len(counts)
-    info = CountsInfo([None] * n, np.zeros(n, dtype=np.int64), np.tile(np.array([0, -1]), (n, 1)))
+    problems: list[str | None] = [None] * n
     lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
     if (lengths == 0).any():  # an empty string has no runs at all
         keep = np.flatnonzero(lengths)
         for i in np.flatnonzero((lengths == 0) & (n_pixels > 0)):
-            info.problems[i] = f"counts is empty but the frame has {int(n_pixels[i])} pixels"
-        sub = _inspect_chunk([counts[i] for i in keep], heights[keep], n_pixels[keep])
-        for j, i in enumerate(keep):
-            info.problems[i] = sub.problems[j]
-        info.areas[keep], info.columns[keep] = sub.areas, sub.columns
-        return info
+            problems[i] = f"counts is empty but the frame has {int(n_pixels[i])} pixels"
+        for i, p in zip(keep, _chunk_problems([counts[i] for i in keep], n_pixels[keep])):
+            problems[i] = p
+        return problems
     joined = "".join(counts)
     if not joined.isascii():
-        info.problems[:] = [None if c.isascii() else "counts has a non-ASCII character" for c in counts]
-        return info
+        return [None if c.isascii() else "counts has a non-ASCII character" for c in counts]
     code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(48)  # wraps below '0'
     str_end = np.cumsum(lengths) - 1
     bad = np.zeros(n, dtype=np.int8)  # 1 bad character, 2 truncated, 3 number too long
@@ -90,21 +88,14 @@ def _inspect_chunk(counts: Sequence[str], heights: np.ndarray, n_pixels: np.ndar
     value = _numbers(code, last, np.flatnonzero(~is_last), bad, str_end)
     first_value = np.searchsorted(last, str_end - lengths + 1)  # every string holds >= 1 number
     count = np.diff(np.r_[first_value, len(value)])
-    odd = _alternating(len(value)) ^ np.repeat((first_value & 1).astype(bool), count)  # m odd: a run of 1s
+    odd = _alternating(len(value)) ^ np.repeat((first_value & 1).astype(bool), count)  # m is odd
     runs = _runs_from_values(value, first_value, count, odd)
     totals = np.add.reduceat(runs, first_value)
     negative = np.zeros(n, dtype=bool)
     negative[np.searchsorted(first_value, np.flatnonzero(runs < 0), side="right") - 1] = True
     for i in np.flatnonzero((bad > 0) | negative | (totals != n_pixels)):
-        info.problems[i] = _reason(int(bad[i]), bool(negative[i]), int(totals[i]), int(n_pixels[i]))
-    ok = np.fromiter((p is None for p in info.problems), dtype=bool, count=n)
-    info.areas[:] = np.where(ok, np.add.reduceat(np.where(odd, runs, 0), first_value), 0)
-    # 1-pixels lie after the first run and before the trailing run of 0s (if the count is odd)
-    trailing = np.where(count % 2 == 1, runs[first_value + count - 1], 0)
-    nonempty = info.areas > 0
-    info.columns[nonempty, 0] = (runs[first_value] // heights)[nonempty]
-    info.columns[nonempty, 1] = ((totals - trailing - 1) // heights)[nonempty]
-    return info
+        problems[i] = _reason(int(bad[i]), bool(negative[i]), int(totals[i]), int(n_pixels[i]))
+    return problems
 
 
 def _numbers(code: np.ndarray, last: np.ndarray, more: np.ndarray, bad: np.ndarray, str_end: np.ndarray,

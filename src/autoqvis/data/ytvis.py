@@ -10,8 +10,8 @@ Loading validates everything a later stage would otherwise trip over and raises 
 *compressed* RLE dicts ``{"size": [h, w], "counts": str}``; uncompressed RLE and polygons are
 converted on input. Unknown keys (pseudo-label flags ``selected``, ``quality``, ...) are kept in
 ``extra`` and written back, so a plain YouTubeVIS reader still loads our files and ignores them.
-RLE work goes through pycocotools; the only RLE code here is a vectorised *validator* of the
-counts strings, which pycocotools does not check (a bad string makes its decoder overrun).
+RLE encoding, decoding, areas and boxes go through pycocotools; the counts strings, which
+pycocotools never checks, are validated in bulk by :mod:`autoqvis.data.rle_batch`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ _ANN_KEYS = ("id", "video_id", "category_id", "segmentations", "areas", "bboxes"
 _RESULT_KEYS = ("video_id", "score", "category_id", "segmentations")
 _PER_FRAME_EXTRAS = ("selected", "quality", "pred_iou")  # pseudo-label keys with one entry per frame
 _BBOX_SLACK = 1.0  # pixels a stored bbox may overhang the frame (rounding in third-party tools)
+# pycocotools holds RLE runs in 32 bits and rasterises polygons on a 5x int grid: larger frames overflow it
+MAX_FRAME_SIDE, MAX_FRAME_PIXELS = 2**16, 2**31 - 1
 
 
 # ------------------------------------------------------------------------------------ records
@@ -222,6 +224,9 @@ def _parse_video(rec: Any, name: str, k: int) -> Video:
     for key in ("height", "width"):
         if not _is_int(rec.get(key)) or rec[key] <= 0:
             raise AutoQVISError(f"{loc}: field '{key}' must be a positive integer, got {rec.get(key)!r}")
+    if frame_too_large(rec["height"], rec["width"]):
+        raise AutoQVISError(f"{loc}: fields 'height' x 'width' = {rec['height']} x {rec['width']}: frames are limited "
+                            f"to {MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_PIXELS} in all (pycocotools)")
     names = rec.get("file_names")
     if not isinstance(names, list) or not names:
         raise AutoQVISError(f"{loc}: field 'file_names' must be a non-empty list of frame paths, got {names!r:.80}")
@@ -230,6 +235,11 @@ def _parse_video(rec: Any, name: str, k: int) -> Video:
         raise AutoQVISError(f"{loc}: field 'length' is {rec['length']!r} but file_names has {len(names)} entries")
     extra = {k: v for k, v in rec.items() if k not in _VIDEO_KEYS}
     return Video(int(rec["id"]), names, int(rec["height"]), int(rec["width"]), extra)
+
+
+def frame_too_large(h: int, w: int) -> bool:
+    """A frame too large for pycocotools (see MAX_FRAME_SIDE, MAX_FRAME_PIXELS)."""
+    return max(h, w) > MAX_FRAME_SIDE or h * w > MAX_FRAME_PIXELS
 
 
 def polygon_in_range(poly: Sequence[float], h: int, w: int) -> bool:

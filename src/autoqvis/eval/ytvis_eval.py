@@ -13,9 +13,9 @@ the official code is kept (see ``docs/evaluation.md`` and ``tests/reference/ytvi
   of detections with the plain IoU; ``tp / (tp + fp + np.spacing(1))``; 101 recall thresholds from
   ``np.linspace``; maxDets 1/10/100; -1 where an area range has no non-ignored GT.
 
-Each video's RLEs are read once in bulk (``data.rle_batch``: validity, areas, column ranges); the
-per-frame intersections of the pairs that share a column come from pycocotools' RLE ``iou``, all
-pairs of a frame in one call; videos are spread over a process pool.
+Areas and intersections come from pycocotools: one ``area`` pass per video and one RLE ``iou`` call
+per frame for all its detection/GT pairs (its C code parses each string once per call and skips
+pairs whose boxes do not overlap); videos are spread over a process pool.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..data.rle_batch import forked_pool, gc_paused, inspect_counts, is_canonical, use_pool
-from ..data.ytvis import RLE, YTVISDataset, load_results, load_ytvis, to_rle
+from ..data.rle_batch import counts_problems, counts_syntax_problem, forked_pool, gc_paused, is_canonical, use_pool
+from ..data.ytvis import RLE, YTVISDataset, load_results, load_ytvis, rle_area_array, to_rle
 from ..errors import AutoQVISError
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)  # (T,)
@@ -84,68 +84,43 @@ class EvalResult:
 
 # ------------------------------------------------------------------------------------ per video
 def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-              size: list[int]) -> np.ndarray:
-    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of ``size``).
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of one size).
 
-    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None). Returns (D, G).
-    """
-    dt = decode_tracks(dt_segmentations, size)
-    gt = decode_tracks(gt_segmentations, size)
-    for problem in (dt[2], gt[2]):
-        if problem is not None:
-            raise AutoQVISError(f"track {problem[0]}: segmentations[{problem[1]}]: malformed RLE: {problem[2]}")
-    return iou_from_decoded(dt_segmentations, gt_segmentations, dt[0], gt[0], dt[1], gt[1])
-
-
-def decode_tracks(tracks: Sequence[Sequence[RLE | None]], size: list[int],
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, str] | None]:
-    """Read every RLE of N tracks x L frames once: areas (N, L) int64 (0 where None), column
-    ranges (N, L, 2) ([0, -1] where empty) and the first malformed (track, frame, reason) or None."""
-    length = len(tracks[0]) if len(tracks) else 0
-    flat = [r for track in tracks for r in track]
-    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
-    where = np.flatnonzero(present)
-    info = inspect_counts([r["counts"] for r in flat if r is not None], np.full(len(where), size[0]),
-                          np.full(len(where), size[0] * size[1]))
-    areas = np.zeros(len(flat), dtype=np.int64)
-    columns = np.tile(np.array([0, -1]), (len(flat), 1))
-    areas[where], columns[where] = info.areas, info.columns
-    bad = next((k for k, p in enumerate(info.problems) if p is not None), None)
-    problem = None if bad is None else (*divmod(int(where[bad]), length), info.problems[bad])
-    return areas.reshape(len(tracks), length), columns.reshape(len(tracks), length, 2), problem  # type: ignore
-
-
-def iou_from_decoded(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-                     dt_areas: np.ndarray, gt_areas: np.ndarray, dt_columns: np.ndarray, gt_columns: np.ndarray,
-                     ) -> np.ndarray:
-    """iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty).
-
-    areas (D|G, L), column ranges (D|G, L, 2) from :func:`decode_tracks`. Sums are exact integers,
-    so the division gives the official float bit for bit. Only pairs sharing a column in a frame go
-    to pycocotools, all pairs of a frame in one call.
+    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None).
+    Returns iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty) and
+    dt_areas (D, L) int64 per-frame detection areas (0 where None).
+    Sums are exact integers, so the division gives the official float bit for bit.
     """
     num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
+    length = len(dt_segmentations[0]) if num_dt else 0
+    dt_areas = _track_areas(dt_segmentations, length)
+    if num_dt == 0 or num_gt == 0:
+        return np.zeros((num_dt, num_gt)), dt_areas
+    gt_areas = _track_areas(gt_segmentations, length)
     inter = np.zeros((num_dt, num_gt), dtype=np.int64)
-    if num_dt and num_gt:
-        overlap = _columns_overlap(dt_columns, gt_columns)  # (L, D, G)
-        dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
-        for t in np.flatnonzero(overlap.any((1, 2))):
-            di, gi = np.flatnonzero(overlap[t].any(1)), np.flatnonzero(overlap[t].any(0))
-            dts, gts = dt_frames[t], gt_frames[t]
-            # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
-            o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
-            if (o < 0).any():  # pycocotools' answer to masks of different sizes
-                raise AutoQVISError(f"frame {t}: masks of different sizes")
-            inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
+    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
+    for t in np.flatnonzero((dt_areas > 0).any(0) & (gt_areas > 0).any(0)):
+        di, gi = np.flatnonzero(dt_areas[:, t]), np.flatnonzero(gt_areas[:, t])  # empty masks add nothing
+        dts, gts = dt_frames[t], gt_frames[t]
+        # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
+        o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
+        if (o < 0).any():  # pycocotools' answer to masks of different sizes
+            raise AutoQVISError(f"frame {t}: masks of different sizes")
+        inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
     union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
-    return np.divide(inter.astype(np.float64), union.astype(np.float64),
-                     out=np.zeros((num_dt, num_gt)), where=union > 0)
+    iou = np.divide(inter.astype(np.float64), union.astype(np.float64),
+                    out=np.zeros((num_dt, num_gt)), where=union > 0)
+    return iou, dt_areas
 
 
-def _columns_overlap(dt_columns: np.ndarray, gt_columns: np.ndarray) -> np.ndarray:
-    """(D, L, 2), (G, L, 2) column ranges -> (L, D, G) bool: the ranges share a column."""
-    d, g = dt_columns.transpose(1, 0, 2)[:, :, None], gt_columns.transpose(1, 0, 2)[:, None, :]
-    return (np.maximum(d[..., 0], g[..., 0]) <= np.minimum(d[..., 1], g[..., 1]))
+def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
+    """(N, L) int64 pixel counts (0 where None), pycocotools over all present frames at once."""
+    flat = [r for track in tracks for r in track]
+    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
+    areas = np.zeros(len(flat), dtype=np.int64)
+    areas[present] = rle_area_array([r for r in flat if r is not None])
+    return areas.reshape(len(tracks), length)
 
 
 def truthy_mean(areas: np.ndarray) -> np.ndarray:
@@ -193,10 +168,9 @@ def match_video(iou: np.ndarray, gt_crowd: np.ndarray, gt_ignore: np.ndarray,
 
 
 def evaluate_video(job: VideoInput) -> VideoEval:
-    """Validate the video's results, then IoU + matching for every area range."""
-    dt_segs, dt_areas, dt_columns = _checked_detections(job)
-    gt_areas, gt_columns = _checked_ground_truth(job)
-    iou = iou_from_decoded(dt_segs, job.gt_segmentations, dt_areas, gt_areas, dt_columns, gt_columns)
+    """Check the video's masks, then IoU + matching for every area range."""
+    _check_ground_truth(job)
+    iou, dt_areas = video_iou(_checked_detections(job), job.gt_segmentations)
     lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
     gt_ignore = job.gt_crowd[None, :] | (job.gt_area[None, :] < lo) | (job.gt_area[None, :] > hi)
     dt_area = truthy_mean(dt_areas)
@@ -205,40 +179,43 @@ def evaluate_video(job: VideoInput) -> VideoEval:
     return VideoEval(job.video_id, iou, job.dt_scores, matched, dt_ignore, gt_ignore)
 
 
-def _checked_detections(job: VideoInput) -> tuple[list[list[RLE | None]], np.ndarray, np.ndarray]:
-    """Validate every result of the video (polygons/uncompressed RLE converted); return the D
-    evaluated detections' segmentations, areas (D, L) and column ranges (D, L, 2)."""
+def _checked_detections(job: VideoInput) -> list[list[RLE | None]]:
+    """Check every result of the video (structure, size, counts syntax; polygons and uncompressed
+    RLE converted) and return the D evaluated detections' segmentations.
+
+    The run totals are left to pycocotools, as the official code does, unless the results were
+    loaded with ``check_masks`` (cost: one more read of every string)."""
     h, w = job.size
-    tracks = []
+    tracks: dict[int, list[RLE | None]] = {}
     for k, segs in job.checks:
         if not all(s is None or is_canonical(s, job.size) for s in segs):
             loc = f"{job.results_name}: result {k} (video {job.video_id})"
             segs = [to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
-        tracks.append(segs)
-    areas, columns, problem = decode_tracks(tracks, job.size)
+        tracks[k] = segs
+    where = [(k, t) for k, segs in tracks.items() for t, s in enumerate(segs) if s is not None]
+    problem = counts_syntax_problem([tracks[k][t]["counts"] for k, t in where])
     if problem is not None:
-        k = job.checks[problem[0]][0]
+        k, t = where[problem[0]]
         raise AutoQVISError(f"{job.results_name}: result {k} (video {job.video_id}): "
-                            f"segmentations[{problem[1]}]: malformed RLE: {problem[2]}")
-    row = {k: i for i, (k, _) in enumerate(job.checks)}
-    rows = [row[k] for k in job.dt_index.tolist()]
-    return [tracks[i] for i in rows], areas[rows], columns[rows]
+                            f"segmentations[{t}]: malformed RLE: {problem[1]}")
+    return [tracks[k] for k in job.dt_index.tolist()]
 
 
-def _checked_ground_truth(job: VideoInput) -> tuple[np.ndarray, np.ndarray]:
-    """GT areas (G, L) and column ranges (G, L, 2); a dataset built in code (not loaded) may hold
-    masks of another size or malformed ones, which would silently give wrong numbers."""
-    areas, columns, problem = decode_tracks(job.gt_segmentations, job.size)
-    if problem is not None:
-        problem = (problem[0], problem[1], f"malformed RLE: {problem[2]}")
-    wrong = next(((g, t) for g, segs in enumerate(job.gt_segmentations) for t, s in enumerate(segs)
-                  if s is not None and not is_canonical(s, job.size)), None)
+def _check_ground_truth(job: VideoInput) -> None:
+    """A dataset built in code (not loaded) may hold masks of another size or malformed ones, which
+    would silently give wrong numbers: check them here (GT is small)."""
+    where = [(g, t) for g, segs in enumerate(job.gt_segmentations) for t, s in enumerate(segs) if s is not None]
+    segs = [job.gt_segmentations[g][t] for g, t in where]
+    wrong = next((k for k, s in enumerate(segs) if not is_canonical(s, job.size)), None)
     if wrong is not None:
-        problem = (*wrong, f"not a compressed RLE of the video's size {job.size}")
+        problem: tuple[int, str] | None = (wrong, f"not a compressed RLE of the video's size {job.size}")
+    else:
+        problems = counts_problems([s["counts"] for s in segs], np.full(len(segs), job.size[0] * job.size[1]))
+        problem = next(((k, f"malformed RLE: {p}") for k, p in enumerate(problems) if p is not None), None)
     if problem is not None:
-        raise AutoQVISError(f"ground truth annotation {job.gt_ids[problem[0]]} (video {job.video_id}): "
-                            f"segmentations[{problem[1]}]: {problem[2]}")
-    return areas, columns
+        g, t = where[problem[0]]
+        raise AutoQVISError(f"ground truth annotation {job.gt_ids[g]} (video {job.video_id}): "
+                            f"segmentations[{t}]: {problem[1]}")
 
 
 # ------------------------------------------------------------------------------------ dataset level
@@ -373,12 +350,16 @@ def run_videos(jobs: list[VideoInput], workers: int | None = None) -> list[Video
 
 @gc_paused
 def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str | os.PathLike,
-                      workers: int | None = None) -> EvalResult:
-    """Validate, then evaluate: stats, precision/recall arrays and per-video IoU matrices."""
+                      workers: int | None = None, check_masks: bool = False) -> EvalResult:
+    """Validate, then evaluate: stats, precision/recall arrays and per-video IoU matrices.
+
+    Results masks are checked per video in the worker processes (structure, size, counts syntax);
+    check_masks=True also decodes every counts string to check its runs cover the frame.
+    """
     gt = gt if isinstance(gt, YTVISDataset) else load_ytvis(gt, workers=workers)
     name = "<results list>" if isinstance(results, list) else str(results)
-    # masks are checked per video inside the worker processes, where they are read anyway
-    results = load_results(results if isinstance(results, list) else Path(results), gt, check_masks=False)
+    results = load_results(results if isinstance(results, list) else Path(results), gt, workers=workers,
+                           check_masks=check_masks)
     jobs = prepare_videos(gt, results, name)
     evals = run_videos(jobs, workers)
     precision, recall = accumulate(evals)
@@ -388,10 +369,11 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
 
 
 def evaluate(gt: YTVISDataset | str | os.PathLike, results: list | str | os.PathLike,
-             workers: int | None = None) -> dict[str, float]:
+             workers: int | None = None, check_masks: bool = False) -> dict[str, float]:
     """Class-agnostic YouTubeVIS metrics: {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}.
 
-    gt: a dataset or a YouTubeVIS json path; results: a results list or json path (validated against gt).
-    Values are fractions in [0, 1], -1 where an area range has no ground truth.
+    gt: a dataset or a YouTubeVIS json path; results: a results list or json path (validated against
+    gt; see :func:`evaluate_detailed` for ``check_masks``). Values are fractions in [0, 1], -1 where an
+    area range has no ground truth.
     """
-    return evaluate_detailed(gt, results, workers).stats
+    return evaluate_detailed(gt, results, workers, check_masks).stats
