@@ -200,15 +200,28 @@ def not_a_video_mp4(d, w):
     return Case(predict(w, d, bad), ["clip.mp4", "video"])
 
 
-@case
-def zero_frame_video(d, w):
+def empty_container(path: Path, codec: str) -> Path:
+    """A container with a video stream header and no frame (what a recorder killed at once leaves)."""
     import av
 
-    path = d / "empty.mp4"
-    with av.open(str(path), mode="w") as container:  # a valid container whose video stream has no frame
-        stream = container.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    return Case(predict(w, d, path), ["empty.mp4", "frame"])
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=8)
+    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    container.start_encoding()
+    container.close()
+    return path
+
+
+@case
+def zero_frame_video(d, w):
+    path = empty_container(d / "empty.avi", "mpeg4")  # avi keeps the stream; it just has no frame
+    return Case(predict(w, d, path), ["empty.avi", "zero frames"])
+
+
+@case
+def zero_frame_mp4(d, w):
+    path = empty_container(d / "empty.mp4", "libx264")  # mp4 drops a stream without samples
+    return Case(predict(w, d, path), ["empty.mp4", "no video stream"])
 
 
 @case
@@ -320,7 +333,7 @@ def ytvis_infinite_area(d, w):
 def ytvis_nan_area(d, w):
     gt = gt_file(d)
     gt.write_text(gt.read_text().replace("[36.0, 36.0, 36.0]", "[36.0, NaN, 36.0]"))
-    return Case(evaluate(gt, results_file(d), d), ["gt.json", "NaN"])
+    return Case(evaluate(gt, results_file(d), d), ["gt.json", "annotations[0].areas[1]", "NaN"])
 
 
 @case
@@ -361,6 +374,13 @@ def results_infinite_score(d, w):
     res = results_file(d)
     res.write_text(res.read_text().replace('"score": 0.9', '"score": -1e999'))
     return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0", "'score'", "-inf"])
+
+
+@case
+def results_nan_score(d, w):
+    res = results_file(d)
+    res.write_text(res.read_text().replace('"score": 0.9', '"score": NaN'))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "[0].score", "NaN"])
 
 
 @case
@@ -480,7 +500,7 @@ def checkpoint_with_pickled_code(d, w):
     evil = d / "evil.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "payload": Evil(marker)}, evil)
     return Case(predict(w, d, gt_file(d), checkpoint=evil),
-                ["evil.pt", "refused"], marker=marker)
+                ["evil.pt", "refused", "io.open"], marker=marker)
 
 
 @case
@@ -527,6 +547,24 @@ def toyworld_out_not_writable(d, w):
 
 
 @case
+def predict_out_not_writable(d, w):
+    out = unwritable_dir(d)
+    argv = predict(w, d, gt_file(d))
+    argv[argv.index("--out") + 1] = str(out / "pred")
+    return Case(argv, [out.name, "folder"])
+
+
+@case
+def train_out_not_writable(d, w):
+    out = unwritable_dir(d)
+    coco = dump(d / "coco.json", coco_dict())
+    write_frames(d / "images", n=1)
+    os.replace(d / "images" / "00000.png", d / "images" / "a.png")
+    return Case(["train", "--config", "toy", "--synthetic", str(coco), "--out", str(out / "run"), "--max-iters", "1",
+                 "--no-progress"], [out.name, "folder"])
+
+
+@case
 def predict_out_is_a_file(d, w):
     (d / "out").write_text("I am a file")
     return Case(predict(w, d, gt_file(d)), ["out", "must be a folder"])
@@ -561,3 +599,38 @@ def test_bad_input(name, world, tmp_path, capsys):
     assert after == before, "a file changed"
     for p in d.parent.iterdir():  # nothing staged next to the case folder either
         assert p == d, f"stray output {p}"
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, capsys):
+    """--debug is the one way to get a traceback (for bug reports); the message line still ends the output."""
+    res = tmp_path / "results.json"
+    res.write_bytes(b"")
+    assert main(["evaluate", "--debug", "--gt", str(gt_file(tmp_path)), "--results", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "AutoQVISError" in err
+    assert err.strip().splitlines()[-1].startswith("autoqvis evaluate: error: ")
+
+
+def test_real_processes_exit_2_without_traceback(world, tmp_path):
+    """Three bad inputs through ``python -m autoqvis`` (run side by side): exit status 2, one stderr line,
+    nothing on stdout that looks like a traceback, nothing written, no code from the checkpoint run."""
+    names = ["corrupt_mp4", "pkl_with_pickled_code", "results_zero_bytes"]
+    cases, procs = {}, {}
+    for name in names:
+        d = tmp_path / name
+        d.mkdir()
+        cases[name] = (d, CASES[name](d, world), snapshot(d))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env.pop("AUTOQVIS_DEBUG", None)
+    for name, (d, c, _) in cases.items():
+        procs[name] = subprocess.Popen([sys.executable, "-m", "autoqvis", *c.argv], cwd=d, env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        d, c, before = cases[name]
+        assert proc.returncode == 2, (name, proc.returncode, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith(f"autoqvis {c.argv[0]}: error: "), err
+        assert all(needle in err for needle in c.names), err
+        assert "Traceback" not in out + err
+        assert c.marker is None or not c.marker.exists()
+        assert snapshot(d) == before

@@ -105,3 +105,33 @@ def test_detection_from_dict_rejects_length_mismatch():
     bad["selected"] = [1]
     with pytest.raises(AutoQVISError, match="selected has 1 entries, segmentations has 2"):
         detection_from_dict(bad, "x.jsonl: line 3")
+
+
+def test_annotation_without_predictor_loads_as_ytvis():
+    from autoqvis.data.ytvis import load_ytvis
+
+    det = track([A, EMPTY], score=0.8, pred_iou=[], quality=[0.8, 0.8], selected=[1, 1])
+    ann = detection_to_annotation(det, ann_id=1)
+    assert "pred_iou" not in ann
+    ds = load_ytvis({"videos": [{"id": 1, "file_names": ["a.jpg", "b.jpg"], "height": 10, "width": 10}],
+                     "annotations": [ann], "categories": [{"id": 1, "name": "object"}]})
+    assert ds.annotations[0].extra["selected"] == [1, 1] and ds.annotations[0].areas == [16, None]
+
+
+def test_detection_writer_resumes_after_a_cut_line(tmp_path):
+    from autoqvis.selftrain.pseudo_label import DetectionWriter, iter_detection_file
+
+    path = tmp_path / "detections.jsonl"
+    w = DetectionWriter(path)
+    w.write(1, [track([A], video_id=1)], before_nms=2)
+    w.write(2, [], before_nms=0)
+    w.abandon()  # killed: only the .partial file exists, and its last line is cut
+    partial = tmp_path / "detections.jsonl.partial"
+    partial.write_text(partial.read_text() + '{"video_id": 3, "before_nms": 1, "detec')
+    assert not path.exists()
+    w = DetectionWriter(path, resume=True)
+    assert w.done_videos == {1, 2}
+    w.write(3, [track([FAR], video_id=3)], before_nms=1)
+    w.close()
+    got = [(v, n, [d.video_id for d in dets]) for v, n, dets in iter_detection_file(path)]
+    assert got == [(1, 2, [1]), (2, 0, []), (3, 1, [3])] and not partial.exists()

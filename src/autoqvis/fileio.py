@@ -2,6 +2,8 @@
 
 Every artefact is written to a temp file in the destination folder, fsynced, then renamed over the
 target, so a reader never sees a half-written file and a crash leaves the previous version intact.
+Temp files are hidden (``.<name>.<random>.tmp``): no reader looks for them, and a later write of the
+same artefact never reuses one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,42 +21,89 @@ from typing import Any, Iterator
 from .errors import AutoQVISError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; an artefact gets the mode open() would give it (read once: umask has no getter)
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__
+
+
 def _check_writable_dir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AutoQVISError(f"{directory}: cannot create output folder ({e.strerror or e})") from None
+        raise AutoQVISError(f"{directory}: cannot create output folder ({_reason(e)})") from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise AutoQVISError(f"{directory}: output folder is not writable")
 
 
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename (the folder entry) where the platform allows it."""
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temp file next to ``path``; on clean exit fsync it and rename it to ``path``."""
+    """Open a temp file next to ``path``; on clean exit fsync it and rename it to ``path``.
+
+    On any exception (or a kill) ``path`` keeps its previous content and the temp file is removed
+    (a kill leaves it, hidden, where nothing reads it). OS errors of the temp file itself (no space,
+    read-only folder) become an AutoQVISError naming ``path``.
+    """
     path = Path(path)
     _check_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise AutoQVISError(f"{path}: cannot create a file in {path.parent} ({_reason(e)})") from None
+    try:
+        f = os.fdopen(fd, mode)
+        try:
+            os.fchmod(f.fileno(), _FILE_MODE)
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):  # persist the rename itself
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            _close_synced(f, path)
+        finally:
+            with contextlib.suppress(OSError):  # after an error: the caller's exception is the one to see
+                f.close()
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise AutoQVISError(f"{path}: cannot replace the file ({_reason(e)})") from None
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
+def _close_synced(f: io.IOBase, path: Path) -> None:
+    """Flush, fsync and close ``f``: the data is on disk before the rename makes it visible."""
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+    except OSError as e:
+        raise AutoQVISError(f"{path}: cannot write ({_reason(e)})") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
-        f.write(data)
+        try:
+            f.write(data)
+        except OSError as e:
+            raise AutoQVISError(f"{path}: cannot write ({_reason(e)})") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -76,12 +126,27 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
-    """Serialise first (so a bad object never truncates an existing file), then write atomically."""
-    atomic_write_text(path, dumps_json(obj, indent=indent))
+    """Serialise first (so a bad object never truncates an existing file), then write atomically.
+
+    A value json cannot hold (NaN, infinity, an object of unknown type) is an AutoQVISError naming ``path``.
+    """
+    try:
+        text = dumps_json(obj, indent=indent)
+    except (TypeError, ValueError, UnicodeDecodeError) as e:
+        raise AutoQVISError(f"{path}: not written, the data holds a value json cannot store ({e})") from None
+    atomic_write_text(path, text)
+
+
+class _NonFinite(float):
+    """What a NaN / Infinity literal parses to until read_json reports where it was."""
 
 
 def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
-    """Read a json file, turning every failure into one AutoQVISError that names the file."""
+    """Read a json file, turning every failure into one AutoQVISError that names the file.
+
+    NaN / Infinity literals (Python accepts them, json does not, and they poison metrics) are refused
+    with the location of the first one, e.g. ``annotations[3].areas[0]``.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -90,18 +155,42 @@ def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
     except IsADirectoryError:
         raise AutoQVISError(f"{path}: expected a {what}, got a folder") from None
     except OSError as e:
-        raise AutoQVISError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+        raise AutoQVISError(f"{path}: cannot read {what} ({_reason(e)})") from None
     if not raw.strip():
         raise AutoQVISError(f"{path}: {what} is empty (0 bytes)")
+    constants: list[str] = []
+
+    def constant(name: str) -> float:
+        constants.append(name)
+        return _NonFinite(name)
+
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=constant)
     except (ValueError, RecursionError) as e:
-        raise AutoQVISError(f"{path}: not valid JSON ({e})") from None
+        raise AutoQVISError(f"{path}: not valid JSON ({_first_line(e)})") from None
+    if constants:
+        raise AutoQVISError(f"{path}: {_find_non_finite(data)}: {constants[0]} is not allowed in JSON "
+                            "(write null or a finite number)")
+    return data
 
 
-def _reject_constant(name: str) -> float:
-    # Python's json accepts NaN/Infinity; real json does not and they poison metrics.
-    raise ValueError(f"non-finite number {name!r} is not allowed")
+def _find_non_finite(data: Any) -> str:
+    """Location (``videos[0].fps``) of the first _NonFinite in a parsed json value, depth first."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, _NonFinite):
+            return where or "top level"
+        if isinstance(node, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(node))))
+    return "somewhere"
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch decorates some messages with ANSI bold
+    return text.splitlines()[0].strip() if text else type(e).__name__
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -126,14 +215,22 @@ def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"it references {found.group(1)}" if found else _weights_only_reason(e)
         raise AutoQVISError(
-            f"{path}: refused to load: the checkpoint holds more than tensors and plain containers "
-            f"(weights_only=True) — {first}"
+            f"{path}: refused to load: {what}, which is not a tensor or a plain container "
+            "(checkpoints are read with weights_only=True, so no code stored in them can run)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_line(e).split(". ")[0]  # torch appends paragraphs of advice after the first sentence
         raise AutoQVISError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+
+
+def _weights_only_reason(e: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what was refused (it leads with advice)."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()]
+    found = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
+    return (found.split(":", 1)[1].strip().rstrip(".") if found else "it holds unsupported content")
 
 
 def is_finite_number(x: Any) -> bool:

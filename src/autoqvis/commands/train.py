@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import build_model, load_checkpoint
 
+    torch.manual_seed(cfg.seed)  # the random init is part of the run: same seed, same weights
     model = build_model(cfg)
     if args.init and not (args.resume and find_last_checkpoint(out) is not None):
         load_checkpoint(model, args.init)

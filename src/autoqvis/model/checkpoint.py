@@ -197,7 +197,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], meta: dict | No
         )
     if not report.loaded:
         raise AutoQVISError(f"{path}: no entry matches the model (first file keys: {_first(list(state))})")
-    report.missing = [k for k in own if k not in mapped and not k.startswith(IGNORED_PREFIXES)]
+    # entries no file carries (BatchNorm counters, criterion buffers) are not "missing"
+    report.missing = [k for k in own if k not in mapped and map_key(k) is not None]
     if strict and (report.missing or report.unexpected):
         raise AutoQVISError(report.summary())
     with torch.no_grad():

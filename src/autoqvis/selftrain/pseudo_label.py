@@ -236,9 +236,8 @@ def detection_to_annotation(det: Detection, ann_id: int) -> dict[str, Any]:
         "bboxes": bboxes,
         "iscrowd": 0,
         "score": det.score,
-        "pred_iou": det.pred_iou,
-        "quality": det.quality,
-        "selected": det.selected,
+        # per-frame extras only when present: YTVIS readers check that a per-frame list has T entries
+        **{k: v for k, v in (("pred_iou", det.pred_iou), ("quality", det.quality), ("selected", det.selected)) if v},
     }
 
 

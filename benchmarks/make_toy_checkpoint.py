@@ -1,0 +1,138 @@
+"""Make the toy initial-stage checkpoint shipped inside the package: ``src/autoqvis/assets/toy_init.pt``.
+
+`autoqvis demo` starts self-training from it, as the paper starts from VideoCutLER's released checkpoint.
+It is exactly what these two commands give (seeded, so anyone can rerun them):
+
+    autoqvis toyworld --out WORK/world --seed 0
+    autoqvis train --config configs/toy.yaml --synthetic WORK/world/source.json --val WORK/world/val.json \\
+        --out WORK/train seed=0
+
+then ``WORK/train/model_final.pt`` stripped to the weights (no optimizer state, no criterion buffers).
+The sidecar ``toy_init.json`` records the provenance: commands, seeds, iterations, val metrics, the model
+config it fits, sizes and hashes.
+
+    python benchmarks/make_toy_checkpoint.py                  # regenerate the shipped files (minutes)
+    python benchmarks/make_toy_checkpoint.py --max-iters 50 --assets /tmp/a   # a quick trial elsewhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "src" / "autoqvis" / "assets"
+NAME = "toy_init"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/toy.yaml", help="config, relative to the repository (default toy)")
+    p.add_argument("--seed", type=int, default=0, help="toy world seed and training seed (default 0)")
+    p.add_argument("--max-iters", type=int, default=None, help="override train.max_iter (default: the config's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS) of the training run")
+    p.add_argument("--work", default=None, help="keep the world and the training run here (default: a temp folder)")
+    p.add_argument("--assets", default=str(ASSETS), help="where toy_init.pt/.json go (default: the package)")
+    p.add_argument("--fp16", action="store_true", help="store float tensors as fp16 (halves the file)")
+    return p.parse_args()
+
+
+def run(cmd: list[str], env: dict[str, str]) -> float:
+    """Run one command from the repository root, streaming its output; returns its wall time."""
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def strip_checkpoint(src: Path, fp16: bool) -> dict:
+    """A trainer checkpoint -> our .pt payload with only the weights (criterion buffers dropped)."""
+    import torch
+
+    from autoqvis.fileio import safe_torch_load
+
+    ckpt = safe_torch_load(src)
+    weights = {}
+    for k, v in ckpt["model"].items():
+        if k.startswith("criterion."):
+            continue
+        weights[k] = v.half() if fp16 and v.is_floating_point() else v.contiguous()
+    return {"model": weights, "optimizer": None, "iteration": int(ckpt["iteration"]), "round": 0,
+            "config": ckpt["config"], "torch": str(torch.__version__)}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main() -> int:
+    args = parse_args()
+    from autoqvis.config import load_config
+    from autoqvis.fileio import atomic_torch_save, atomic_write_json, read_json
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="autoqvis_toy_init_"))
+    world, train = work / "world", work / "train"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    exe = [sys.executable, "-m", "autoqvis"]
+    toy_cmd = ["autoqvis", "toyworld", "--out", str(world), "--seed", str(args.seed)]
+    train_cmd = ["autoqvis", "train", "--config", args.config, "--synthetic", str(world / "source.json"),
+                 "--val", str(world / "val.json"), "--out", str(train), "--no-progress", f"seed={args.seed}"]
+    if args.max_iters is not None:
+        train_cmd[-1:-1] = ["--max-iters", str(args.max_iters)]
+    if not (world / "val.json").exists():
+        run(exe + toy_cmd[1:], env)
+    if (train / "model_final.pt").exists() and (train / "metrics.json").exists():
+        print(f"reusing the finished run in {train}", flush=True)  # --work of an earlier call
+        train_s, peak_mb = None, None
+    else:
+        train_s = round(run(exe + train_cmd[1:], env), 1)
+        peak_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+    payload = strip_checkpoint(train / "model_final.pt", args.fp16)
+    assets = Path(args.assets)
+    ckpt_path = assets / f"{NAME}.pt"
+    atomic_torch_save(payload, ckpt_path)
+    cfg = load_config(REPO / args.config, [f"seed={args.seed}"] + ([f"train.max_iter={args.max_iters}"] if args.max_iters else []))
+    metrics = read_json(train / "metrics.json", "metrics")
+    log = [json.loads(line) for line in (train / "log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [r for r in log if "total_loss" in r]
+    provenance = {
+        "file": ckpt_path.name,
+        "what": "toy initial-stage model (VIS model + quality predictor) trained on the toy world's source stills",
+        "commands": [" ".join(toy_cmd), " ".join(train_cmd), "then model_final.pt stripped to its weights"],
+        "regenerate": "python benchmarks/make_toy_checkpoint.py" + (" --fp16" if args.fp16 else ""),
+        "seed": args.seed,
+        "world": {"seed": args.seed, "size": "default"},
+        "config": args.config,
+        "config_sha256": hashlib.sha256((REPO / args.config).read_bytes()).hexdigest(),
+        "model_config": cfg.to_dict()["model"],
+        "iterations": payload["iteration"],
+        "loss_first_last": [losses[0]["total_loss"], losses[-1]["total_loss"]] if losses else None,
+        "val": {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR10")},
+        "train_wall_s": train_s,
+        "train_peak_rss_mb": peak_mb,
+        "threads": args.threads,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "dtype": "float16" if args.fp16 else "float32",
+        "size_bytes": ckpt_path.stat().st_size,
+        "sha256": sha256(ckpt_path),
+        "torch": payload["torch"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(assets / f"{NAME}.json", provenance, indent=1)
+    print(json.dumps({k: provenance[k] for k in ("iterations", "val", "train_wall_s", "size_bytes", "dtype")}))
+    print(f"wrote {ckpt_path} and {assets / (NAME + '.json')}; work folder {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The demo's report: val metrics per round, how well Q and s rank the masks, plots, overlays -> report.md.
+
+Reads a finished self-training run (the ``autoqvis.selftrain.loop`` layout: ``round_k/metrics.json``,
+``val_results.json``, ``stats.json``, ``analysis.json`` and its PNGs, ``area_distribution.png``) and the
+val split, and writes into the demo folder::
+
+    plots/metrics_per_round.png       val AP / AP50 / AP75 / AR10 of each round's model
+    plots/fig5_val_round_k.png        Fig. 5 on the val split: Q^t and s vs the true IoU of each predicted mask
+    plots/fig6_val_round_k.png        Fig. 6 on the val split: mean IoU vs mean Q per mask size
+    plots/fig5_pseudo_round_k.png     Fig. 5 on round k's pseudo-labels of the unlabeled train videos
+    plots/fig6_pseudo_round_k.png     Fig. 6 on those pseudo-labels
+    plots/fig7_area_distribution.png  Fig. 7: pseudo-label areas per round vs the ground truth
+    overlays/val_NNNN_round_k.gif     Fig. 3-style overlays (prediction | ground truth), + a .png preview strip
+    report.md                         all of it, numbers as fractions in [0, 1] (-1: undefined)
+
+Quality numbers follow the paper: Q^t = s * IoU^t (eq. 20), where IoU^t is the quality predictor's output.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data.ytvis import YTVISDataset, load_results
+from .fileio import atomic_write_bytes, atomic_write_text, read_json
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+OVERLAY_FPS = 6.0  # YouTubeVIS's annotation rate
+PREVIEW_FRAMES = 3  # frames of an overlay shown in its .png preview strip
+
+
+@dataclass
+class RoundResult:
+    """What the report shows of round k (k = 0: the initial model)."""
+
+    round: int
+    metrics: dict[str, float]  # class-agnostic val metrics (fractions, -1 undefined)
+    val_rho: dict[str, float | None]  # Spearman of Q and of s with the true IoU, val predictions
+    val_frames: int  # predicted masks behind val_rho
+    pseudo_rho: dict[str, float | None]  # the same on round k's pseudo-labels of the unlabeled videos
+    pseudo: dict[str, Any]  # pseudo-label counts (stats.json + analysis.json)
+    plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the demo folder
+    overlays: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------- analysis
+def val_detections(results: Sequence[dict], score_threshold: float, tau: float) -> dict[int, list]:
+    """Val results -> {video_id: Detections with Q^t (eq. 20) and S^t (eq. 21)}, those scoring >= score_threshold
+    (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``quality`` = the predictor's IoU per frame."""
+    from .selftrain.pseudo_label import Detection
+    from .selftrain.selection import score_and_select
+
+    out: dict[int, list] = {}
+    for r in results:
+        if r["score"] < score_threshold or not r.get("quality"):
+            continue
+        det = Detection(r["video_id"], float(r["score"]), list(r["segmentations"]), pred_iou=list(r["quality"]))
+        out.setdefault(det.video_id, []).append(det)
+    return {v: score_and_select(d, tau) for v, d in sorted(out.items())}
+
+
+def val_quality_analysis(val: YTVISDataset, results: Sequence[dict], score_threshold: float,
+                         tau: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Fig. 5/6 numbers of one round's val predictions against the val ground truth.
+
+    Returns (summary, points) of ``autoqvis.eval.analysis.analyse``: ``summary["spearman"]["frame"]`` holds
+    rho(Q, IoU) and rho(s, IoU) over every non-empty predicted mask; points are the per-mask arrays.
+    """
+    from .eval.analysis import analyse, gt_tracks
+
+    dets = val_detections(results, score_threshold, tau)
+    gt = gt_tracks(val, [v.id for v in val.videos])
+    return analyse({v: dets.get(v, []) for v in gt}, dets, gt)
+
+
+def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: float, tau: float,
+                 plots_dir: Path) -> tuple[RoundResult, list[dict]]:
+    """Round k's numbers and its val plots; returns (RoundResult, the round's val results)."""
+    from .viz.plots import plot_quality_vs_iou, plot_size_buckets
+
+    rdir = run_dir / f"round_{k}"
+    metrics = read_json(rdir / "metrics.json", "metrics")
+    results = load_results(rdir / "val_results.json", val)
+    summary, points = val_quality_analysis(val, results, score_threshold, tau)
+    name = "initial model" if k == 0 else f"round {k}"
+    plot_quality_vs_iou(points, summary["spearman"]["frame"], plots_dir / f"fig5_val_round_{k}.png",
+                        f"val split, {name}: predicted masks (score >= {score_threshold})")
+    plot_size_buckets(summary["size_buckets"], plots_dir / f"fig6_val_round_{k}.png", f"val split, {name}")
+    plots = {"fig5_val": f"plots/fig5_val_round_{k}.png", "fig6_val": f"plots/fig6_val_round_{k}.png"}
+    for src, dst in (("quality_vs_iou.png", "fig5_pseudo"), ("size_buckets.png", "fig6_pseudo")):
+        if (rdir / src).exists():
+            atomic_write_bytes(plots_dir / f"{dst}_round_{k}.png", (rdir / src).read_bytes())
+            plots[dst] = f"plots/{dst}_round_{k}.png"
+    stats = read_json(rdir / "stats.json", "round stats")
+    pseudo: dict[str, Any] = {"tracks_after_nms": stats["tracks_after_nms"], "retained": stats["retained"],
+                              "training_set_tracks": stats["training_set"]["tracks"],
+                              "eligible_videos": stats["training_set"]["eligible_videos"]}
+    pseudo_rho: dict[str, float | None] = {"quality": None, "score": None}
+    if (rdir / "analysis.json").exists():
+        analysis = read_json(rdir / "analysis.json", "analysis")
+        pseudo_rho = {key: analysis["spearman"]["frame"][key] for key in ("quality", "score")}
+        pseudo["selected_precision"] = analysis["training_set"]["selected_precision"]
+        pseudo["mean_true_iou"] = analysis["training_set"]["mean_true_iou"]
+    rho = {key: summary["spearman"]["frame"][key] for key in ("quality", "score")}
+    return RoundResult(k, {key: float(metrics[key]) for key in METRIC_KEYS}, rho, summary["num_frames"],
+                       pseudo_rho, pseudo, plots), results
+
+
+# ------------------------------------------------------------------------------------------ plots
+def plot_metrics_per_round(rounds: Sequence[RoundResult], path: Path) -> None:
+    """AP, AP50, AP75 and AR10 on the val split (y, in %) against the self-training round (x)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs = [r.round for r in rounds]
+    for key, style in (("AP50", "o-"), ("AP", "s-"), ("AP75", "^--"), ("AR10", "d:")):
+        ax.plot(xs, [100 * max(r.metrics[key], 0.0) for r in rounds], style, label=key)
+    ax.set_xticks(xs, ["initial" if x == 0 else f"round {x}" for x in xs])
+    ax.set(ylabel="val, class-agnostic (%)", title="toy world: val metrics per self-training round")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------- overlays
+def pick_videos(val: YTVISDataset, n: int) -> list[int]:
+    """The ``n`` val videos with the most ground-truth tracks (ties: lower id), in id order."""
+    counts = sorted(((-len(val.annotations_of(v.id)), v.id) for v in val.videos))
+    return sorted(vid for _, vid in counts[:n])
+
+
+def overlay_tracks(results: Sequence[dict], video_id: int, score_threshold: float) -> list:
+    """One video's results scoring >= score_threshold as OverlayTracks #1, #2, ... (best first) whose number is
+    Q^t = s * IoU^t (eq. 20) in each frame."""
+    from .viz.overlay import OverlayTrack
+
+    mine = sorted((r for r in results if r["video_id"] == video_id and r["score"] >= score_threshold),
+                  key=lambda r: -r["score"])
+    return [OverlayTrack(i + 1, r["segmentations"],
+                         [r["score"] * q for q in r["quality"]] if r.get("quality") else None)
+            for i, r in enumerate(mine)]
+
+
+def write_video_overlay(val: YTVISDataset, video_id: int, results: Sequence[dict], score_threshold: float,
+                        gif: Path, png: Path) -> int:
+    """Prediction | ground truth for every frame of one val video -> ``gif``; first, middle and last frame
+    stacked -> ``png``. Returns the number of frames."""
+    from .data.video_io import write_gif, write_image
+    from .viz.overlay import overlay_frames, tracks_from_annotations
+
+    video = val.video(video_id)
+    frames = (val.read_frame(video, t) for t in range(video.length))
+    pictures = list(overlay_frames(frames, overlay_tracks(results, video_id, score_threshold),
+                                   tracks_from_annotations(val.annotations_of(video_id))))
+    write_gif(gif, pictures, OVERLAY_FPS)
+    picks = sorted({0, len(pictures) // 2, len(pictures) - 1})[:PREVIEW_FRAMES]
+    gap = np.zeros((4, pictures[0].shape[1], 3), np.uint8)
+    write_image(png, np.concatenate([x for t in picks for x in (pictures[t], gap)][:-1]))
+    return len(pictures)
+
+
+# ---------------------------------------------------------------------------------------- markdown
+def _num(x: float | None) -> str:
+    """A metric as a fraction with 3 decimals; -1 (undefined in the official evaluator) stays -1."""
+    if x is None:
+        return "n/a"
+    return "-1" if x < 0 else f"{x:.3f}"
+
+
+def _rho(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.3f}"
+
+
+def _name(k: int) -> str:
+    return "round 0 (initial model)" if k == 0 else f"round {k}"
+
+
+def metrics_table(rounds: Sequence[RoundResult]) -> list[str]:
+    lines = ["| model | " + " | ".join(METRIC_KEYS) + " |", "|---|" + "---:|" * len(METRIC_KEYS)]
+    for r in rounds:
+        lines.append(f"| {_name(r.round)} | " + " | ".join(_num(r.metrics[k]) for k in METRIC_KEYS) + " |")
+    return lines
+
+
+def quality_table(rounds: Sequence[RoundResult]) -> list[str]:
+    lines = ["| model | ρ(Q, IoU) val | ρ(s, IoU) val | val masks | ρ(Q, IoU) pseudo | ρ(s, IoU) pseudo | "
+             "pseudo tracks after NMS | retained | training set tracks | eligible videos | selected precision |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rounds:
+        p = r.pseudo
+        lines.append(f"| {_name(r.round)} | {_rho(r.val_rho['quality'])} | {_rho(r.val_rho['score'])} | "
+                     f"{r.val_frames} | {_rho(r.pseudo_rho['quality'])} | {_rho(r.pseudo_rho['score'])} | "
+                     f"{p['tracks_after_nms']} | {p['retained']} | {p['training_set_tracks']} | "
+                     f"{p['eligible_videos']} | {_num(p.get('selected_precision'))} |")
+    return lines
+
+
+def _image(path: str, alt: str) -> str:
+    return f"![{alt}]({path})"
+
+
+def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timings: dict[str, float],
+                  plots: dict[str, str]) -> str:
+    """The whole report.md as text. ``settings``: what ran (seed, size, init, iterations, thresholds, paths);
+    ``timings``: seconds per stage; ``plots``: the run-level plots (metrics, fig7)."""
+    first, last = rounds[0], rounds[-1]
+    delta = last.metrics["AP50"] - first.metrics["AP50"]
+    out = [
+        "# autoqvis demo: AutoQ-VIS on the toy world",
+        "",
+        f"Toy world seed {settings['seed']}, size `{settings['size']}`: {settings['world_summary']}. "
+        f"Initial model: {settings['init_text']}. Then {len(rounds) - 1} self-training rounds of "
+        f"{settings['round_iters']} iterations (config `{settings['config']}`, tau {settings['tau']}, "
+        f"score threshold {settings['score_threshold']}).",
+        "",
+        "## Val metrics per round",
+        "",
+        "Class-agnostic YouTubeVIS metrics on the toy val split (`world/val.json`), fractions in [0, 1]; "
+        "-1 where a size range has no ground truth (every toy object is *small* in YTVIS' ranges, so APm/APl are -1).",
+        "",
+        *metrics_table(rounds),
+        "",
+        f"AP50 {_num(first.metrics['AP50'])} with the initial model -> {_num(last.metrics['AP50'])} after round "
+        f"{last.round} ({'+' if delta >= 0 else ''}{delta:.3f}). The paper (YouTubeVIS-2019 val): VideoCutLER "
+        "0.482 -> AutoQ-VIS 0.526 AP50.",
+        "",
+        _image(plots["metrics"], "val metrics per round"),
+        "",
+        "## Does the quality score rank masks better than the confidence score? (Fig. 5)",
+        "",
+        "Spearman's ρ of the quality score Q^t = s·IoU^t (eq. 20; IoU^t from the quality predictor) and of the "
+        "confidence score s with each mask's true IoU against its best-matching ground-truth track. *val*: every "
+        f"non-empty predicted mask of a track scoring >= {settings['score_threshold']} on the val split; *pseudo*: "
+        "the round's pseudo-labels (after score filter and NMS) on the unlabeled train videos, scored against "
+        "their ground truth (`world/train_gt.json`, read for this analysis only, never for training). "
+        "*Selected precision*: share of the selected pseudo-label frames (S^t = 1) whose true IoU is >= 0.5.",
+        "",
+        *quality_table(rounds),
+        "",
+    ]
+    for r in (first, last) if last is not first else (first,):
+        out += [f"**{_name(r.round)}** — val: {_image(r.plots['fig5_val'], f'Fig. 5 val {_name(r.round)}')}", ""]
+        if "fig5_pseudo" in r.plots:
+            out += [f"pseudo-labels: {_image(r.plots['fig5_pseudo'], f'Fig. 5 pseudo {_name(r.round)}')}", ""]
+    out += ["## Quality vs IoU per mask size (Fig. 6)", "",
+            f"{_name(last.round)}, val split: {_image(last.plots['fig6_val'], 'Fig. 6 val')}", ""]
+    if "fig7" in plots:
+        out += ["## Pseudo-label areas per round (Fig. 7)", "", _image(plots["fig7"], "Fig. 7"), ""]
+    others = [f"[{_name(r.round)} {name}]({path})" for r in rounds for name, path in sorted(r.plots.items())]
+    out += ["Every plot: " + ", ".join(others) + ".", ""]
+    out += ["## Overlays (Fig. 3)", "",
+            "Val videos, prediction (left) beside the ground truth (right). Each instance has its own colour and id; "
+            f"the number at a mask's centre is its quality score Q^t in that frame. Tracks scoring >= "
+            f"{settings['overlay_score']} are drawn.", ""]
+    for o in last.overlays:
+        before = next((x for x in first.overlays if x["video_id"] == o["video_id"]), None)
+        line = f"- val video {o['video_id']} ({o['frames']} frames): {_name(last.round)} [GIF]({o['gif']}) · [preview]({o['png']})"
+        if before is not None and last is not first:
+            line += f"; {_name(first.round)} [GIF]({before['gif']}) · [preview]({before['png']})"
+        out.append(line)
+    if last.overlays:
+        o = last.overlays[0]
+        out += ["", _image(o["gif"], f"overlay of val video {o['video_id']}")]
+    out += ["", "## What ran", "", *[f"- {k}: {v}" for k, v in settings["what_ran"].items()], "",
+            "| stage | seconds |", "|---|---:|", *[f"| {k} | {v:.1f} |" for k, v in timings.items()], ""]
+    return "\n".join(out)
+
+
+def write_report(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+
+
+__all__ = ["RoundResult", "METRIC_KEYS", "metrics_table", "overlay_tracks", "pick_videos", "plot_metrics_per_round",
+           "quality_table", "render_report", "round_result", "val_detections", "val_quality_analysis",
+           "write_report", "write_video_overlay"]
