@@ -362,6 +362,50 @@ def selftrain_unlabeled_with_bad_height(d, w):
                  "--out", str(d / "st")], ["unlabeled.json", "video 1", "'height'"])
 
 
+@case
+def selftrain_bad_val_after_a_video_folder(d, w):
+    """--unlabeled is a folder (indexed into --out) and --val is bad: the index must not be written first."""
+    write_frames(d / "videos" / "clip_a")
+    coco = dump(d / "source.json", coco_dict())
+    val = gt_file(d, lambda g: g["annotations"][0].__setitem__("video_id", 9), name="val.json")
+    return Case(["selftrain", "--config", "toy", "--synthetic", str(coco), "--unlabeled", str(d / "videos"),
+                 "--val", str(val), "--out", str(d / "st")], ["val.json", "annotation 1", "'video_id' 9"])
+
+
+@case
+def selftrain_bad_synthetic_with_init(d, w):
+    """With --init the run starts by pseudo-labelling; a bad --synthetic must fail before that, not after."""
+    data = coco_dict()
+    data["annotations"][0]["segmentation"]["counts"] = "#bad"
+    coco = dump(d / "source.json", data)
+    return Case(["selftrain", "--config", "toy", "--synthetic", str(coco), "--unlabeled", str(gt_file(d)),
+                 "--init", str(w.checkpoint), "--out", str(d / "st"), "--no-progress"],
+                ["source.json", "annotation 1", "segmentation"])
+
+
+@case
+def selftrain_corrupt_video_in_folder(d, w):
+    """A folder of videos is decoded into --out; the second one is corrupt: no frame of the first may stay."""
+    (d / "videos").mkdir()
+    write_mp4(d / "videos" / "a.mp4", (np.full((H, W, 3), 20 * t, np.uint8) for t in range(4)), fps=4)
+    (d / "videos" / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    coco = dump(d / "source.json", coco_dict())
+    return Case(["selftrain", "--config", "toy", "--synthetic", str(coco), "--unlabeled", str(d / "videos"),
+                 "--out", str(d / "st")], ["b.mp4", "video"])
+
+
+@case
+def selftrain_truncated_init(d, w):
+    data = w.checkpoint.read_bytes()
+    (d / "init.pt").write_bytes(data[: len(data) // 3])
+    write_frames(d / "images", n=1)
+    os.replace(d / "images" / "00000.png", d / "images" / "a.png")
+    coco = dump(d / "source.json", coco_dict())
+    return Case(["selftrain", "--config", "toy", "--synthetic", str(coco), "--unlabeled", str(gt_file(d)),
+                 "--init", str(d / "init.pt"), "--out", str(d / "st"), "--no-progress"],
+                ["init.pt", "checkpoint"])
+
+
 # -------------------------------------------------------------------------------------- results json
 @case
 def results_unknown_video_id(d, w):
@@ -408,6 +452,35 @@ def results_not_a_list(d, w):
     return Case(evaluate(gt_file(d), res, d), ["results.json", "list"])
 
 
+def many_results(d: Path, bad: str) -> tuple[Path, Path]:
+    """gt.json with two videos and 400 results (enough for the evaluator's process pool); result 333 has
+    ``bad`` appended to the counts of its frame 2."""
+    def two_videos(g):
+        g["videos"].append({**g["videos"][0], "id": 2})
+
+    one = results_list()[0]
+    res = [{**copy.deepcopy(one), "video_id": 1 + k % 2, "score": 0.5} for k in range(400)]
+    res[333]["segmentations"][2]["counts"] += bad
+    return gt_file(d, two_videos), dump(d / "results.json", res)
+
+
+@case
+def results_bad_rle_character_found_in_a_worker_process(d, w):
+    """The error is raised in a pool worker and crosses the process boundary intact."""
+    gt, res = many_results(d, "~")
+    return Case(evaluate(gt, res, d) + ["--workers", "2"],
+                ["results.json", "result 333 (video 2)", "segmentations[2]", "malformed RLE", "character"])
+
+
+@case
+def results_rle_runs_beyond_the_frame_with_check_masks(d, w):
+    """Runs that do not add up to the frame are left to pycocotools by default (as the official code);
+    --check-masks refuses them."""
+    gt, res = many_results(d, "1")
+    return Case(evaluate(gt, res, d) + ["--workers", "2", "--check-masks"],
+                ["results.json", "result 333 (video 2)", "segmentations[2]", "391 pixels", "384"])
+
+
 @case
 def results_bad_rle_in_visualize(d, w):
     def edit(r):
@@ -436,6 +509,20 @@ def coco_image_file_missing(d, w):
     (d / "images").mkdir()
     return Case(["synth", "--images", str(d / "images"), "--annotations", str(coco), "--out", str(d / "out"),
                  "--no-progress"], ["a.png", "not found"])
+
+
+@case
+def coco_second_image_corrupt(d, w):
+    """The first clip renders fine, the second image does not decode: no frame of the first may stay."""
+    data = coco_dict()
+    data["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
+    data["annotations"].append({**data["annotations"][0], "id": 2, "image_id": 2})
+    coco = dump(d / "coco.json", data)
+    write_frames(d / "images", n=1)
+    os.replace(d / "images" / "00000.png", d / "images" / "a.png")
+    (d / "images" / "b.png").write_bytes(b"\x89PNG but truncated")
+    return Case(["synth", "--images", str(d / "images"), "--annotations", str(coco), "--out", str(d / "out"),
+                 "--no-progress", "--config", "toy", "synth.copy_paste=false"], ["b.png", "not a readable image"])
 
 
 @case

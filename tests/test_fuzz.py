@@ -192,6 +192,7 @@ def test_random_rle_strings_sizes_and_polygons(segs, which):
     res[which]["segmentations"] = copy.deepcopy(segs)
     only_our_error(load_results, res, GT)
     only_our_error(evaluate, GT, res)
+    only_our_error(evaluate, GT, res, 1, True)  # check_masks: every counts string decoded
     coco = coco_dict()
     coco["annotations"][which % 2]["segmentation"] = copy.deepcopy(segs[0]) if segs[0] is not None else []
     only_our_error(load_coco, coco, None, True)

@@ -123,6 +123,7 @@ def test_round_files_counts_fusion_and_val(world, tmp_path, monkeypatch):
     by_video = {}
     for a in labels1.annotations:
         by_video.setdefault(a.video_id, []).append(a)
+    assert labels0.annotations_of(first), "the toy world should give the first video a retained track"
     assert [a.extra["selected"] for a in by_video[first]] == [a.extra["selected"] for a in labels0.annotations_of(first)]
     for v in set(by_video) - {first}:
         assert all(all(a.extra["selected"]) for a in by_video[v])

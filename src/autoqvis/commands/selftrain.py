@@ -115,9 +115,9 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
         raise AutoQVISError(f"{folder}: holds no video file and no frame folder")
     in_place = all(p.is_dir() for p in entries)
     root = folder if in_place else dest / "JPEGImages"
+    readers = [VideoReader(path, fps=None if path.is_dir() else fps) for path in entries]  # probe all first
     videos = []
-    for vid, path in enumerate(entries, 1):
-        reader = VideoReader(path, fps=None if path.is_dir() else fps)
+    for vid, (path, reader) in enumerate(zip(entries, readers), 1):
         if in_place:
             names = [f"{path.name}/{f.name}" for f in reader.frame_files or []]
         else:
@@ -147,26 +147,29 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.dataset import SyntheticClips
     from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
+    from ..model.checkpoint import read_checkpoint
     from ..selftrain.loop import SelfTrainInputs, run_selftrain
 
     cfg = build_config(args)
     out = Path(args.out)
     src = Path(args.unlabeled)
-    if src.is_dir():
-        unlabeled = unlabeled_from_folder(src, out / "unlabeled", args.fps)
-    elif src.exists():
-        unlabeled = load_ytvis(src)
-    else:
+    if not src.exists():
         raise AutoQVISError(f"{src}: --unlabeled not found (a YouTubeVIS json or a folder of videos)")
     for name in ("synthetic", "init"):
         p = getattr(args, name)
         if p is not None and not Path(p).exists():
             raise AutoQVISError(f"{p}: --{name} not found")
-    # read every input before any training, so a bad file fails in seconds
+    # read every input before anything is written or trained, so a bad file fails in seconds and leaves --out
+    # as it was (the synthetic set and the weights are read again where they are used)
+    SyntheticClips(Path(args.synthetic), cfg)
+    if args.init:
+        read_checkpoint(args.init)
     val = load_ytvis(args.val) if args.val else None
     gt = load_ytvis(args.unlabeled_gt) if args.unlabeled_gt else None
+    unlabeled = unlabeled_from_folder(src, out / "unlabeled", args.fps) if src.is_dir() else load_ytvis(src)
     if gt is not None:
         ids = [v.id for v in unlabeled.videos][: args.max_videos or None]
         _check_same_videos(unlabeled, gt, ids)

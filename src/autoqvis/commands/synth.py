@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data.coco import load_coco
     from ..errors import AutoQVISError
+    from .predict import staged_output
 
     for flag, value, low in (("--clips-per-image", args.clips_per_image, 1), ("--seed", args.seed, 0),
                              ("--frames", args.frames, 1), ("--max-images", args.max_images, 1),
@@ -59,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise AutoQVISError(f"{missing[0]}: image file not found ({len(missing)} of {len(image_ids)} missing)")
     out = Path(args.out)
-    dataset = export_synthetic(coco, image_ids, cfg.synth, out, args.clips_per_image, args.seed,
-                               args.jpeg_quality, progress=not args.no_progress)
+    with staged_output(out) as stage:  # a failure half-way (an unreadable image) leaves nothing in --out
+        dataset = export_synthetic(coco, image_ids, cfg.synth, stage, args.clips_per_image, args.seed,
+                                   args.jpeg_quality, progress=not args.no_progress)
     print(f"autoqvis synth: {len(dataset.videos)} videos, {len(dataset.annotations)} instance tracks "
           f"-> {out / 'synthetic.json'} (frames under {out / 'JPEGImages'})")
     return 0
