@@ -209,14 +209,19 @@ def run(args: argparse.Namespace) -> int:
                   f"{row['training_set_tracks']} tracks in {row['eligible_videos']} eligible videos; "
                   f"val AP50 {row['val']['AP50']:.3f}", flush=True)
     with stage(4, total, "report", {}):  # write_demo_report puts its own time in the report
-        rounds = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
-    print_summary(out, rounds, timings)
+        if (out / "demo.json").exists():  # written last: the report of this run is complete
+            print(f"    {out / 'report.md'} is up to date (delete {out / 'demo.json'} to rebuild it)", flush=True)
+            summary = read_json(out / "demo.json", "demo summary")
+        else:
+            summary = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
+    print_summary(out, summary, sum(timings.values()))
     return 0
 
 
 def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path | None,
-                      provenance: dict[str, Any] | None, val: Any, tau: float, timings: dict[str, float]) -> list:
-    """Plots, overlays, report.md and demo.json from the finished run in ``out/run``."""
+                      provenance: dict[str, Any] | None, val: Any, tau: float,
+                      timings: dict[str, float]) -> dict[str, Any]:
+    """Plots, overlays, report.md, then demo.json (its content is returned) from the finished run in ``out/run``."""
     from .. import demo_report as rep
     from ..fileio import atomic_write_bytes, atomic_write_json, read_json
 
@@ -269,12 +274,13 @@ def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path 
     }
     timings["report"] = time.perf_counter() - start
     rep.write_report(out / "report.md", rep.render_report(rounds, settings, timings, plots))
-    atomic_write_json(out / "demo.json", {
+    summary = {
         "settings": {k: v for k, v in settings.items() if k != "what_ran"}, "timings_s": timings,
         "peak_rss_mb": round(peak_rss_mb()),
         "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
-                    "pseudo": r.pseudo} for r in rounds]}, indent=1)
-    return rounds
+                    "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in rounds]}
+    atomic_write_json(out / "demo.json", summary, indent=1)
+    return summary
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -291,18 +297,20 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def print_summary(out: Path, rounds: list, timings: dict[str, float]) -> None:
-    """The short table and where everything is."""
+def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
+    """The short table (from demo.json's content) and where everything is."""
+    rounds = summary["rounds"]
     print("\nround              AP50    AP      AR10    rho(Q,IoU)  rho(s,IoU)   (val split)")
     for r in rounds:
-        name = "0 (initial model)" if r.round == 0 else str(r.round)
-        rho = ["   n/a   " if x is None else f"{x:+.3f}   " for x in (r.val_rho["quality"], r.val_rho["score"])]
-        print(f"{name:<18} {r.metrics['AP50']:.3f}   {r.metrics['AP']:.3f}   {r.metrics['AR10']:.3f}   "
+        name = "0 (initial model)" if r["round"] == 0 else str(r["round"])
+        rho = ["   n/a   " if x is None else f"{x:+.3f}   " for x in (r["val_spearman"]["quality"], r["val_spearman"]["score"])]
+        print(f"{name:<18} {r['val']['AP50']:.3f}   {r['val']['AP']:.3f}   {r['val']['AR10']:.3f}   "
               f"{rho[0]}   {rho[1]}")
-    n_gif = sum(len(r.overlays) for r in rounds)
+    n_gif = sum(len(r["overlays"]) for r in rounds)
     print(f"\nreport:   {out / 'report.md'}")
     print(f"plots:    {out / 'plots'}/ (metrics per round, Fig. 5/6 per round, Fig. 7)")
     print(f"overlays: {out / 'overlays'}/ ({n_gif} GIFs + PNG previews)")
-    print(f"models:   {out / 'run'}/round_k/model.pt  (predict with: autoqvis predict --checkpoint "
-          f"{out / 'run' / f'round_{rounds[-1].round}' / 'model.pt'} --input VIDEO --out DIR)")
-    print(f"time:     {sum(timings.values()):.0f} s, peak RSS {peak_rss_mb():.0f} MB")
+    final = out / "run" / f"round_{rounds[-1]['round']}" / "model.pt"
+    print(f"models:   {out / 'run'}/round_k/model.pt  (predict with: autoqvis predict --checkpoint {final} "
+          "--input VIDEO --out DIR)")
+    print(f"time:     {seconds:.0f} s, peak RSS {peak_rss_mb():.0f} MB")

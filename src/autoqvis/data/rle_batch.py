@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import multiprocessing
+import operator
 import os
 import sys
 from dataclasses import dataclass
@@ -50,13 +52,13 @@ def counts_syntax_problem(counts: Sequence[str]) -> tuple[int, str] | None:
     if not joined.isascii():
         found.append((next(i for i, c in enumerate(counts) if not c.isascii()), 0, "counts has a non-ASCII character"))
     elif joined:
-        code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(48)
+        text = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
         str_end = np.cumsum(lengths) - 1
-        bad = np.flatnonzero(code > 63)
-        if len(bad):
+        if text.min() < 48 or text.max() > 111:  # two reductions, no temporaries: the common case is clean
+            bad = np.flatnonzero(text - np.uint8(48) > 63)
             found.append((int(np.searchsorted(str_end, bad[0])), 0, _reason(1, False, 0, 0)))
         nonempty = np.flatnonzero(lengths)
-        cut = nonempty[code[str_end[nonempty]] >= 32]
+        cut = nonempty[text[str_end[nonempty]] - np.uint8(48) >= 32]
         if len(cut):
             found.append((int(cut[0]), 1, _reason(2, False, 0, 0)))
     first = min(found, default=None)
@@ -183,22 +185,65 @@ def is_canonical(seg: Any, size: list[int]) -> bool:
     return type(seg) is dict and len(seg) == 2 and seg.get("size") == size and type(seg.get("counts")) is str
 
 
+@dataclass
+class PresentFrames:
+    """The present (not None) frames of canonical tracks, flattened track by track, frame by frame.
+
+    counts: (P,) counts strings; track, frame: (P,) int64 where each comes from; n_pixels: (P,) int64
+    h * w of its track.
+    """
+
+    counts: list[str]
+    track: np.ndarray
+    frame: np.ndarray
+    n_pixels: np.ndarray
+
+
+def scan_frames(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]]) -> tuple[list[int], PresentFrames]:
+    """Sort N tracks (per-frame lists) of frame sizes ``sizes`` ([h, w] each) into canonical and not.
+
+    Returns the indices of the tracks with a frame that is neither None nor a compressed RLE of their
+    size (``is_canonical``), and the present frames of all the other tracks. A few passes of builtins
+    over all frames at once; the tracks are looked at one by one only when one of those passes fails.
+    """
+    flat = list(itertools.chain.from_iterable(tracks))
+    keep = np.fromiter(map(operator.is_not, flat, itertools.repeat(None)), dtype=bool, count=len(flat))
+    lengths = np.fromiter(map(len, tracks), dtype=np.int64, count=len(tracks))
+    present = list(itertools.compress(flat, keep.tolist()))
+    ends = np.cumsum(lengths)
+    seen = np.r_[0, np.cumsum(keep)]  # present frames before each flat position
+    if not _all_canonical(present, sizes, seen[ends] - seen[ends - lengths]):
+        odd = [i for i, segs in enumerate(tracks) if not all(s is None or is_canonical(s, sizes[i]) for s in segs)]
+        if odd:
+            ok = sorted(set(range(len(tracks))) - set(odd))
+            _, frames = scan_frames([tracks[i] for i in ok], [sizes[i] for i in ok])
+            frames.track = np.asarray(ok, dtype=np.int64)[frames.track]
+            return odd, frames
+    pos = np.flatnonzero(keep)
+    track = np.repeat(np.arange(len(tracks)), lengths)[pos]
+    frame = pos - (ends - lengths)[track]
+    pixels = np.fromiter((h * w for h, w in sizes), dtype=np.int64, count=len(sizes))
+    return [], PresentFrames(list(map(operator.itemgetter("counts"), present)), track, frame, pixels[track])
+
+
+def _all_canonical(present: list[Any], sizes: Sequence[list[int]], per_track: np.ndarray) -> bool:
+    """Every one of the present frames is canonical; per_track: (N,) how many of them each track has."""
+    try:
+        return (set(map(type, present)) <= {dict} and set(map(len, present)) <= {2}
+                and set(map(type, map(operator.itemgetter("counts"), present))) <= {str}
+                and list(map(operator.itemgetter("size"), present))
+                == list(itertools.chain.from_iterable(map(itertools.repeat, sizes, per_track.tolist()))))
+    except KeyError:  # a dict of two keys without "size" or "counts"
+        return False
+
+
 def _scan_range(bounds: tuple[int, int]) -> ScanReport:
     tracks, sizes = _STATE
-    noncanonical, where, counts, n_pixels = [], [], [], []
-    for i in range(*bounds):
-        size, segs = sizes[i], tracks[i]
-        if not all(s is None or is_canonical(s, size) for s in segs):
-            noncanonical.append(i)
-            continue
-        for t, s in enumerate(segs):
-            if s is not None:
-                where.append((i, t))
-                counts.append(s["counts"])
-                n_pixels.append(size[0] * size[1])
-    problems = counts_problems(counts, n_pixels)
+    noncanonical, frames = scan_frames(tracks[bounds[0]:bounds[1]], sizes[bounds[0]:bounds[1]])
+    problems = counts_problems(frames.counts, frames.n_pixels)
     bad = next((k for k, p in enumerate(problems) if p is not None), None)
-    return ScanReport(noncanonical, None if bad is None else (*where[bad], problems[bad]))  # type: ignore[arg-type]
+    problem = None if bad is None else (bounds[0] + int(frames.track[bad]), int(frames.frame[bad]), problems[bad])
+    return ScanReport([bounds[0] + i for i in noncanonical], problem)  # type: ignore[arg-type]
 
 
 def scan_tracks(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]], workers: int | None = None,

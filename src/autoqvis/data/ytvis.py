@@ -27,7 +27,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_json, is_finite_number, read_json
-from .rle_batch import gc_paused, scan_tracks
+from .rle_batch import counts_problems, counts_syntax_problem, gc_paused, is_canonical, scan_tracks
 
 RLE = dict  # {"size": [h, w], "counts": str}, COCO compressed RLE (column-major runs, 0s first)
 
@@ -317,6 +317,29 @@ def _check_segmentations(tracks: list[list[Any]], sizes: list[list[int]], locs: 
         raise AutoQVISError(f"{locs[i]}: segmentations[{t}]: malformed RLE: {reason}")
 
 
+def check_track_masks(segs: list[Any], size: list[int], loc: str, full: bool = True) -> list[RLE | None]:
+    """One track's masks, one by one: the message a bulk check (``scan_tracks``) reports for this track.
+
+    segs: per-frame segmentations of a video of ``size`` [h, w]; loc: the record, for messages.
+    Returns them as compressed RLE or None (polygons and uncompressed RLE converted); raises
+    AutoQVISError at the first bad frame. full: check that the runs cover the frame, else only the
+    string syntax (``counts_syntax_problem``).
+    """
+    h, w = size
+    if not all(s is None or is_canonical(s, size) for s in segs):
+        segs = [to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
+    frames = [t for t, s in enumerate(segs) if s is not None]
+    counts = [segs[t]["counts"] for t in frames]
+    if full:
+        problems = counts_problems(counts, [h * w] * len(counts))
+        problem = next(((k, p) for k, p in enumerate(problems) if p is not None), None)
+    else:
+        problem = counts_syntax_problem(counts)
+    if problem is not None:
+        raise AutoQVISError(f"{loc}: segmentations[{frames[problem[0]]}]: malformed RLE: {problem[1]}")
+    return list(segs)
+
+
 def _per_frame_list(rec: dict, key: str, length: int, loc: str) -> list | None:
     value = rec.get(key)
     if value is None:
@@ -485,7 +508,7 @@ def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
     if not isinstance(raw, list):
         raise AutoQVISError(f"{name}: a results file must be a json list of predictions, got {type(raw).__name__}")
     videos = {v.id: v for v in gt.videos}
-    out = [_parse_result(rec, name, k, videos) for k, rec in enumerate(raw)]
+    out = [parse_result(rec, name, k, videos) for k, rec in enumerate(raw)]
     if check_masks:
         _check_segmentations([r["segmentations"] for r in out],
                              [[videos[r["video_id"]].height, videos[r["video_id"]].width] for r in out],
@@ -500,10 +523,15 @@ class _LazyLocs:
         self.name, self.results = name, results
 
     def __getitem__(self, k: int) -> str:
-        return f"{self.name}: result {k} (video {self.results[k]['video_id']})"
+        return result_location(self.name, k, self.results[k]["video_id"])
 
 
-def _parse_result(rec: Any, name: str, k: int, videos: dict[int, Video]) -> dict[str, Any]:
+def result_location(name: str, k: int, video_id: int) -> str:
+    """How messages name result k of a results file or list."""
+    return f"{name}: result {k} (video {video_id})"
+
+
+def parse_result(rec: Any, name: str, k: int, videos: dict[int, Video]) -> dict[str, Any]:
     """Top-level fields of one result; its masks are checked in bulk afterwards."""
     if type(rec) is not dict:
         raise AutoQVISError(f"{name}: result {k}: must be an object, got {type(rec).__name__}")

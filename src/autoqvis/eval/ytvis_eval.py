@@ -13,9 +13,9 @@ the official code is kept (see ``docs/evaluation.md`` and ``tests/reference/ytvi
   of detections with the plain IoU; ``tp / (tp + fp + np.spacing(1))``; 101 recall thresholds from
   ``np.linspace``; maxDets 1/10/100; -1 where an area range has no non-ignored GT.
 
-Areas and intersections come from pycocotools: one ``area`` pass per video and one RLE ``iou`` call
-per frame for all its detection/GT pairs (its C code parses each string once per call and skips
-pairs whose boxes do not overlap); videos are spread over a process pool.
+Reading, checking and scoring the results (areas and IoUs from pycocotools) happen part by part in
+worker processes (:mod:`autoqvis.eval.ytvis_parts`); the ordering, matching and accumulation over the
+small IoU matrices happen here.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from ..data.rle_batch import counts_problems, counts_syntax_problem, forked_pool, gc_paused, is_canonical, use_pool
-from ..data.ytvis import RLE, YTVISDataset, load_results, load_ytvis, rle_area_array, to_rle
+from ..data.rle_batch import counts_problems, gc_paused, is_canonical, scan_frames
+from ..data.ytvis import RLE, YTVISDataset, load_ytvis
 from ..errors import AutoQVISError
+from .ytvis_parts import ResultsSource, Scored, Setting, first_per_video, run_parts, truthy_mean, video_iou
+
+__all__ = ["evaluate", "evaluate_detailed", "format_summary", "video_iou", "truthy_mean", "match_video",
+           "accumulate", "summarize", "EvalResult", "STAT_KEYS"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)  # (T,)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)  # (R,)
@@ -41,31 +44,11 @@ STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", 
 
 
 @dataclass
-class VideoInput:
-    """What the evaluator needs of one video, in the official order (G GT tracks, D <= 100 detections).
-
-    The results of the video (``checks``) are validated where the video is evaluated, so that a
-    worker process reads each of its RLEs once.
-    """
-
-    video_id: int
-    size: list[int]  # [h, w]
-    gt_ids: list[int]  # (G,)
-    gt_segmentations: list[list[RLE | None]]  # G x L, validated
-    gt_area: np.ndarray  # (G,) float mean of the truthy stored areas
-    gt_crowd: np.ndarray  # (G,) bool
-    dt_index: np.ndarray  # (D,) int position in the results list, official order
-    dt_scores: np.ndarray  # (D,) float, descending
-    checks: list[tuple[int, list[Any]]]  # (position, segmentations) of every result of this video
-    results_name: str  # for messages
-
-
-@dataclass
 class VideoEval:
     """One video after IoU and matching (A area ranges, T IoU thresholds)."""
 
     video_id: int
-    iou: np.ndarray  # (D, G) float video IoU, rows/columns as in VideoInput
+    iou: np.ndarray  # (D, G) float video IoU, detections in the official order, GT as GroundTruthVideo
     dt_scores: np.ndarray  # (D,)
     matched: np.ndarray  # (A, T, D) bool, detection matched to some GT
     dt_ignore: np.ndarray  # (A, T, D) bool
@@ -83,55 +66,6 @@ class EvalResult:
 
 
 # ------------------------------------------------------------------------------------ per video
-def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of one size).
-
-    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None).
-    Returns iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty) and
-    dt_areas (D, L) int64 per-frame detection areas (0 where None).
-    Sums are exact integers, so the division gives the official float bit for bit.
-    """
-    num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
-    length = len(dt_segmentations[0]) if num_dt else 0
-    dt_areas = _track_areas(dt_segmentations, length)
-    if num_dt == 0 or num_gt == 0:
-        return np.zeros((num_dt, num_gt)), dt_areas
-    gt_areas = _track_areas(gt_segmentations, length)
-    inter = np.zeros((num_dt, num_gt), dtype=np.int64)
-    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
-    for t in np.flatnonzero((dt_areas > 0).any(0) & (gt_areas > 0).any(0)):
-        di, gi = np.flatnonzero(dt_areas[:, t]), np.flatnonzero(gt_areas[:, t])  # empty masks add nothing
-        dts, gts = dt_frames[t], gt_frames[t]
-        # iscrowd=1 makes pycocotools divide by the detection's area: |d & g| = round(o * |d|) exactly.
-        o = mask_utils.iou([dts[i] for i in di], [gts[j] for j in gi], [1] * len(gi))
-        if (o < 0).any():  # pycocotools' answer to masks of different sizes
-            raise AutoQVISError(f"frame {t}: masks of different sizes")
-        inter[np.ix_(di, gi)] += np.rint(o * dt_areas[di, t][:, None]).astype(np.int64)
-    union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
-    iou = np.divide(inter.astype(np.float64), union.astype(np.float64),
-                    out=np.zeros((num_dt, num_gt)), where=union > 0)
-    return iou, dt_areas
-
-
-def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
-    """(N, L) int64 pixel counts (0 where None), pycocotools over all present frames at once."""
-    flat = [r for track in tracks for r in track]
-    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
-    areas = np.zeros(len(flat), dtype=np.int64)
-    areas[present] = rle_area_array([r for r in flat if r is not None])
-    return areas.reshape(len(tracks), length)
-
-
-def truthy_mean(areas: np.ndarray) -> np.ndarray:
-    """Mean of the non-zero entries of each row, 0 if none: (N, L) int -> (N,) float64.
-
-    Integer sums are exact, so this equals the official ``np.array([a for a in areas if a]).mean()``.
-    """
-    count = (areas > 0).sum(1)
-    return np.divide(areas.sum(1).astype(np.float64), count, out=np.zeros(len(areas)), where=count > 0)
-
-
 def match_video(iou: np.ndarray, gt_crowd: np.ndarray, gt_ignore: np.ndarray,
                 dt_out_of_range: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """COCO greedy matching for all area ranges and IoU thresholds at once.
@@ -165,57 +99,6 @@ def match_video(iou: np.ndarray, gt_crowd: np.ndarray, gt_ignore: np.ndarray,
         gt_taken[a, t, g] = True
     dt_ignore |= ~matched & dt_out_of_range[:, None, :]
     return matched, dt_ignore
-
-
-def evaluate_video(job: VideoInput) -> VideoEval:
-    """Check the video's masks, then IoU + matching for every area range."""
-    _check_ground_truth(job)
-    iou, dt_areas = video_iou(_checked_detections(job), job.gt_segmentations)
-    lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
-    gt_ignore = job.gt_crowd[None, :] | (job.gt_area[None, :] < lo) | (job.gt_area[None, :] > hi)
-    dt_area = truthy_mean(dt_areas)
-    dt_out = (dt_area[None, :] < lo) | (dt_area[None, :] > hi)
-    matched, dt_ignore = match_video(iou, job.gt_crowd, gt_ignore, dt_out)
-    return VideoEval(job.video_id, iou, job.dt_scores, matched, dt_ignore, gt_ignore)
-
-
-def _checked_detections(job: VideoInput) -> list[list[RLE | None]]:
-    """Check every result of the video (structure, size, counts syntax; polygons and uncompressed
-    RLE converted) and return the D evaluated detections' segmentations.
-
-    The run totals are left to pycocotools, as the official code does, unless the results were
-    loaded with ``check_masks`` (cost: one more read of every string)."""
-    h, w = job.size
-    tracks: dict[int, list[RLE | None]] = {}
-    for k, segs in job.checks:
-        if not all(s is None or is_canonical(s, job.size) for s in segs):
-            loc = f"{job.results_name}: result {k} (video {job.video_id})"
-            segs = [to_rle(s, h, w, f"{loc}: segmentations[{t}]") for t, s in enumerate(segs)]
-        tracks[k] = segs
-    where = [(k, t) for k, segs in tracks.items() for t, s in enumerate(segs) if s is not None]
-    problem = counts_syntax_problem([tracks[k][t]["counts"] for k, t in where])
-    if problem is not None:
-        k, t = where[problem[0]]
-        raise AutoQVISError(f"{job.results_name}: result {k} (video {job.video_id}): "
-                            f"segmentations[{t}]: malformed RLE: {problem[1]}")
-    return [tracks[k] for k in job.dt_index.tolist()]
-
-
-def _check_ground_truth(job: VideoInput) -> None:
-    """A dataset built in code (not loaded) may hold masks of another size or malformed ones, which
-    would silently give wrong numbers: check them here (GT is small)."""
-    where = [(g, t) for g, segs in enumerate(job.gt_segmentations) for t, s in enumerate(segs) if s is not None]
-    segs = [job.gt_segmentations[g][t] for g, t in where]
-    wrong = next((k for k, s in enumerate(segs) if not is_canonical(s, job.size)), None)
-    if wrong is not None:
-        problem: tuple[int, str] | None = (wrong, f"not a compressed RLE of the video's size {job.size}")
-    else:
-        problems = counts_problems([s["counts"] for s in segs], np.full(len(segs), job.size[0] * job.size[1]))
-        problem = next(((k, f"malformed RLE: {p}") for k, p in enumerate(problems) if p is not None), None)
-    if problem is not None:
-        g, t = where[problem[0]]
-        raise AutoQVISError(f"ground truth annotation {job.gt_ids[g]} (video {job.video_id}): "
-                            f"segmentations[{t}]: {problem[1]}")
 
 
 # ------------------------------------------------------------------------------------ dataset level
@@ -293,32 +176,29 @@ def format_summary(stats: dict[str, float]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ entry points
-def prepare_videos(gt: YTVISDataset, results: Sequence[dict[str, Any]], results_name: str = "results",
-                   ) -> list[VideoInput]:
-    """Group GT and results per video in the official order; drop category ids the GT does not list."""
-    cat_order = {c["id"]: k for k, c in enumerate(sorted(gt.categories, key=lambda c: c["id"]))}
-    keep_all = not cat_order  # a GT file without categories: nothing to filter against
-    by_video: dict[int, list[int]] = {}
-    for k, res in enumerate(results):
-        by_video.setdefault(res["video_id"], []).append(k)
-    jobs = []
+@dataclass
+class GroundTruthVideo:
+    """One GT video's tracks in the official order (category rank, then file order): G of them."""
+
+    video_id: int
+    size: list[int]  # [h, w]
+    gt_ids: list[int]  # (G,)
+    segmentations: list[list[RLE | None]]  # G x L
+    area: np.ndarray  # (G,) float mean of the truthy stored areas
+    crowd: np.ndarray  # (G,) bool
+
+
+def ground_truth_videos(gt: YTVISDataset, cat_rank: dict[int, int] | None) -> list[GroundTruthVideo]:
+    """Every GT video, ascending id; annotations of categories not in ``cat_rank`` dropped (None: keep all)."""
+    out = []
     for video in sorted(gt.videos, key=lambda v: v.id):
-        anns = [a for a in gt.annotations_of(video.id) if keep_all or a.category_id in cat_order]
-        anns.sort(key=lambda a: 0 if keep_all else cat_order[a.category_id])  # stable: file order within
-        mine = by_video.get(video.id, [])
-        kept = [k for k in mine if keep_all or results[k]["category_id"] in cat_order]
-        kept.sort(key=lambda k: 0 if keep_all else cat_order[results[k]["category_id"]])  # stable
-        if not anns and not mine:
-            continue
-        index = np.array(kept, dtype=np.int64)
-        scores = np.array([results[k]["score"] for k in kept], dtype=np.float64)
-        order = np.argsort(-scores, kind="mergesort")[: MAX_DETS[-1]]
-        jobs.append(VideoInput(
-            video.id, [video.height, video.width], [a.id for a in anns], [a.segmentations for a in anns],
-            np.array([_stored_mean_area(a.areas) for a in anns], dtype=np.float64),
-            np.array([bool(a.iscrowd) for a in anns], dtype=bool),
-            index[order], scores[order], [(k, results[k]["segmentations"]) for k in mine], results_name))
-    return jobs
+        anns = [a for a in gt.annotations_of(video.id) if cat_rank is None or a.category_id in cat_rank]
+        anns.sort(key=lambda a: 0 if cat_rank is None else cat_rank[a.category_id])  # stable: file order within
+        out.append(GroundTruthVideo(video.id, [video.height, video.width], [a.id for a in anns],
+                                    [a.segmentations for a in anns],
+                                    np.array([_stored_mean_area(a.areas) for a in anns], dtype=np.float64),
+                                    np.array([bool(a.iscrowd) for a in anns], dtype=bool)))
+    return out
 
 
 def _stored_mean_area(areas: Sequence[float | None]) -> float:
@@ -326,26 +206,53 @@ def _stored_mean_area(areas: Sequence[float | None]) -> float:
     return float(np.array(truthy).mean()) if truthy else 0.0
 
 
-_JOBS: list[VideoInput] = []  # handed to forked workers without pickling the masks
-_PARALLEL_MIN_RESULTS = 300  # results (tracks) below which the pool costs more than it saves
+def check_ground_truth(videos: Sequence[GroundTruthVideo]) -> None:
+    """A dataset built or edited in code (not freshly loaded) may hold masks of another size or
+    malformed ones, which would silently give wrong numbers: check them all (GT is small)."""
+    where = [(v, g) for v in videos for g in range(len(v.gt_ids))]
+    odd, frames = scan_frames([v.segmentations[g] for v, g in where], [v.size for v, _ in where])
+    if odd:
+        v, g = where[odd[0]]
+        t = next(t for t, s in enumerate(v.segmentations[g]) if s is not None and not is_canonical(s, v.size))
+        problem = f"not a compressed RLE of the video's size {v.size}"
+    else:
+        problems = counts_problems(frames.counts, frames.n_pixels)
+        k = next((k for k, p in enumerate(problems) if p is not None), None)
+        if k is None:
+            return
+        (v, g), t, problem = where[int(frames.track[k])], int(frames.frame[k]), f"malformed RLE: {problems[k]}"
+    raise AutoQVISError(f"ground truth annotation {v.gt_ids[g]} (video {v.video_id}): segmentations[{t}]: {problem}")
 
 
-def _evaluate_job(i: int) -> VideoEval:
-    return evaluate_video(_JOBS[i])
+def evaluate_videos(gt_videos: Sequence[GroundTruthVideo], scored: Scored, max_dets: int = MAX_DETS[-1],
+                    ) -> tuple[list[GroundTruthVideo], list[np.ndarray], list[VideoEval]]:
+    """Order, keep the first ``max_dets`` per video and match, for every video with GT or results.
 
-
-def run_videos(jobs: list[VideoInput], workers: int | None = None) -> list[VideoEval]:
-    """evaluate_video over all jobs; with workers > 1 (default: up to 2) and enough work, a forked pool."""
-    global _JOBS
-    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    if not use_pool(workers, sum(len(j.checks) for j in jobs), _PARALLEL_MIN_RESULTS) or len(jobs) < 2:
-        return [evaluate_video(j) for j in jobs]
-    _JOBS = jobs
-    try:
-        with forked_pool(workers) as pool:
-            return pool.map(_evaluate_job, range(len(jobs)), chunksize=max(1, len(jobs) // (8 * workers)))
-    finally:
-        _JOBS = []
+    Returns the evaluated GT videos, the file indices of their detections (official order) and their
+    VideoEvals.
+    """
+    kept = first_per_video(scored.video_id, scored.score, scored.cat_rank, max_dets)
+    with_results = set(np.unique(scored.video_id).tolist())
+    lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
+    videos, indices, evals = [], [], []
+    for v in gt_videos:
+        if not v.gt_ids and v.video_id not in with_results:
+            continue
+        index = kept.get(v.video_id, np.zeros(0, dtype=np.int64))
+        rows = scored.rows.get(v.video_id)
+        if rows is not None:
+            pos = np.argsort(rows.index, kind="stable")
+            at = pos[np.searchsorted(rows.index[pos], index)]  # each kept detection's row
+            iou, dt_area = rows.iou[at], rows.area[at]
+        else:
+            iou, dt_area = np.zeros((0, len(v.gt_ids))), np.zeros(0)
+        gt_ignore = v.crowd[None, :] | (v.area[None, :] < lo) | (v.area[None, :] > hi)
+        dt_out = (dt_area[None, :] < lo) | (dt_area[None, :] > hi)
+        matched, dt_ignore = match_video(iou, v.crowd, gt_ignore, dt_out)
+        videos.append(v)
+        indices.append(index)
+        evals.append(VideoEval(v.video_id, iou, scored.score[index], matched, dt_ignore, gt_ignore))
+    return videos, indices, evals
 
 
 @gc_paused
@@ -353,18 +260,27 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
                       workers: int | None = None, check_masks: bool = False) -> EvalResult:
     """Validate, then evaluate: stats, precision/recall arrays and per-video IoU matrices.
 
-    Results masks are checked per video in the worker processes (structure, size, counts syntax);
-    check_masks=True also decodes every counts string to check its runs cover the frame.
+    Results are read (a file: in parts), checked (structure, size, counts syntax; ``check_masks=True``
+    also decodes every counts string to check that its runs cover the frame) and scored on ``workers``
+    processes (default up to 2). A ground truth given as a dataset is checked again (it may have been
+    edited in code); one given as a path is loaded and checked by ``load_ytvis``.
     """
-    gt = gt if isinstance(gt, YTVISDataset) else load_ytvis(gt, workers=workers)
-    name = "<results list>" if isinstance(results, list) else str(results)
-    results = load_results(results if isinstance(results, list) else Path(results), gt, workers=workers,
-                           check_masks=check_masks)
-    jobs = prepare_videos(gt, results, name)
-    evals = run_videos(jobs, workers)
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    loaded_here = not isinstance(gt, YTVISDataset)
+    gt = load_ytvis(gt, workers=workers) if loaded_here else gt
+    cat_rank = {c["id"]: k for k, c in enumerate(sorted(gt.categories, key=lambda c: c["id"]))} or None
+    gt_videos = ground_truth_videos(gt, cat_rank)
+    if not loaded_here:
+        check_ground_truth(gt_videos)
+    parts = workers * 2 if workers > 1 else 1
+    source = (ResultsSource.from_list(results, "<results list>", parts) if isinstance(results, list)
+              else ResultsSource.from_file(Path(results), parts))
+    setting = Setting(source, {v.id: v for v in gt.videos}, {v.video_id: v.segmentations for v in gt_videos},
+                      cat_rank, check_masks, MAX_DETS[-1])
+    videos, indices, evals = evaluate_videos(gt_videos, run_parts(setting, workers))
     precision, recall = accumulate(evals)
-    ious = {j.video_id: {"dt_result_index": j.dt_index.tolist(), "gt_id": j.gt_ids, "iou": e.iou}
-            for j, e in zip(jobs, evals)}
+    ious = {v.video_id: {"dt_result_index": index.tolist(), "gt_id": v.gt_ids, "iou": e.iou}
+            for v, index, e in zip(videos, indices, evals)}
     return EvalResult(summarize(precision, recall), precision, recall, ious)
 
 

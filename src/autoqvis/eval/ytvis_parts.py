@@ -1,0 +1,310 @@
+"""The per-detection half of the evaluator: results read, checked and scored part by part.
+
+A YouTubeVIS-val results file holds ~30,000 tracks and 10^6 RLE strings (150 MB of json). It is cut
+into parts (byte ranges at result boundaries, see :mod:`autoqvis.data.json_array`, or slices of an
+in-memory list), and each part, in a worker process that inherits the file's bytes and the ground
+truth by ``fork``:
+
+1. parses its bytes;
+2. checks each result's fields (``parse_result``), then its masks: structure and size (polygons and
+   uncompressed RLE converted), counts strings (syntax, or the full runs with ``check_masks``);
+3. for each video, takes the results that can be among the video's first 100 in the official order
+   (the part's own first 100: a superset of the video's, since a part holds a subset of its results)
+   and computes their per-frame areas and their video IoU with every GT track of the video.
+
+Only small arrays travel back. A detection's IoU row depends on its own masks and the GT alone, so a
+video whose results fall into two parts is scored in both and merged by :func:`run_parts`, which also
+reports the first bad result of the file, with its index, exactly as a serial check would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..data.json_array import parse_part, split_array
+from ..data.rle_batch import counts_problems, counts_syntax_problem, forked_pool, scan_frames, use_pool
+from ..data.ytvis import RLE, Video, check_track_masks, parse_result, result_location, rle_area_array, to_rle
+from ..errors import AutoQVISError
+from ..fileio import read_json
+
+_PARALLEL_MIN_BYTES = 4 << 20  # results json below which worker processes cost more than they save
+_PARALLEL_MIN_RESULTS = 300  # the same for an in-memory results list
+_PARTS_PER_WORKER = 2  # more parts than workers: a worker slowed down by other jobs takes fewer
+
+
+# ------------------------------------------------------------------------------------ video IoU
+def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of one size).
+
+    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None).
+    Returns iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty) and
+    dt_areas (D, L) int64 per-frame detection areas (0 where None).
+    One pycocotools ``iou`` call per frame for all its non-empty pairs (it skips pairs whose boxes do
+    not overlap); with ``iscrowd=1`` it divides by the detection's area, so |d & g| = round(o * |d|)
+    exactly. Unions come from the areas (|d| + |g| - |d & g|). All sums are exact integers, so the
+    division gives the official float bit for bit.
+    """
+    num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
+    length = len(dt_segmentations[0]) if num_dt else 0
+    dt_areas = _track_areas(dt_segmentations, length)
+    if num_dt == 0 or num_gt == 0:
+        return np.zeros((num_dt, num_gt)), dt_areas
+    gt_areas = _track_areas(gt_segmentations, length)
+    pairs = (dt_areas.T > 0)[:, :, None] & (gt_areas.T > 0)[:, None, :]  # (L, D, G): empty masks add nothing
+    frame, d, g = np.nonzero(pairs)  # frame by frame, in the row-major order of each frame's iou matrix
+    if len(frame) == 0:
+        return np.zeros((num_dt, num_gt)), dt_areas
+    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
+    on_dt, on_gt = pairs.any(2), pairs.any(1)  # (L, D), (L, G)
+    overlaps = []
+    for t in np.flatnonzero(on_dt.any(1)).tolist():
+        dts, gts = dt_frames[t], gt_frames[t]
+        gi = np.flatnonzero(on_gt[t]).tolist()
+        o = mask_utils.iou([dts[i] for i in np.flatnonzero(on_dt[t]).tolist()], [gts[j] for j in gi], [1] * len(gi))
+        overlaps.append(o.ravel())
+    o = np.concatenate(overlaps)
+    if (o < 0).any():  # pycocotools' answer to masks of different sizes
+        raise AutoQVISError(f"frame {int(frame[np.argmax(o < 0)])}: masks of different sizes")
+    inter = np.bincount(d * num_gt + g, weights=np.rint(o * dt_areas[d, frame]), minlength=num_dt * num_gt)
+    union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter.reshape(num_dt, num_gt)
+    return np.divide(inter.reshape(num_dt, num_gt), union, out=np.zeros((num_dt, num_gt)), where=union > 0), dt_areas
+
+
+def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
+    """(N, L) int64 pixel counts (0 where None), pycocotools over all present frames at once."""
+    flat = [r for track in tracks for r in track]
+    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
+    areas = np.zeros(len(flat), dtype=np.int64)
+    areas[present] = rle_area_array([r for r in flat if r is not None])
+    return areas.reshape(len(tracks), length)
+
+
+def truthy_mean(areas: np.ndarray) -> np.ndarray:
+    """Mean of the non-zero entries of each row, 0 if none: (N, L) int -> (N,) float64.
+
+    Integer sums are exact, so this equals the official ``np.array([a for a in areas if a]).mean()``.
+    """
+    count = (areas > 0).sum(1)
+    return np.divide(areas.sum(1).astype(np.float64), count, out=np.zeros(len(areas)), where=count > 0)
+
+
+# ------------------------------------------------------------------------------------ inputs
+@dataclass
+class ResultsSource:
+    """The results, as the bytes of a json file cut into parts or as an in-memory list cut into slices.
+
+    name: the file (or "<results list>") for messages; raw + ranges: the file's bytes and the parts'
+    byte ranges (:func:`split_array`); records + ranges: the list and the parts' index ranges.
+    """
+
+    name: str
+    ranges: list[tuple[int, int]]
+    raw: bytes | None = None
+    records: list[Any] | None = None
+
+    @classmethod
+    def from_file(cls, path: Path, parts: int) -> "ResultsSource":
+        try:
+            raw = path.read_bytes()
+        except OSError:  # read_json names the problem
+            read_json(path, "results json")
+            raise
+        parts = parts if len(raw) >= _PARALLEL_MIN_BYTES else 1
+        return cls(str(path), split_array(raw, parts), raw=raw)
+
+    @classmethod
+    def from_list(cls, records: list[Any], name: str, parts: int) -> "ResultsSource":
+        parts = parts if len(records) >= _PARALLEL_MIN_RESULTS else 1
+        step = max(1, -(-len(records) // max(1, parts)))
+        ranges = [(a, min(a + step, len(records))) for a in range(0, len(records), step)] or [(0, 0)]
+        return cls(name, ranges, records=records)
+
+    def part(self, i: int) -> list[Any] | None:
+        """The results of part i; None if its bytes do not parse as that part of a json list."""
+        if self.records is not None:
+            return self.records[self.ranges[i][0]:self.ranges[i][1]]
+        return parse_part(self.raw, self.ranges, i)  # type: ignore[arg-type]
+
+
+@dataclass
+class Setting:
+    """Everything a part needs: the results, GT videos by id (``videos``), each GT video's tracks in
+    the official order (``gt_tracks``: G x L per video), the evaluated categories (``cat_rank``:
+    category id -> rank; None keeps every result), ``check_masks`` and the detections kept per video."""
+
+    source: ResultsSource
+    videos: dict[int, Video]
+    gt_tracks: dict[int, list[list[RLE | None]]]
+    cat_rank: dict[int, int] | None
+    check_masks: bool
+    max_dets: int
+
+
+@dataclass
+class VideoRows:
+    """Scored results of one video in one part: index (D,) in the part (or the file, once merged),
+    iou (D, G) with the video's GT tracks, area (D,) mean non-zero mask area."""
+
+    index: np.ndarray
+    iou: np.ndarray
+    area: np.ndarray
+
+
+@dataclass
+class PartOutput:
+    """n: results in the part (None: its bytes did not parse); video_id, score, cat_rank (n,) per result
+    (cat_rank -1: category not evaluated); rows: video id -> VideoRows; top_error / mask_error: (index in
+    the part, record) of the first result whose fields / masks are bad."""
+
+    n: int | None
+    video_id: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cat_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rows: dict[int, VideoRows] = field(default_factory=dict)
+    top_error: tuple[int, Any] | None = None
+    mask_error: tuple[int, Any] | None = None
+
+
+# ------------------------------------------------------------------------------------ one part
+def score_part(setting: Setting, i: int) -> PartOutput:
+    """Parse, check and score part i (see the module docstring)."""
+    records = setting.source.part(i)
+    if records is None:
+        return PartOutput(None)
+    results = []
+    for k, rec in enumerate(records):
+        try:
+            results.append(parse_result(rec, setting.source.name, k, setting.videos))
+        except AutoQVISError:
+            return PartOutput(len(records), top_error=(k, rec))
+    video_id = np.fromiter((r["video_id"] for r in results), dtype=np.int64, count=len(results))
+    tracks = [r["segmentations"] for r in results]
+    sizes = [[setting.videos[v].height, setting.videos[v].width] for v in video_id.tolist()]
+    bad = _first_bad_masks(tracks, sizes, setting.check_masks)
+    if bad is not None:
+        return PartOutput(len(records), mask_error=(bad, records[bad]))
+    score = np.fromiter((r["score"] for r in results), dtype=np.float64, count=len(results))
+    ranks = setting.cat_rank
+    cat_rank = np.fromiter((0 if ranks is None else ranks.get(r["category_id"], -1) for r in results),
+                           dtype=np.int64, count=len(results))
+    rows = {}
+    for vid, index in first_per_video(video_id, score, cat_rank, setting.max_dets).items():
+        iou, areas = video_iou([tracks[k] for k in index.tolist()], setting.gt_tracks[vid])
+        rows[vid] = VideoRows(index, iou, truthy_mean(areas))
+    return PartOutput(len(records), video_id, score, cat_rank, rows)
+
+
+def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool) -> int | None:
+    """Index of the first track with a bad mask, or None; converts polygons and uncompressed RLE in place."""
+    odd, frames = scan_frames(tracks, sizes)
+    bad = []
+    for i in odd:
+        h, w = sizes[i]
+        try:
+            tracks[i][:] = [to_rle(s, h, w, "") for s in tracks[i]]
+        except AutoQVISError:
+            bad.append(i)
+    converted = [i for i in odd if i not in set(bad)]
+    if converted:  # bytes counts pass the conversion unchecked
+        _, more = scan_frames([tracks[i] for i in converted], [sizes[i] for i in converted])
+        frames.counts += more.counts
+        frames.track = np.r_[frames.track, np.asarray(converted, dtype=np.int64)[more.track]]
+        frames.n_pixels = np.r_[frames.n_pixels, more.n_pixels]
+    if full:
+        bad += [int(frames.track[k]) for k, p in enumerate(counts_problems(frames.counts, frames.n_pixels))
+                if p is not None]
+    else:
+        first = counts_syntax_problem(frames.counts)
+        bad += [] if first is None else [int(frames.track[first[0]])]
+    return min(bad, default=None)
+
+
+def first_per_video(video_id: np.ndarray, score: np.ndarray, cat_rank: np.ndarray, max_dets: int,
+                    ) -> dict[int, np.ndarray]:
+    """The first ``max_dets`` evaluated results of each video in the official order.
+
+    video_id, score, cat_rank: (N,) per result in file order (cat_rank -1: not evaluated). The order:
+    descending score, ties by category rank, then file order (the official stable sort by category
+    then by score). Returns video id -> (D,) indices, in that order.
+    """
+    keep = np.flatnonzero(cat_rank >= 0)
+    order = keep[np.lexsort((keep, cat_rank[keep], -score[keep], video_id[keep]))]
+    videos = video_id[order]
+    starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]]) if len(order) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(order)]
+    return {int(videos[s]): order[s:min(e, s + max_dets)] for s, e in zip(starts, ends)}
+
+
+# ------------------------------------------------------------------------------------ all parts
+_SETTING: Setting | None = None  # handed to forked workers without pickling
+
+
+def _score_part_job(i: int) -> PartOutput:
+    return score_part(_SETTING, i)  # type: ignore[arg-type]
+
+
+@dataclass
+class Scored:
+    """All results: video_id, score, cat_rank (N,) in file order; rows: video id -> VideoRows with
+    file indices (a superset of the video's first max_dets results)."""
+
+    video_id: np.ndarray
+    score: np.ndarray
+    cat_rank: np.ndarray
+    rows: dict[int, VideoRows]
+
+
+def run_parts(setting: Setting, workers: int) -> Scored:
+    """score_part over all parts (a forked pool when there are several), merged; raises the
+    AutoQVISError of the first bad result of the file (fields before masks, as a serial check)."""
+    global _SETTING
+    n_parts = len(setting.source.ranges)
+    _SETTING = setting
+    try:
+        if n_parts > 1 and use_pool(workers, n_parts, 2):
+            with forked_pool(min(workers, n_parts)) as pool:
+                outputs = pool.map(_score_part_job, range(n_parts), chunksize=1)
+        else:
+            outputs = [score_part(setting, i) for i in range(n_parts)]
+    finally:
+        _SETTING = None
+    if any(out.n is None for out in outputs):  # not a json list, or one our cuts did not fit
+        records = read_json(Path(setting.source.name), "results json")  # raises if the file is not json
+        if not isinstance(records, list):
+            raise AutoQVISError(f"{setting.source.name}: a results file must be a json list of predictions, "
+                                f"got {type(records).__name__}")
+        return run_parts(replace(setting, source=ResultsSource.from_list(records, setting.source.name, n_parts)), workers)
+    offsets = np.cumsum([0] + [out.n for out in outputs])  # type: ignore[misc]
+    _raise_first_error(setting, outputs, offsets)
+    rows: dict[int, list[VideoRows]] = {}
+    for out, offset in zip(outputs, offsets):
+        for vid, r in out.rows.items():
+            rows.setdefault(vid, []).append(VideoRows(r.index + offset, r.iou, r.area))
+    merged = {vid: VideoRows(np.concatenate([r.index for r in rs]), np.concatenate([r.iou for r in rs]),
+                             np.concatenate([r.area for r in rs])) for vid, rs in rows.items()}
+    return Scored(np.concatenate([out.video_id for out in outputs]), np.concatenate([out.score for out in outputs]),
+                  np.concatenate([out.cat_rank for out in outputs]), merged)
+
+
+def _raise_first_error(setting: Setting, outputs: list[PartOutput], offsets: np.ndarray) -> None:
+    """Re-check the first bad result alone, with its index in the file, to raise its own message."""
+    name = setting.source.name
+    tops = [(int(off) + out.top_error[0], out.top_error[1]) for out, off in zip(outputs, offsets) if out.top_error]
+    if tops:
+        k, rec = min(tops, key=lambda e: e[0])
+        parse_result(rec, name, k, setting.videos)  # raises: the same check as in the part
+        raise AutoQVISError(f"{name}: result {k}: rejected")  # only if the two checks ever disagreed
+    masks = [(int(off) + out.mask_error[0], out.mask_error[1]) for out, off in zip(outputs, offsets) if out.mask_error]
+    if masks:
+        k, rec = min(masks, key=lambda e: e[0])
+        res = parse_result(rec, name, k, setting.videos)
+        video = setting.videos[res["video_id"]]
+        check_track_masks(res["segmentations"], [video.height, video.width],  # raises, as in the part
+                          result_location(name, k, video.id), full=setting.check_masks)
+        raise AutoQVISError(f"{result_location(name, k, video.id)}: segmentations: malformed")  # as above
