@@ -101,7 +101,8 @@ def main() -> int:
     assets = Path(args.assets)
     ckpt_path = assets / f"{NAME}.pt"
     atomic_torch_save(payload, ckpt_path)
-    cfg = load_config(REPO / args.config, [f"seed={args.seed}"] + ([f"train.max_iter={args.max_iters}"] if args.max_iters else []))
+    cfg = load_config(train / "config.yaml")  # what the run trained with, even if the yaml changed since
+    stage_cfg = {k: v for k, v in cfg.to_dict().items() if k not in ("selftrain", "name")}
     metrics = read_json(train / "metrics.json", "metrics")
     log = [json.loads(line) for line in (train / "log.jsonl").read_text().splitlines() if line.strip()]
     losses = [r for r in log if "total_loss" in r]
@@ -113,8 +114,8 @@ def main() -> int:
         "seed": args.seed,
         "world": {"seed": args.seed, "size": "default"},
         "config": args.config,
-        "config_sha256": hashlib.sha256((REPO / args.config).read_bytes()).hexdigest(),
-        "model_config": cfg.to_dict()["model"],
+        "model_config": stage_cfg["model"],
+        "initial_stage_config": stage_cfg,  # every config section the initial stage reads
         "iterations": payload["iteration"],
         "loss_first_last": [losses[0]["total_loss"], losses[-1]["total_loss"]] if losses else None,
         "val": {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR10")},

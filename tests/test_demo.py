@@ -214,7 +214,10 @@ def test_shipped_checkpoint_fits_the_toy_config_and_its_provenance():
     assert ckpt.stat().st_size <= 10 * 2**20 and meta["size_bytes"] == ckpt.stat().st_size
     assert meta["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     cfg = load_config("toy")
-    assert meta["model_config"] == cfg.to_dict()["model"], "configs/toy.yaml changed: run benchmarks/make_toy_checkpoint.py"
+    stage = {k: v for k, v in cfg.to_dict().items() if k not in ("selftrain", "name")}
+    # the committed command must still make this file: same model and same initial-stage settings
+    assert meta["initial_stage_config"] == stage, "configs/toy.yaml changed: run python benchmarks/make_toy_checkpoint.py"
+    assert meta["model_config"] == stage["model"]
     assert meta["seed"] == 0 and meta["iterations"] >= 1 and 0.0 <= meta["val"]["AP50"] <= 1.0
     model = build_model(cfg)
     report = load_checkpoint(model, ckpt, strict=True)

@@ -15,6 +15,7 @@ import pytest
 from autoqvis import cli
 from autoqvis.data.ytvis import encode_masks, load_ytvis, rle_areas, rle_bboxes
 from autoqvis.errors import AutoQVISError
+from autoqvis.fileio import read_json
 from autoqvis.eval.ytvis_eval import STAT_KEYS, evaluate, evaluate_detailed, format_summary, video_iou
 
 CASES = ["01_mixed_basic", "02_perfect", "03_many_fp_maxdets", "04_crowd", "05_area_ranges", "06_ties_nulls_empty"]
@@ -239,3 +240,119 @@ def test_dataset_built_in_code_with_a_wrong_mask_is_refused():
     with pytest.raises(AutoQVISError, match=rf"ground truth annotation {ann.id} \(video {ann.video_id}\): "
                                             r"segmentations\[0\]: not a compressed RLE of the video's size"):
         evaluate(ds, results, workers=1)
+
+
+# ------------------------------------------------------------------------------------ parts
+@pytest.fixture
+def many_parts(monkeypatch):
+    """Cut even small inputs into parts (2 per worker), as a YouTubeVIS-val file is."""
+    from autoqvis.eval import ytvis_parts
+
+    monkeypatch.setattr(ytvis_parts, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(ytvis_parts, "_PARALLEL_MIN_RESULTS", 0)
+
+
+def _shuffled_set(seed: int) -> tuple[dict, list]:
+    """A random set whose videos are spread over the whole results list (every part holds some of every
+    video's results, video 2 more than 100 of them)."""
+    gt, results = make_random_set(seed)
+    order = np.random.default_rng(seed).permutation(2 * len(results))
+    return gt, [copy.deepcopy(results[i % len(results)]) for i in order]
+
+
+def test_file_read_in_parts_gives_the_numbers_of_one_part(tmp_path, many_parts):
+    gt, results = _shuffled_set(9)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    ds = load_ytvis(gt)
+    whole = evaluate_detailed(ds, results, workers=1)  # one part, in this process
+    for source in (path, results):
+        parts = evaluate_detailed(ds, source, workers=2)  # 4 parts on 2 worker processes
+        assert parts.stats == whole.stats
+        np.testing.assert_array_equal(parts.precision, whole.precision)
+        assert parts.video_iou.keys() == whole.video_iou.keys()
+        for vid, want in whole.video_iou.items():
+            got = parts.video_iou[vid]
+            assert got["dt_result_index"] == want["dt_result_index"] and got["gt_id"] == want["gt_id"]
+            np.testing.assert_array_equal(got["iou"], want["iou"])
+    assert len(whole.video_iou[2]["dt_result_index"]) == 100  # video 2 had more: its first 100 are kept
+
+
+def test_json_array_parts_are_the_elements_or_refused():
+    from autoqvis.data.json_array import parse_part, split_array
+
+    gt, results = make_random_set(10)
+    results[5]["note"] = '}, {"video_id": 1, "x": ['  # a boundary look-alike inside a string
+    raw = json.dumps(results).encode()
+    for n in (1, 2, 3, 7):
+        ranges = split_array(raw, n)
+        assert len(ranges) == n
+        parts = [parse_part(raw, ranges, i) for i in range(n)]
+        assert [r for p in parts for r in p] == results
+    cut = raw.index(b'}, {\\"video_id') + 1  # a cut inside that string: its part does not parse
+    assert parse_part(raw, [(0, cut), (cut + 2, len(raw))], 0) is None
+    assert parse_part(b'[{"a": NaN}, {"b": 1}]', [(0, 11), (13, 22)], 0) is None
+    assert split_array(b'{"videos": []}', 4) == [(0, 14)]
+
+
+def test_results_file_cut_in_the_wrong_places_is_read_whole(tmp_path, many_parts, monkeypatch):
+    from autoqvis.eval import ytvis_parts
+
+    def inside_strings(raw: bytes, parts: int) -> list[tuple[int, int]]:
+        cuts = [m.start() + 1 for m in __import__("re").finditer(rb'\}, \{\\"', raw)][:parts - 1]
+        return [(a + 2 if a else 0, b) for a, b in zip([0] + cuts, cuts + [len(raw)])]
+
+    gt, results = _shuffled_set(11)
+    for r in results:
+        r["note"] = '}, {"score": 1}'
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    monkeypatch.setattr(ytvis_parts, "split_array", inside_strings)
+    read_whole = []
+    monkeypatch.setattr(ytvis_parts, "read_json", lambda *a: read_whole.append(a) or read_json(*a))
+    ds = load_ytvis(gt)
+    assert evaluate(ds, path, workers=2) == evaluate(ds, results, workers=1)
+    assert len(read_whole) == 1
+
+
+def test_first_bad_result_of_the_file_is_reported_from_any_part(tmp_path, many_parts):
+    gt, results = _shuffled_set(12)
+    n = len(results)
+    ds = load_ytvis(gt)
+    late_field, early_mask = n - 3, 2  # fields are checked before masks, as in a serial check
+    bad = copy.deepcopy(results)
+    bad[late_field]["score"] = 1.5
+    k = next(i for i in range(early_mask, n) if bad[i]["segmentations"][0] is not None)
+    bad[k]["segmentations"][0] = {"size": bad[k]["segmentations"][0]["size"], "counts": "1i"}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    vid = bad[late_field]["video_id"]
+    for workers in (1, 2):
+        with pytest.raises(AutoQVISError, match=rf"^{path}: result {late_field} \(video {vid}\): field 'score'"):
+            evaluate(ds, path, workers=workers)
+    bad[late_field]["score"] = 0.5
+    late_mask = next(i for i in range(n - 1, k, -1) if bad[i]["segmentations"][-1] is not None)
+    bad[late_mask]["segmentations"][-1] = [[1.0, 1.0, 2.0]]  # a polygon of too few points, later in the file
+    path.write_text(json.dumps(bad))
+    for workers in (1, 2):
+        with pytest.raises(AutoQVISError, match=rf"^{path}: result {k} \(video {bad[k]['video_id']}\): "
+                                                r"segmentations\[0\]: malformed RLE: counts ends in the middle"):
+            evaluate(ds, path, workers=workers)
+        bad[k]["segmentations"][0] = results[k]["segmentations"][0]
+        with pytest.raises(AutoQVISError, match=rf"^<results list>: result {late_mask} .*segmentations\[\d+\]: "
+                                                r"polygon 0 must be a list of >= 3"):
+            evaluate(ds, bad, workers=workers)
+        bad[k]["segmentations"][0] = {"size": results[k]["segmentations"][0]["size"], "counts": "1i"}
+
+
+def test_fast_json_reads_the_floats_json_reads():
+    from autoqvis.data.json_array import loads
+
+    rng = np.random.default_rng(13)
+    bits = rng.integers(0, 2**63, 20000, dtype=np.uint64) | (rng.integers(0, 2, 20000, dtype=np.uint64) << 63)
+    floats = bits.view(np.float64)
+    literals = [repr(float(x)) for x in floats[np.isfinite(floats)]]
+    literals += [f"0.{rng.integers(0, 10**18)}{rng.integers(0, 10**9)}" for _ in range(5000)]
+    literals += [f"{rng.integers(1, 10**15)}e{rng.integers(-330, 290)}" for _ in range(5000)]
+    doc = "[" + ",".join(literals) + "]"
+    assert [repr(x) for x in loads(doc.encode())] == [repr(x) for x in json.loads(doc)]

@@ -20,6 +20,11 @@ from typing import Any, Iterator
 
 from .errors import AutoQVISError
 
+try:  # optional and faster; whatever it refuses goes through json below (same value or same message)
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
 
 def _process_umask() -> int:
     mask = os.umask(0o022)
@@ -158,6 +163,11 @@ def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
         raise AutoQVISError(f"{path}: cannot read {what} ({_reason(e)})") from None
     if not raw.strip():
         raise AutoQVISError(f"{path}: {what} is empty (0 bytes)")
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     constants: list[str] = []
 
     def constant(name: str) -> float:

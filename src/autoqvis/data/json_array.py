@@ -52,11 +52,7 @@ def parse_part(raw: bytes, ranges: list[tuple[int, int]], i: int) -> list[Any] |
     """The elements of part ``i`` of :func:`split_array`'s ``ranges``, or None if it does not parse
     as that part of a json array (NaN / Infinity literals included: json does not allow them)."""
     start, end = ranges[i]
-    text = raw[start:end]
-    if i > 0:
-        text = b"[" + text
-    if i < len(ranges) - 1:
-        text = text + b"]"
+    text = b"".join((b"[" if i > 0 else b"", memoryview(raw)[start:end], b"]" if i < len(ranges) - 1 else b""))
     try:
         value = loads(text)
     except (ValueError, RecursionError):

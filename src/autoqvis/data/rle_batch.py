@@ -111,7 +111,8 @@ def _numbers(code: np.ndarray, last: np.ndarray, more: np.ndarray, bad: np.ndarr
     value = (tail & 15).astype(np.int64) - (tail & 16)  # one character: 4 bits and a sign
     if len(more) == 0:
         return value
-    multi = np.unique(np.searchsorted(last, more))  # numbers with more than one character
+    owner = np.searchsorted(last, more)  # ascending: more and last are
+    multi = owner[np.r_[True, owner[1:] != owner[:-1]]]  # numbers with more than one character
     first = np.r_[0, last[:-1] + 1][multi]
     digits = last[multi] - first + 1
     too_long = np.searchsorted(str_end, last[multi[digits > _MAX_DIGITS]])
@@ -189,14 +190,20 @@ def is_canonical(seg: Any, size: list[int]) -> bool:
 class PresentFrames:
     """The present (not None) frames of canonical tracks, flattened track by track, frame by frame.
 
-    counts: (P,) counts strings; track, frame: (P,) int64 where each comes from; n_pixels: (P,) int64
-    h * w of its track.
+    counts: (P,) counts strings; track: (P,) int64 the track of each; n_pixels: (P,) int64 h * w of its
+    track; tracks: the tracks themselves (for :meth:`locate`).
     """
 
     counts: list[str]
     track: np.ndarray
-    frame: np.ndarray
     n_pixels: np.ndarray
+    tracks: Sequence[Sequence[Any]]
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(track, frame) of present frame k."""
+        i = int(self.track[k])
+        rank = k - int(np.searchsorted(self.track, i))  # present frames of track i before k
+        return i, [t for t, s in enumerate(self.tracks[i]) if s is not None][rank]
 
 
 def scan_frames(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]]) -> tuple[list[int], PresentFrames]:
@@ -206,24 +213,20 @@ def scan_frames(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]]) -> 
     size (``is_canonical``), and the present frames of all the other tracks. A few passes of builtins
     over all frames at once; the tracks are looked at one by one only when one of those passes fails.
     """
-    flat = list(itertools.chain.from_iterable(tracks))
-    keep = np.fromiter(map(operator.is_not, flat, itertools.repeat(None)), dtype=bool, count=len(flat))
-    lengths = np.fromiter(map(len, tracks), dtype=np.int64, count=len(tracks))
-    present = list(itertools.compress(flat, keep.tolist()))
-    ends = np.cumsum(lengths)
-    seen = np.r_[0, np.cumsum(keep)]  # present frames before each flat position
-    if not _all_canonical(present, sizes, seen[ends] - seen[ends - lengths]):
+    present = [s for segs in tracks for s in segs if s is not None]
+    n_present = (np.fromiter(map(len, tracks), dtype=np.int64, count=len(tracks))
+                 - np.fromiter(map(operator.methodcaller("count", None), tracks), dtype=np.int64, count=len(tracks)))
+    if not _all_canonical(present, sizes, n_present):
         odd = [i for i, segs in enumerate(tracks) if not all(s is None or is_canonical(s, sizes[i]) for s in segs)]
         if odd:
             ok = sorted(set(range(len(tracks))) - set(odd))
             _, frames = scan_frames([tracks[i] for i in ok], [sizes[i] for i in ok])
             frames.track = np.asarray(ok, dtype=np.int64)[frames.track]
+            frames.tracks = tracks
             return odd, frames
-    pos = np.flatnonzero(keep)
-    track = np.repeat(np.arange(len(tracks)), lengths)[pos]
-    frame = pos - (ends - lengths)[track]
+    track = np.repeat(np.arange(len(tracks)), n_present)
     pixels = np.fromiter((h * w for h, w in sizes), dtype=np.int64, count=len(sizes))
-    return [], PresentFrames(list(map(operator.itemgetter("counts"), present)), track, frame, pixels[track])
+    return [], PresentFrames(list(map(operator.itemgetter("counts"), present)), track, pixels[track], tracks)
 
 
 def _all_canonical(present: list[Any], sizes: Sequence[list[int]], per_track: np.ndarray) -> bool:
@@ -242,7 +245,10 @@ def _scan_range(bounds: tuple[int, int]) -> ScanReport:
     noncanonical, frames = scan_frames(tracks[bounds[0]:bounds[1]], sizes[bounds[0]:bounds[1]])
     problems = counts_problems(frames.counts, frames.n_pixels)
     bad = next((k for k, p in enumerate(problems) if p is not None), None)
-    problem = None if bad is None else (bounds[0] + int(frames.track[bad]), int(frames.frame[bad]), problems[bad])
+    problem = None
+    if bad is not None:
+        track, frame = frames.locate(bad)
+        problem = (bounds[0] + track, frame, problems[bad])
     return ScanReport([bounds[0] + i for i in noncanonical], problem)  # type: ignore[arg-type]
 
 

@@ -328,7 +328,9 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
 def write_gif(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> int:
     """Write uint8 (H, W, 3) RGB frames as a looping gif (Pillow); returns the number of frames."""
     path = Path(path)
-    images = [Image.fromarray(_check_frame(f, None, path, i)) for i, f in enumerate(frames)]
+    # fast octree palettes: Pillow's default median cut costs ~40x more CPU for the same picture
+    images = [Image.fromarray(_check_frame(f, None, path, i)).quantize(256, method=Image.Quantize.FASTOCTREE)
+              for i, f in enumerate(frames)]
     if not images:
         raise AutoQVISError(f"{path}: no frames to write")
     buf = io.BytesIO()

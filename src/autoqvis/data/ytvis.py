@@ -16,6 +16,8 @@ pycocotools never checks, are validated in bulk by :mod:`autoqvis.data.rle_batch
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -207,6 +209,8 @@ def _check_file_name(name: Any, loc: str) -> str:
     """A frame path must stay inside the image root: relative, no ``..``, no drive."""
     if not isinstance(name, str) or not name:
         raise AutoQVISError(f"{loc}: must be a non-empty string, got {name!r}")
+    if ":" not in name and "\\" not in name and name[0] != "/" and ".." not in name.split("/"):
+        return name  # no drive, root or '..' under either convention (the common case, without pathlib)
     posix, win = PurePosixPath(name), PureWindowsPath(name)
     if posix.is_absolute() or win.is_absolute() or win.drive or name.startswith(("/", "\\")):
         raise AutoQVISError(f"{loc}: {name!r} is an absolute path; file_names must be relative to the image root")
@@ -351,7 +355,18 @@ def _per_frame_list(rec: dict, key: str, length: int, loc: str) -> list | None:
     return value
 
 
+def _finite_numbers(values: list[Any]) -> bool:
+    """All ints or floats (not bools, nor subclasses: those take the slow path) and finite."""
+    try:
+        return set(map(type, values)) <= {int, float} and all(map(math.isfinite, values))
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
 def _check_areas(areas: list, loc: str) -> list[float | None]:
+    present = [a for a in areas if a is not None]
+    if _finite_numbers(present) and min(present, default=0) >= 0:  # the common case, in bulk
+        return areas
     for t, a in enumerate(areas):
         if a is not None and not (is_finite_number(a) and a >= 0):
             raise AutoQVISError(f"{loc}: areas[{t}] must be a finite number >= 0 or null, got {a!r}")
@@ -359,6 +374,13 @@ def _check_areas(areas: list, loc: str) -> list[float | None]:
 
 
 def _check_bboxes(bboxes: list, video: Video, loc: str) -> list[list[float] | None]:
+    present = [b for b in bboxes if b is not None]
+    if set(map(type, present)) <= {list} and set(map(len, present)) <= {4} \
+            and _finite_numbers(list(itertools.chain.from_iterable(present))):  # the common case, in bulk
+        x, y, bw, bh = np.array(present, dtype=np.float64).reshape(-1, 4).T
+        if not ((bw < 0) | (bh < 0) | (x < -_BBOX_SLACK) | (y < -_BBOX_SLACK) | (x + bw > video.width + _BBOX_SLACK)
+                | (y + bh > video.height + _BBOX_SLACK)).any():
+            return bboxes
     for t, b in enumerate(bboxes):
         if b is None:
             continue

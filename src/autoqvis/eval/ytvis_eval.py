@@ -220,7 +220,8 @@ def check_ground_truth(videos: Sequence[GroundTruthVideo]) -> None:
         k = next((k for k, p in enumerate(problems) if p is not None), None)
         if k is None:
             return
-        (v, g), t, problem = where[int(frames.track[k])], int(frames.frame[k]), f"malformed RLE: {problems[k]}"
+        track, t = frames.locate(k)
+        (v, g), problem = where[track], f"malformed RLE: {problems[k]}"
     raise AutoQVISError(f"ground truth annotation {v.gt_ids[g]} (video {v.video_id}): segmentations[{t}]: {problem}")
 
 

@@ -213,7 +213,7 @@ def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool
     converted = [i for i in odd if i not in set(bad)]
     if converted:  # bytes counts pass the conversion unchecked
         _, more = scan_frames([tracks[i] for i in converted], [sizes[i] for i in converted])
-        frames.counts += more.counts
+        frames.counts += more.counts  # (appended out of order: only the track of a problem is read)
         frames.track = np.r_[frames.track, np.asarray(converted, dtype=np.int64)[more.track]]
         frames.n_pixels = np.r_[frames.n_pixels, more.n_pixels]
     if full:
