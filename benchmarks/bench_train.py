@@ -49,7 +49,7 @@ def ensure_world(world: Path) -> None:
     print(f"toy world written to {world} in {time.perf_counter() - t:.1f} s", flush=True)
 
 
-def launch(name: str, overrides: list[str], cpus: list[int], args: argparse.Namespace) -> dict:
+def launch(name: str, overrides: list[str], cpus: list[int], args: argparse.Namespace, pin: bool) -> dict:
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     world = Path(args.world)
@@ -58,8 +58,8 @@ def launch(name: str, overrides: list[str], cpus: list[int], args: argparse.Name
     threads = str(len(cpus))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     log = (out / "stdout.txt").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    pin_cpus = (lambda: os.sched_setaffinity(0, cpus)) if pin else None  # keep parallel runs apart
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=pin_cpus)
     return {"name": name, "overrides": overrides, "cpus": cpus, "proc": proc, "start": time.perf_counter(), "out": out}
 
 
@@ -116,10 +116,13 @@ def summarize(run: dict, args: argparse.Namespace) -> dict:
         if train:
             rec = train[min(len(train) - 1, round(frac * (len(train) - 1)))]
             curve[rec["iteration"]] = round(rec["total_loss"], 2)
+    later = train[1:] or train  # the first log line is iteration 1 alone (warm-up)
+    cpu = sum(r["cpu_time"] for r in later) / len(later) if later else None
     return {
         "name": run["name"], "overrides": run["overrides"], "returncode": run["proc"].returncode,
         "interrupted": bool(run.get("interrupted")), "iterations": iters, "train_s": round(train_s, 1),
-        "s_per_iter": round(train_s / iters, 3) if iters else None, "wall_s": round(run.get("wall_s", 0.0), 1),
+        "s_per_iter": round(train_s / iters, 3) if iters else None,
+        "cpu_s_per_iter": round(cpu, 3) if cpu is not None else None, "wall_s": round(run.get("wall_s", 0.0), 1),
         "eval_s_after_interrupt": round(run.get("eval_s", 0.0), 1), "loss_curve": curve,
         **{k: metrics.get(k) for k in ("AP", "AP50", "AP75", "AR10")},
     }
@@ -149,7 +152,8 @@ def main() -> int:
         slots = [cpus]
     results = []
     for start in range(0, len(variants), len(slots)):  # as many runs at once as there are core slots
-        wave = [launch(v[0], v[1:], slot, args) for v, slot in zip(variants[start:start + len(slots)], slots)]
+        todo = variants[start:start + len(slots)]
+        wave = [launch(v[0], v[1:], slot, args, pin=len(todo) > 1) for v, slot in zip(todo, slots)]
         wait_all(wave, args.time_limit)
         results += [summarize(run, args) for run in wave]
     summary = {"config": args.config, "cores_per_run": args.cores_per_run, "cpu": _cpu_name(), "runs": results}
@@ -159,15 +163,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nconfig {args.config}, {args.cores_per_run} cores per run, CPU: {summary['cpu']}")
-    print("| run | iters | train s | s/iter | wall s | loss (iteration: total) | AP50 | AP | AR10 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | iters | train s | s/iter | CPU s/iter | wall s | loss (iteration: total) | AP50 | AP | AR10 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         curve = ", ".join(f"{k}: {v}" for k, v in r["loss_curve"].items())
         flag = " (interrupted)" if r["interrupted"] else ""
-        print(f"| {r['name']}{flag} | {r['iterations']} | {r['train_s']} | {r['s_per_iter']} | {r['wall_s']} | {curve} "
+        print(f"| {r['name']}{flag} | {r['iterations']} | {r['train_s']} | {r['s_per_iter']} | {r['cpu_s_per_iter']} "
+              f"| {r['wall_s']} | {curve} "
               f"| {pct(r['AP50'])} | {pct(r['AP'])} | {pct(r['AR10'])} |")
     for name, m in summary.get("baselines", {}).items():
-        print(f"| baseline {name} | - | - | - | - | - | {pct(m['AP50'])} | {pct(m['AP'])} | {pct(m['AR10'])} |")
+        print(f"| baseline {name} | - | - | - | - | - | - | {pct(m['AP50'])} | {pct(m['AP'])} | {pct(m['AR10'])} |")
     return 0
 
 

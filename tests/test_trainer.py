@@ -113,7 +113,7 @@ def test_loss_falls_and_files_are_written(tmp_path):
     assert set(ckpt) == {"model", "optimizer", "iteration", "round", "config"}
     log = _log(tmp_path)
     assert [r["iteration"] for r in log] == [1, 10, 20, 30, 40, 50, 60]
-    assert {"loss_mask", "loss_maskiou", "total_loss", "lr", "time", "data_time"} <= set(log[0])
+    assert {"loss_mask", "loss_maskiou", "total_loss", "lr", "time", "cpu_time", "data_time"} <= set(log[0])
     assert all(math.isclose(r["total_loss"], r["loss_mask"] + r["loss_maskiou"], rel_tol=1e-5) for r in log)
     assert log[-1]["total_loss"] < 0.7 * log[0]["total_loss"]
 

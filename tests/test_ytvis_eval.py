@@ -298,7 +298,8 @@ def test_json_array_parts_are_the_elements_or_refused():
 def test_results_file_cut_in_the_wrong_places_is_read_whole(tmp_path, many_parts, monkeypatch):
     from autoqvis.eval import ytvis_parts
 
-    def inside_strings(raw: bytes, parts: int) -> list[tuple[int, int]]:
+    def inside_strings(path: Path, parts: int) -> list[tuple[int, int]]:
+        raw = path.read_bytes()
         cuts = [m.start() + 1 for m in __import__("re").finditer(rb'\}, \{\\"', raw)][:parts - 1]
         return [(a + 2 if a else 0, b) for a, b in zip([0] + cuts, cuts + [len(raw)])]
 
@@ -356,3 +357,13 @@ def test_fast_json_reads_the_floats_json_reads():
     literals += [f"{rng.integers(1, 10**15)}e{rng.integers(-330, 290)}" for _ in range(5000)]
     doc = "[" + ",".join(literals) + "]"
     assert [repr(x) for x in loads(doc.encode())] == [repr(x) for x in json.loads(doc)]
+
+
+def test_video_ids_beyond_64_bits_are_fine():
+    gt, results = make_random_set(14)
+    big = copy.deepcopy(gt), copy.deepcopy(results)
+    for v in big[0]["videos"]:
+        v["id"] += 2**65
+    for rec in big[0]["annotations"] + big[1]:
+        rec["video_id"] += 2**65
+    assert evaluate(load_ytvis(big[0]), big[1], workers=1) == evaluate(load_ytvis(gt), results, workers=1)

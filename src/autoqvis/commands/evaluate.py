@@ -30,15 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
     from ..eval.ytvis_eval import evaluate, format_summary
     from ..fileio import atomic_write_json
 
     if args.workers is not None and args.workers < 1:
         raise AutoQVISError(f"--workers must be >= 1, got {args.workers}")
-    stats = evaluate(load_ytvis(args.gt, workers=args.workers), args.results, workers=args.workers,
-                     check_masks=args.check_masks)
+    stats = evaluate(args.gt, args.results, workers=args.workers, check_masks=args.check_masks)  # GT checked once
     print("\n".join(format_summary(stats)))
     if args.out:
         atomic_write_json(args.out, stats, indent=2)

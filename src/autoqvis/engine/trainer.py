@@ -315,7 +315,7 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
     window, t0 = _Window(), time.perf_counter()
     model.train()
     try:
-        t_data = time.perf_counter()
+        t_data, c_data = time.perf_counter(), time.process_time()
         for it, batch in zip(range(start, max_iter), batch_loader(batches, start, max_iter, cfg.num_workers)):
             data_time = time.perf_counter() - t_data
             torch.manual_seed(iteration_seed(batches.seed, it, rank))
@@ -334,7 +334,9 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
             optimizer.step()
             done = it + 1
-            window.add({**values, "time": time.perf_counter() - t_data, "data_time": data_time})
+            # wall and CPU seconds per iteration: on a shared machine the CPU time is the stable one
+            window.add({**values, "time": time.perf_counter() - t_data, "cpu_time": time.process_time() - c_data,
+                        "data_time": data_time})
             bar.update(1)
             bar.set_postfix(loss=f"{values['total_loss']:.3f}", refresh=False)
             if main and (done % cfg.log_period == 0 or done == max_iter or it == start):
@@ -347,7 +349,7 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
             if main and done % cfg.checkpoint_period == 0 and done < max_iter:
                 last_good = checkpoint_path(out_dir, done)
                 _save_checkpoint(last_good, model, optimizer, done, meta)
-            t_data = time.perf_counter()
+            t_data, c_data = time.perf_counter(), time.process_time()
     finally:
         bar.close()
         if tb is not None:

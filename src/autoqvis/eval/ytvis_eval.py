@@ -114,13 +114,13 @@ def accumulate(evals: Sequence[VideoEval]) -> tuple[np.ndarray, np.ndarray]:
     matched = np.concatenate([e.matched for e in evals], axis=-1)  # (A, T, N)
     dt_ignore = np.concatenate([e.dt_ignore for e in evals], axis=-1)
     num_regular_gt = [sum(int(np.count_nonzero(e.gt_ignore[a] == 0)) for e in evals) for a in range(num_a)]
-    for a in range(num_a):
-        if num_regular_gt[a] == 0:
-            continue
-        for m, max_det in enumerate(MAX_DETS):
-            keep = rank < max_det
-            order = np.argsort(-scores[keep], kind="mergesort")
-            tm, ti = matched[a][:, keep][:, order], dt_ignore[a][:, keep][:, order]
+    for m, max_det in enumerate(MAX_DETS):
+        keep = np.flatnonzero(rank < max_det)
+        order = keep[np.argsort(-scores[keep], kind="mergesort")]  # the same for every area range
+        for a in range(num_a):
+            if num_regular_gt[a] == 0:
+                continue
+            tm, ti = matched[a][:, order], dt_ignore[a][:, order]
             p, r = _precision_recall(tm & ~ti, ~tm & ~ti, num_regular_gt[a])
             precision[:, :, 0, a, m], recall[:, 0, a, m] = p, r
     return precision, recall
@@ -229,18 +229,19 @@ def evaluate_videos(gt_videos: Sequence[GroundTruthVideo], scored: Scored, max_d
                     ) -> tuple[list[GroundTruthVideo], list[np.ndarray], list[VideoEval]]:
     """Order, keep the first ``max_dets`` per video and match, for every video with GT or results.
 
-    Returns the evaluated GT videos, the file indices of their detections (official order) and their
-    VideoEvals.
+    gt_videos: every GT video, ascending id (:func:`ground_truth_videos`), the order of the video
+    positions in ``scored``. Returns the evaluated GT videos, the file indices of their detections
+    (official order) and their VideoEvals.
     """
-    kept = first_per_video(scored.video_id, scored.score, scored.cat_rank, max_dets)
-    with_results = set(np.unique(scored.video_id).tolist())
+    kept = first_per_video(scored.video, scored.score, scored.cat_rank, max_dets)
+    with_results = set(np.unique(scored.video).tolist())
     lo, hi = AREA_RANGES[:, :1], AREA_RANGES[:, 1:]  # closed ranges, as the official code
     videos, indices, evals = [], [], []
-    for v in gt_videos:
-        if not v.gt_ids and v.video_id not in with_results:
+    for position, v in enumerate(gt_videos):
+        if not v.gt_ids and position not in with_results:
             continue
-        index = kept.get(v.video_id, np.zeros(0, dtype=np.int64))
-        rows = scored.rows.get(v.video_id)
+        index = kept.get(position, np.zeros(0, dtype=np.int64))
+        rows = scored.rows.get(position)
         if rows is not None:
             pos = np.argsort(rows.index, kind="stable")
             at = pos[np.searchsorted(rows.index[pos], index)]  # each kept detection's row
@@ -276,7 +277,7 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
     parts = workers * 2 if workers > 1 else 1
     source = (ResultsSource.from_list(results, "<results list>", parts) if isinstance(results, list)
               else ResultsSource.from_file(Path(results), parts))
-    setting = Setting(source, {v.id: v for v in gt.videos}, {v.video_id: v.segmentations for v in gt_videos},
+    setting = Setting(source, sorted(gt.videos, key=lambda v: v.id), [v.segmentations for v in gt_videos],
                       cat_rank, check_masks, MAX_DETS[-1])
     videos, indices, evals = evaluate_videos(gt_videos, run_parts(setting, workers))
     precision, recall = accumulate(evals)

@@ -2,10 +2,10 @@
 
 A YouTubeVIS-val results file holds ~30,000 tracks and 10^6 RLE strings (150 MB of json). It is cut
 into parts (byte ranges at result boundaries, see :mod:`autoqvis.data.json_array`, or slices of an
-in-memory list), and each part, in a worker process that inherits the file's bytes and the ground
-truth by ``fork``:
+in-memory list), and each part, in a worker process that inherits the ground truth (and a results
+list) by ``fork``:
 
-1. parses its bytes;
+1. reads and parses its bytes of the file;
 2. checks each result's fields (``parse_result``), then its masks: structure and size (polygons and
    uncompressed RLE converted), counts strings (syntax, or the full runs with ``check_masks``);
 3. for each video, takes the results that can be among the video's first 100 in the official order
@@ -97,26 +97,26 @@ def truthy_mean(areas: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ inputs
 @dataclass
 class ResultsSource:
-    """The results, as the bytes of a json file cut into parts or as an in-memory list cut into slices.
+    """The results, as a json file cut into parts or as an in-memory list cut into slices.
 
-    name: the file (or "<results list>") for messages; raw + ranges: the file's bytes and the parts'
-    byte ranges (:func:`split_array`); records + ranges: the list and the parts' index ranges.
+    name: the file (or "<results list>") for messages; path + ranges: the file and the parts' byte
+    ranges (:func:`split_array`); records + ranges: the list and the parts' index ranges.
     """
 
     name: str
     ranges: list[tuple[int, int]]
-    raw: bytes | None = None
+    path: Path | None = None
     records: list[Any] | None = None
 
     @classmethod
     def from_file(cls, path: Path, parts: int) -> "ResultsSource":
+        """Cut the file into parts; each part reads its own bytes, in its own process."""
         try:
-            raw = path.read_bytes()
+            size = path.stat().st_size
         except OSError:  # read_json names the problem
             read_json(path, "results json")
             raise
-        parts = parts if len(raw) >= _PARALLEL_MIN_BYTES else 1
-        return cls(str(path), split_array(raw, parts), raw=raw)
+        return cls(str(path), split_array(path, parts if size >= _PARALLEL_MIN_BYTES else 1), path=path)
 
     @classmethod
     def from_list(cls, records: list[Any], name: str, parts: int) -> "ResultsSource":
@@ -129,21 +129,30 @@ class ResultsSource:
         """The results of part i; None if its bytes do not parse as that part of a json list."""
         if self.records is not None:
             return self.records[self.ranges[i][0]:self.ranges[i][1]]
-        return parse_part(self.raw, self.ranges, i)  # type: ignore[arg-type]
+        try:
+            return parse_part(self.path, self.ranges, i)  # type: ignore[arg-type]
+        except OSError:  # gone or unreadable since it was cut: read_json will say so
+            return None
 
 
 @dataclass
 class Setting:
-    """Everything a part needs: the results, GT videos by id (``videos``), each GT video's tracks in
-    the official order (``gt_tracks``: G x L per video), the evaluated categories (``cat_rank``:
-    category id -> rank; None keeps every result), ``check_masks`` and the detections kept per video."""
+    """Everything a part needs: the results; the GT videos in ascending id order (``videos``) and each
+    one's tracks in the official order (``gt_tracks``: G x L per video, same order); the evaluated
+    categories (``cat_rank``: category id -> rank; None keeps every result); ``check_masks``; the
+    detections kept per video. Videos are referred to by their position in ``videos`` (any int is a
+    valid id)."""
 
     source: ResultsSource
-    videos: dict[int, Video]
-    gt_tracks: dict[int, list[list[RLE | None]]]
+    videos: list[Video]
+    gt_tracks: list[list[list[RLE | None]]]
     cat_rank: dict[int, int] | None
     check_masks: bool
     max_dets: int
+
+    def __post_init__(self) -> None:
+        self.by_id = {v.id: v for v in self.videos}
+        self.position = {v.id: i for i, v in enumerate(self.videos)}
 
 
 @dataclass
@@ -158,12 +167,13 @@ class VideoRows:
 
 @dataclass
 class PartOutput:
-    """n: results in the part (None: its bytes did not parse); video_id, score, cat_rank (n,) per result
-    (cat_rank -1: category not evaluated); rows: video id -> VideoRows; top_error / mask_error: (index in
-    the part, record) of the first result whose fields / masks are bad."""
+    """n: results in the part (None: its bytes did not parse); video, score, cat_rank (n,) per result
+    (video: position in Setting.videos; cat_rank -1: category not evaluated); rows: video position ->
+    VideoRows; top_error / mask_error: (index in the part, record) of the first result whose fields /
+    masks are bad."""
 
     n: int | None
-    video_id: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    video: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cat_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     rows: dict[int, VideoRows] = field(default_factory=dict)
@@ -180,12 +190,12 @@ def score_part(setting: Setting, i: int) -> PartOutput:
     results = []
     for k, rec in enumerate(records):
         try:
-            results.append(parse_result(rec, setting.source.name, k, setting.videos))
+            results.append(parse_result(rec, setting.source.name, k, setting.by_id))
         except AutoQVISError:
             return PartOutput(len(records), top_error=(k, rec))
-    video_id = np.fromiter((r["video_id"] for r in results), dtype=np.int64, count=len(results))
+    video = np.fromiter((setting.position[r["video_id"]] for r in results), dtype=np.int64, count=len(results))
     tracks = [r["segmentations"] for r in results]
-    sizes = [[setting.videos[v].height, setting.videos[v].width] for v in video_id.tolist()]
+    sizes = [[setting.videos[v].height, setting.videos[v].width] for v in video.tolist()]
     bad = _first_bad_masks(tracks, sizes, setting.check_masks)
     if bad is not None:
         return PartOutput(len(records), mask_error=(bad, records[bad]))
@@ -194,10 +204,10 @@ def score_part(setting: Setting, i: int) -> PartOutput:
     cat_rank = np.fromiter((0 if ranks is None else ranks.get(r["category_id"], -1) for r in results),
                            dtype=np.int64, count=len(results))
     rows = {}
-    for vid, index in first_per_video(video_id, score, cat_rank, setting.max_dets).items():
-        iou, areas = video_iou([tracks[k] for k in index.tolist()], setting.gt_tracks[vid])
-        rows[vid] = VideoRows(index, iou, truthy_mean(areas))
-    return PartOutput(len(records), video_id, score, cat_rank, rows)
+    for v, index in first_per_video(video, score, cat_rank, setting.max_dets).items():
+        iou, areas = video_iou([tracks[k] for k in index.tolist()], setting.gt_tracks[v])
+        rows[v] = VideoRows(index, iou, truthy_mean(areas))
+    return PartOutput(len(records), video, score, cat_rank, rows)
 
 
 def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool) -> int | None:
@@ -210,7 +220,8 @@ def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool
             tracks[i][:] = [to_rle(s, h, w, "") for s in tracks[i]]
         except AutoQVISError:
             bad.append(i)
-    converted = [i for i in odd if i not in set(bad)]
+    failed = set(bad)
+    converted = [i for i in odd if i not in failed]
     if converted:  # bytes counts pass the conversion unchecked
         _, more = scan_frames([tracks[i] for i in converted], [sizes[i] for i in converted])
         frames.counts += more.counts  # (appended out of order: only the track of a problem is read)
@@ -225,17 +236,17 @@ def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool
     return min(bad, default=None)
 
 
-def first_per_video(video_id: np.ndarray, score: np.ndarray, cat_rank: np.ndarray, max_dets: int,
+def first_per_video(video: np.ndarray, score: np.ndarray, cat_rank: np.ndarray, max_dets: int,
                     ) -> dict[int, np.ndarray]:
     """The first ``max_dets`` evaluated results of each video in the official order.
 
-    video_id, score, cat_rank: (N,) per result in file order (cat_rank -1: not evaluated). The order:
-    descending score, ties by category rank, then file order (the official stable sort by category
-    then by score). Returns video id -> (D,) indices, in that order.
+    video, score, cat_rank: (N,) int64 / float64 / int64 per result in file order (cat_rank -1: not
+    evaluated). The order: descending score, ties by category rank, then file order (the official
+    stable sort by category then by score). Returns video -> (D,) indices, in that order.
     """
     keep = np.flatnonzero(cat_rank >= 0)
-    order = keep[np.lexsort((keep, cat_rank[keep], -score[keep], video_id[keep]))]
-    videos = video_id[order]
+    order = keep[np.lexsort((keep, cat_rank[keep], -score[keep], video[keep]))]
+    videos = video[order]
     starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]]) if len(order) else np.zeros(0, dtype=np.int64)
     ends = np.r_[starts[1:], len(order)]
     return {int(videos[s]): order[s:min(e, s + max_dets)] for s, e in zip(starts, ends)}
@@ -251,10 +262,10 @@ def _score_part_job(i: int) -> PartOutput:
 
 @dataclass
 class Scored:
-    """All results: video_id, score, cat_rank (N,) in file order; rows: video id -> VideoRows with
-    file indices (a superset of the video's first max_dets results)."""
+    """All results: video (position in Setting.videos), score, cat_rank (N,) in file order; rows: video
+    -> VideoRows with file indices (a superset of the video's first max_dets results)."""
 
-    video_id: np.ndarray
+    video: np.ndarray
     score: np.ndarray
     cat_rank: np.ndarray
     rows: dict[int, VideoRows]
@@ -284,11 +295,11 @@ def run_parts(setting: Setting, workers: int) -> Scored:
     _raise_first_error(setting, outputs, offsets)
     rows: dict[int, list[VideoRows]] = {}
     for out, offset in zip(outputs, offsets):
-        for vid, r in out.rows.items():
-            rows.setdefault(vid, []).append(VideoRows(r.index + offset, r.iou, r.area))
-    merged = {vid: VideoRows(np.concatenate([r.index for r in rs]), np.concatenate([r.iou for r in rs]),
-                             np.concatenate([r.area for r in rs])) for vid, rs in rows.items()}
-    return Scored(np.concatenate([out.video_id for out in outputs]), np.concatenate([out.score for out in outputs]),
+        for v, r in out.rows.items():
+            rows.setdefault(v, []).append(VideoRows(r.index + offset, r.iou, r.area))
+    merged = {v: VideoRows(np.concatenate([r.index for r in rs]), np.concatenate([r.iou for r in rs]),
+                           np.concatenate([r.area for r in rs])) for v, rs in rows.items()}
+    return Scored(np.concatenate([out.video for out in outputs]), np.concatenate([out.score for out in outputs]),
                   np.concatenate([out.cat_rank for out in outputs]), merged)
 
 
@@ -298,13 +309,13 @@ def _raise_first_error(setting: Setting, outputs: list[PartOutput], offsets: np.
     tops = [(int(off) + out.top_error[0], out.top_error[1]) for out, off in zip(outputs, offsets) if out.top_error]
     if tops:
         k, rec = min(tops, key=lambda e: e[0])
-        parse_result(rec, name, k, setting.videos)  # raises: the same check as in the part
+        parse_result(rec, name, k, setting.by_id)  # raises: the same check as in the part
         raise AutoQVISError(f"{name}: result {k}: rejected")  # only if the two checks ever disagreed
     masks = [(int(off) + out.mask_error[0], out.mask_error[1]) for out, off in zip(outputs, offsets) if out.mask_error]
     if masks:
         k, rec = min(masks, key=lambda e: e[0])
-        res = parse_result(rec, name, k, setting.videos)
-        video = setting.videos[res["video_id"]]
+        res = parse_result(rec, name, k, setting.by_id)
+        video = setting.by_id[res["video_id"]]
         check_track_masks(res["segmentations"], [video.height, video.width],  # raises, as in the part
                           result_location(name, k, video.id), full=setting.check_masks)
         raise AutoQVISError(f"{result_location(name, k, video.id)}: segmentations: malformed")  # as above
