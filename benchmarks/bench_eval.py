@@ -185,7 +185,7 @@ def run_stages(gt: str, res: str) -> dict:
     videos = {v.id: v for v in gt_ds.videos}
     position = {v.video_id: i for i, v in enumerate(gt_videos)}
     done("ground truth: load and check")
-    source = ytvis_parts.ResultsSource.from_file(Path(res), 1)
+    source = ytvis_parts.ResultsSource.from_file(Path(res), workers=1)
     records = source.part(0)
     done("results: json parse")
     results = [parse_result(r, res, k, videos) for k, r in enumerate(records)]

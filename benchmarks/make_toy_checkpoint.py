@@ -109,7 +109,8 @@ def main() -> int:
     provenance = {
         "file": ckpt_path.name,
         "what": "toy initial-stage model (VIS model + quality predictor) trained on the toy world's source stills",
-        "commands": [" ".join(toy_cmd), " ".join(train_cmd), "then model_final.pt stripped to its weights"],
+        "commands": [" ".join(c).replace(str(work), "WORK") for c in (toy_cmd, train_cmd)]
+                    + ["then WORK/train/model_final.pt stripped to its weights"],
         "regenerate": "python benchmarks/make_toy_checkpoint.py" + (" --fp16" if args.fp16 else ""),
         "seed": args.seed,
         "world": {"seed": args.seed, "size": "default"},
@@ -129,6 +130,10 @@ def main() -> int:
         "torch": payload["torch"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    old = assets / f"{NAME}.json"
+    if train_s is None and old.exists() and read_json(old).get("sha256") == provenance["sha256"]:
+        for key in ("train_wall_s", "train_peak_rss_mb", "threads", "machine"):  # measured when it was trained
+            provenance[key] = read_json(old).get(key)
     atomic_write_json(assets / f"{NAME}.json", provenance, indent=1)
     print(json.dumps({k: provenance[k] for k in ("iterations", "val", "train_wall_s", "size_bytes", "dtype")}))
     print(f"wrote {ckpt_path} and {assets / (NAME + '.json')}; work folder {work}")

@@ -216,7 +216,8 @@ def scan_frames(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]]) -> 
     present = [s for segs in tracks for s in segs if s is not None]
     n_present = (np.fromiter(map(len, tracks), dtype=np.int64, count=len(tracks))
                  - np.fromiter(map(operator.methodcaller("count", None), tracks), dtype=np.int64, count=len(tracks)))
-    if not _all_canonical(present, sizes, n_present):
+    counts = _canonical_counts(present, sizes, n_present)
+    if counts is None:
         odd = [i for i, segs in enumerate(tracks) if not all(s is None or is_canonical(s, sizes[i]) for s in segs)]
         if odd:
             ok = sorted(set(range(len(tracks))) - set(odd))
@@ -224,20 +225,25 @@ def scan_frames(tracks: Sequence[Sequence[Any]], sizes: Sequence[list[int]]) -> 
             frames.track = np.asarray(ok, dtype=np.int64)[frames.track]
             frames.tracks = tracks
             return odd, frames
+        counts = list(map(operator.itemgetter("counts"), present))
     track = np.repeat(np.arange(len(tracks)), n_present)
     pixels = np.fromiter((h * w for h, w in sizes), dtype=np.int64, count=len(sizes))
-    return [], PresentFrames(list(map(operator.itemgetter("counts"), present)), track, pixels[track], tracks)
+    return [], PresentFrames(counts, track, pixels[track], tracks)
 
 
-def _all_canonical(present: list[Any], sizes: Sequence[list[int]], per_track: np.ndarray) -> bool:
-    """Every one of the present frames is canonical; per_track: (N,) how many of them each track has."""
+def _canonical_counts(present: list[Any], sizes: Sequence[list[int]], per_track: np.ndarray) -> list[str] | None:
+    """The counts strings of the present frames if every one is canonical, else None.
+
+    per_track: (N,) how many of the present frames each track has (they come track by track)."""
     try:
-        return (set(map(type, present)) <= {dict} and set(map(len, present)) <= {2}
-                and set(map(type, map(operator.itemgetter("counts"), present))) <= {str}
-                and list(map(operator.itemgetter("size"), present))
-                == list(itertools.chain.from_iterable(map(itertools.repeat, sizes, per_track.tolist()))))
+        if not (set(map(type, present)) <= {dict} and set(map(len, present)) <= {2}):
+            return None
+        counts = list(map(operator.itemgetter("counts"), present))
+        sizes_ok = (list(map(operator.itemgetter("size"), present))
+                    == list(itertools.chain.from_iterable(map(itertools.repeat, sizes, per_track.tolist()))))
     except KeyError:  # a dict of two keys without "size" or "counts"
-        return False
+        return None
+    return counts if sizes_ok and set(map(type, counts)) <= {str} else None
 
 
 def _scan_range(bounds: tuple[int, int]) -> ScanReport:

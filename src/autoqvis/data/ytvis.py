@@ -520,8 +520,8 @@ def load_results(path_or_list: str | os.PathLike | list, gt: YTVISDataset,
     accepts them by accident: a segmentation list of another length than the video, masks of another
     size than the video, malformed RLE, a score outside [0, 1]. A ``category_id`` missing from the GT
     categories is kept: the evaluator ignores it, like the official one. An empty list is valid.
-    check_masks=False leaves the per-frame masks unchecked (the evaluator checks them per video in its
-    worker processes); workers: processes for the mask checks (default up to 2).
+    check_masks=False leaves the per-frame masks unchecked (the evaluator checks them itself, part
+    by part, in its worker processes); workers: processes for the mask checks (default up to 2).
     """
     if isinstance(path_or_list, list):
         raw, name = path_or_list, "<results list>"

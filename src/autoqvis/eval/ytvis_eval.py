@@ -274,9 +274,8 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
     gt_videos = ground_truth_videos(gt, cat_rank)
     if not loaded_here:
         check_ground_truth(gt_videos)
-    parts = workers * 2 if workers > 1 else 1
-    source = (ResultsSource.from_list(results, "<results list>", parts) if isinstance(results, list)
-              else ResultsSource.from_file(Path(results), parts))
+    source = (ResultsSource.from_list(results, "<results list>", workers) if isinstance(results, list)
+              else ResultsSource.from_file(Path(results), workers))
     setting = Setting(source, sorted(gt.videos, key=lambda v: v.id), [v.segmentations for v in gt_videos],
                       cat_rank, check_masks, MAX_DETS[-1])
     videos, indices, evals = evaluate_videos(gt_videos, run_parts(setting, workers))

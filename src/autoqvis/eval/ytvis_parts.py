@@ -19,6 +19,8 @@ reports the first bad result of the file, with its index, exactly as a serial ch
 
 from __future__ import annotations
 
+import itertools
+import operator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,10 +80,10 @@ def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations
 
 def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
     """(N, L) int64 pixel counts (0 where None), pycocotools over all present frames at once."""
-    flat = [r for track in tracks for r in track]
-    present = np.fromiter((r is not None for r in flat), dtype=bool, count=len(flat))
+    flat = list(itertools.chain.from_iterable(tracks))
+    present = np.fromiter(map(operator.is_not, flat, itertools.repeat(None)), dtype=bool, count=len(flat))
     areas = np.zeros(len(flat), dtype=np.int64)
-    areas[present] = rle_area_array([r for r in flat if r is not None])
+    areas[present] = rle_area_array(list(itertools.compress(flat, present.tolist())))
     return areas.reshape(len(tracks), length)
 
 
@@ -109,19 +111,21 @@ class ResultsSource:
     records: list[Any] | None = None
 
     @classmethod
-    def from_file(cls, path: Path, parts: int) -> "ResultsSource":
-        """Cut the file into parts; each part reads its own bytes, in its own process."""
+    def from_file(cls, path: Path, workers: int) -> "ResultsSource":
+        """Cut the file into parts for ``workers`` processes; each part reads its own bytes."""
         try:
             size = path.stat().st_size
         except OSError:  # read_json names the problem
             read_json(path, "results json")
             raise
-        return cls(str(path), split_array(path, parts if size >= _PARALLEL_MIN_BYTES else 1), path=path)
+        parts = workers * _PARTS_PER_WORKER if workers > 1 and size >= _PARALLEL_MIN_BYTES else 1
+        return cls(str(path), split_array(path, parts), path=path)
 
     @classmethod
-    def from_list(cls, records: list[Any], name: str, parts: int) -> "ResultsSource":
-        parts = parts if len(records) >= _PARALLEL_MIN_RESULTS else 1
-        step = max(1, -(-len(records) // max(1, parts)))
+    def from_list(cls, records: list[Any], name: str, workers: int) -> "ResultsSource":
+        """Cut the list into parts for ``workers`` processes."""
+        parts = workers * _PARTS_PER_WORKER if workers > 1 and len(records) >= _PARALLEL_MIN_RESULTS else 1
+        step = max(1, -(-len(records) // parts))
         ranges = [(a, min(a + step, len(records))) for a in range(0, len(records), step)] or [(0, 0)]
         return cls(name, ranges, records=records)
 
@@ -290,7 +294,7 @@ def run_parts(setting: Setting, workers: int) -> Scored:
         if not isinstance(records, list):
             raise AutoQVISError(f"{setting.source.name}: a results file must be a json list of predictions, "
                                 f"got {type(records).__name__}")
-        return run_parts(replace(setting, source=ResultsSource.from_list(records, setting.source.name, n_parts)), workers)
+        return run_parts(replace(setting, source=ResultsSource.from_list(records, setting.source.name, workers)), workers)
     offsets = np.cumsum([0] + [out.n for out in outputs])  # type: ignore[misc]
     _raise_first_error(setting, outputs, offsets)
     rows: dict[int, list[VideoRows]] = {}
