@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import re
@@ -155,6 +154,19 @@ def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch
     monkeypatch.undo()
     assert state(tmp_path) == before
     assert torch.equal(safe_torch_load(target)["w"], torch.arange(4))
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
+    """What a non-root user gets for a read-only --out (root ignores chmod, so the answer is simulated)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real_access(p, mode))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(AutoQVISError, match=r"ro: output folder is not writable"):
+        atomic_write_json(tmp_path / "ro" / "metrics.json", {})
+    with pytest.raises(AutoQVISError, match=r"a_file: cannot create output folder \(Not a directory\)"):
+        (tmp_path / "a_file").write_text("")
+        atomic_write_json(tmp_path / "a_file" / "metrics.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "ro"] and not any((tmp_path / "ro").iterdir())
 
 
 def test_artefacts_get_the_usual_permissions(tmp_path):

@@ -31,6 +31,8 @@ from autoqvis.data.ytvis import encode_mask
 from autoqvis.fileio import atomic_torch_save
 
 REPO = Path(__file__).resolve().parents[1]
+REFERENCE = next((p for p in (REPO / "tests" / "reference", REPO.parent / "shared" / "reference") if p.is_dir()),
+                 REPO / "tests" / "reference")  # as conftest.py finds it
 T, H, W = 3, 16, 24  # frames, height, width of the small valid video every case starts from
 
 
@@ -141,6 +143,12 @@ def unwritable_dir(d: Path) -> Path:
 @dataclass
 class World:
     checkpoint: Path  # a valid toy checkpoint (random weights)
+    other_architecture: Path  # detectron2 weights of the reference tiny VideoCutLER model (another architecture)
+
+    def other(self) -> Path:
+        if not self.other_architecture.is_file():
+            pytest.skip("shared/reference is not available on this machine")
+        return self.other_architecture
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +160,7 @@ def world(tmp_path_factory) -> World:
     ckpt = root / "toy.pt"
     atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
                        "config": cfg.to_dict()}, ckpt)
-    return World(ckpt)
+    return World(ckpt, REFERENCE / "tiny" / "state_dict.pt")
 
 
 @dataclass
@@ -196,7 +204,7 @@ def corrupt_mp4(d, w):
 @case
 def not_a_video_mp4(d, w):
     bad = d / "clip.mp4"
-    bad.write_bytes(os.urandom(0) + bytes(range(256)) * 8)
+    bad.write_bytes(bytes(range(256)) * 8)  # not a container of any format
     return Case(predict(w, d, bad), ["clip.mp4", "video"])
 
 
@@ -482,6 +490,17 @@ def results_rle_runs_beyond_the_frame_with_check_masks(d, w):
 
 
 @case
+def results_rle_covering_part_of_the_frame(d, w):
+    """Runs that stop short of the frame: pycocotools' iou would loop forever on this mask."""
+    from pycocotools import mask as mask_utils
+
+    short = mask_utils.frPyObjects({"size": [H, W], "counts": [2 * H + 2, 3]}, H, W)["counts"].decode()
+    res = results_file(d, lambda r: r[0]["segmentations"].__setitem__(0, {"size": [H, W], "counts": short}))
+    return Case(evaluate(gt_file(d), res, d), ["results.json", "result 0 (video 1)", "segmentations[0]",
+                                               "37 pixels", "384"])
+
+
+@case
 def results_bad_rle_in_visualize(d, w):
     def edit(r):
         r[0]["segmentations"][1]["counts"] = "zz"
@@ -568,7 +587,7 @@ def toyworld_unknown_knob(d, w):
 # ---------------------------------------------------------------------------------------- checkpoints
 @case
 def checkpoint_of_another_architecture_convert(d, w):
-    other = REPO / "tests" / "reference" / "tiny" / "state_dict.pt"  # VideoCutLER-architecture tiny model
+    other = w.other()  # VideoCutLER-architecture tiny model
     return Case(["convert-checkpoint", str(other), str(d / "out.pt"), "--config", "toy"],
                 ["state_dict.pt", "do not fit", "backbone."])
 
@@ -576,7 +595,7 @@ def checkpoint_of_another_architecture_convert(d, w):
 @case
 def checkpoint_of_another_architecture_predict(d, w):
     gt = gt_file(d)
-    other = REPO / "tests" / "reference" / "tiny" / "state_dict.pt"
+    other = w.other()
     return Case(predict(w, d, gt, "--config", "toy", checkpoint=other),
                 ["state_dict.pt", "do not fit", "backbone."])
 

@@ -207,8 +207,13 @@ def score_part(setting: Setting, i: int) -> PartOutput:
     ranks = setting.cat_rank
     cat_rank = np.fromiter((0 if ranks is None else ranks.get(r["category_id"], -1) for r in results),
                            dtype=np.int64, count=len(results))
+    selected = first_per_video(video, score, cat_rank, setting.max_dets)
+    if not setting.check_masks:  # pycocotools' iou never returns on runs that do not cover the frame
+        bad = _first_bad_runs(tracks, sizes, [k for index in selected.values() for k in index.tolist()])
+        if bad is not None:
+            return PartOutput(len(records), mask_error=(bad, records[bad]))
     rows = {}
-    for v, index in first_per_video(video, score, cat_rank, setting.max_dets).items():
+    for v, index in selected.items():
         iou, areas = video_iou([tracks[k] for k in index.tolist()], setting.gt_tracks[v])
         rows[v] = VideoRows(index, iou, truthy_mean(areas))
     return PartOutput(len(records), video, score, cat_rank, rows)
@@ -238,6 +243,19 @@ def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool
         first = counts_syntax_problem(frames.counts)
         bad += [] if first is None else [int(frames.track[first[0]])]
     return min(bad, default=None)
+
+
+def _first_bad_runs(tracks: list[list[RLE | None]], sizes: list[list[int]], indices: list[int]) -> int | None:
+    """The first of the tracks ``indices`` (canonical RLEs) whose runs do not cover its frame, or None."""
+    where, counts, n_pixels = [], [], []
+    for k in sorted(indices):
+        for s in tracks[k]:
+            if s is not None:
+                where.append(k)
+                counts.append(s["counts"])
+                n_pixels.append(sizes[k][0] * sizes[k][1])
+    problems = counts_problems(counts, np.asarray(n_pixels, dtype=np.int64))
+    return next((where[i] for i, p in enumerate(problems) if p is not None), None)
 
 
 def first_per_video(video: np.ndarray, score: np.ndarray, cat_rank: np.ndarray, max_dets: int,
@@ -321,5 +339,5 @@ def _raise_first_error(setting: Setting, outputs: list[PartOutput], offsets: np.
         res = parse_result(rec, name, k, setting.by_id)
         video = setting.by_id[res["video_id"]]
         check_track_masks(res["segmentations"], [video.height, video.width],  # raises, as in the part
-                          result_location(name, k, video.id), full=setting.check_masks)
+                          result_location(name, k, video.id), full=True)  # full: scored results' runs are checked
         raise AutoQVISError(f"{result_location(name, k, video.id)}: segmentations: malformed")  # as above
