@@ -163,9 +163,11 @@ def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "ro").mkdir()
     with pytest.raises(AutoQVISError, match=r"ro: output folder is not writable"):
         atomic_write_json(tmp_path / "ro" / "metrics.json", {})
-    with pytest.raises(AutoQVISError, match=r"a_file: cannot create output folder \(Not a directory\)"):
-        (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(AutoQVISError, match=r"a_file: cannot be the output folder, it is a file"):
         atomic_write_json(tmp_path / "a_file" / "metrics.json", {})
+    with pytest.raises(AutoQVISError, match=r"a_file/sub: cannot create output folder \(Not a directory\)"):
+        atomic_write_json(tmp_path / "a_file" / "sub" / "metrics.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "ro"] and not any((tmp_path / "ro").iterdir())
 
 

@@ -41,6 +41,8 @@ def _reason(e: OSError) -> str:
 
 
 def _check_writable_dir(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise AutoQVISError(f"{directory}: cannot be the output folder, it is a file")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -21,6 +21,9 @@ examples:
   autoqvis train --config configs/ytvis19_r50.yaml --synthetic synth/train.json --init videocutler_r50.pth --out init
   autoqvis train ... --resume                     # continue from the last checkpoint in --out
   autoqvis train ... train.lr=1e-4 seed=3         # any config key as key=value
+
+On a CPU shared with other jobs, OMP_NUM_THREADS=1 can be several times faster than the default
+(torch's threads wait for each other when the cores are busy).
 """
 
 
