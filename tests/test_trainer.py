@@ -267,3 +267,27 @@ def test_bf16_autocast_on_cuda(tmp_path):
     batches = BalancedBatches([ToyClips()], [1.0], batch_size=2, seed=0)
     train_loop(toy, batches, replace(cfg.train, amp=True, log_period=1), tmp_path / "toy", max_iter=3, progress=False)
     assert all(math.isfinite(r["total_loss"]) for r in _log(tmp_path / "toy"))
+
+
+# ------------------------------------------------------------------------------------ the command
+def test_train_command_end_to_end_on_a_small_toy_world(tmp_path, capsys):
+    from autoqvis.cli import main
+    from autoqvis.data.toyworld import write_toyworld
+
+    world = tmp_path / "world"
+    write_toyworld(world, seed=0, size="small")
+    out = tmp_path / "run"
+    argv = ["train", "--config", "toy", "--synthetic", str(world / "source.json"), "--out", str(out),
+            "--val", str(world / "val.json"), "--max-iters", "2", "--no-progress",
+            "model.num_queries=4", "model.dec_layers=2", "loss.num_points=64", "train.log_period=1"]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "model_final.pt", "metrics.json",
+                                              "val_results.json"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"AP", "AP50", "AR10"} and all(-1 <= v <= 1 for v in metrics.values())
+    assert "AP50" in capsys.readouterr().out
+    ckpt = safe_torch_load(out / "model_final.pt")
+    assert ckpt["iteration"] == 2 and ckpt["config"]["model"]["num_queries"] == 4
+    assert main(argv) == 2  # the folder holds checkpoints: refuse without --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0  # finished: nothing to train, evaluates again

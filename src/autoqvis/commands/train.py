@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     # read every input before training, so a bad file fails in seconds, not after the run
     clips = SyntheticClips(args.synthetic, cfg)
     val = load_ytvis(args.val) if args.val else None
+    if val is not None and not val.annotations:
+        raise AutoQVISError(f"{args.val}: --val needs ground truth, but the file has no annotations")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     from .. import build_model, load_checkpoint
