@@ -147,7 +147,11 @@ class TrainConfig:
     gamma: float = 0.1
     checkpoint_period: int = 1000
     log_period: int = 20
-    amp: bool = True  # bf16 autocast on GPU; ignored on CPU
+    amp: bool = True  # bf16 autocast in training on GPU; ignored on CPU
+    # fast-path switches (engine/fast_path.py); numbers in benchmarks/RESULTS.md, "Scale-out"
+    amp_inference: bool = False  # bf16 autocast at inference (predict, pseudo-labels, val) on GPU; ignored on CPU
+    channels_last: bool = False  # backbone convolutions in channels-last memory format
+    compile: bool = False  # torch.compile the backbone and the pixel decoder (CPU needs a C++ compiler)
     num_workers: int = 0
     freeze_quality_predictor: bool = False
     tensorboard: bool = False

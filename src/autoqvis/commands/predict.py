@@ -32,6 +32,9 @@ windows by mask IoU on the shared frames (Hungarian), so memory stays bounded ho
 A track's score is the mean of its window scores; each frame's mask and quality come from the last window
 that holds it.
 Nothing is written unless every input and the checkpoint are readable.
+
+Many videos on several GPUs: start it with torchrun (README "Scale out"); the videos are split over the
+processes and rank 0 writes the same files as one process would.
 """
 
 AUTO_WINDOW_ABOVE = 100  # frames of 640x360; longer videos are windowed even without --window
@@ -178,7 +181,7 @@ def videos_json(inputs: list[InputVideo], image_root: Path) -> dict[str, Any]:
 QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
 
 
-def load_model(checkpoint: str, config: str | None, device: str | None):
+def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
     """(model in eval mode on ``device``, its config). The config comes from ``config`` or the checkpoint. A file
     that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
     gives a model without one (no per-frame quality), rather than an untrained one."""
@@ -271,8 +274,16 @@ def check_out_dir(out: Path, inputs_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
+    from ..engine import dist
+
+    with dist.launched(args.device) as device:
+        return _run(args, device)
+
+
+def _run(args: argparse.Namespace, device) -> int:
     from tqdm import tqdm
 
+    from ..engine import dist
     from ..engine.inference import predict_video_rle, results_from_prediction
     from ..errors import AutoQVISError
     from ..fileio import atomic_write_json
@@ -284,22 +295,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_dir(out, Path(args.input))
     inputs, image_root = discover_inputs(args.input, args.fps, args.frames_fps)
-    model, cfg = load_model(args.checkpoint, args.config, args.device)
+    model, cfg = load_model(args.checkpoint, args.config, device)
+    main = dist.is_main_process()
+
+    def predict_one(video: InputVideo) -> list[dict[str, Any]]:
+        window, overlap = window_for(video.reader.info, args.window, args.overlap, cfg)
+        run_cfg = replace(cfg, input=replace(cfg.input, test_window=window, test_window_overlap=overlap))
+        mode = f"windows of {window}" if window else "one pass"
+        with tqdm(total=len(video.reader), unit="frame", desc=f"{video.name} ({mode})", mininterval=1.0,
+                  disable=not main) as bar:
+            pred = predict_video_rle(model, iter(video.reader), run_cfg, on_frames=bar.update)
+            bar.update(bar.total - bar.n)
+        return [r for r in results_from_prediction(video.video_id, pred) if r["score"] >= args.score_threshold]
+
     results: list[dict[str, Any]] = []
-    with staged_output(out) as stage:
-        for video in inputs:
-            window, overlap = window_for(video.reader.info, args.window, args.overlap, cfg)
-            run_cfg = replace(cfg, input=replace(cfg.input, test_window=window, test_window_overlap=overlap))
-            mode = f"windows of {window}" if window else "one pass"
-            with tqdm(total=len(video.reader), unit="frame", desc=f"{video.name} ({mode})", mininterval=1.0) as bar:
-                pred = predict_video_rle(model, iter(video.reader), run_cfg, on_frames=bar.update)
-                bar.update(bar.total - bar.n)
-            found = [r for r in results_from_prediction(video.video_id, pred) if r["score"] >= args.score_threshold]
+    # under torchrun the ranks share the videos; rank 0 alone stages and writes the outputs
+    with staged_output(out) if main else contextlib.nullcontext() as stage:
+        for video, found in dist.ordered_map(predict_one, inputs):
             results.extend(found)
             if not args.no_overlays:
                 shown = [r for r in found if r["score"] >= args.overlay_threshold]
                 write_overlay(stage / "overlays" / f"{video.name}.mp4", iter(video.reader),
                               tracks_from_results(shown), video.fps)
+        if not main:
+            return 0
         atomic_write_json(stage / "results.json", results)
         atomic_write_json(stage / "videos.json", videos_json(inputs, image_root))
     print(f"{len(inputs)} video(s), {len(results)} instance(s) -> {out / 'results.json'}, {out / 'videos.json'}"

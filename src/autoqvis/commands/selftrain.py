@@ -36,6 +36,10 @@ examples:
   autoqvis selftrain --config ytvis19_r50 --synthetic synth.json --unlabeled ytvis/train.json \\
       --init autoqvis_init.pt --val ytvis/valid_gt.json --out st       # the paper's setting
   autoqvis selftrain ... --rounds 3 --tau 0.5 --max-iters 200 --max-videos 10   # quick trials
+
+Several GPUs or nodes: start it with torchrun (README "Scale out"); training is data-parallel (the batch
+sizes are per process), labelling and validation split the videos, rank 0 writes every file (the same files
+as one process writes for the same weights). --out must be on a file system all nodes see.
 """
 
 
@@ -59,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reset", action="store_true", help="ablation: keep training the last round's model")
     parser.add_argument("--no-freeze", action="store_true", help="ablation: train the quality predictor in the rounds")
     parser.add_argument("--no-droploss", action="store_true", help="ablation: the vanilla mask loss in the rounds")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu; under torchrun: "
+                                          "the process's own GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. selftrain.lr=1e-4")
 
@@ -107,14 +113,14 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
     from ..fileio import atomic_write_json
 
     index = dest / "unlabeled.json"
-    if index.exists():
-        return load_ytvis(index)
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
                      key=lambda p: natural_key(p.name))
     if not entries:
         raise AutoQVISError(f"{folder}: holds no video file and no frame folder")
     in_place = all(p.is_dir() for p in entries)
     root = folder if in_place else dest / "JPEGImages"
+    if index.exists():
+        return load_ytvis(index, image_root=root)
     readers = [VideoReader(path, fps=None if path.is_dir() else fps) for path in entries]  # probe all first
     videos = []
     for vid, (path, reader) in enumerate(zip(entries, readers), 1):
@@ -147,7 +153,15 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine import dist
+
+    with dist.launched(args.device):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data.dataset import SyntheticClips
+    from ..engine import dist
     from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
     from ..model.checkpoint import read_checkpoint
@@ -169,7 +183,13 @@ def run(args: argparse.Namespace) -> int:
         read_checkpoint(args.init)
     val = load_ytvis(args.val) if args.val else None
     gt = load_ytvis(args.unlabeled_gt) if args.unlabeled_gt else None
-    unlabeled = unlabeled_from_folder(src, out / "unlabeled", args.fps) if src.is_dir() else load_ytvis(src)
+    if src.is_dir():
+        # rank 0 decodes the videos into frames; the others then read its index
+        unlabeled = unlabeled_from_folder(src, out / "unlabeled", args.fps) if dist.is_main_process() else None
+        dist.barrier()
+        unlabeled = unlabeled or unlabeled_from_folder(src, out / "unlabeled", args.fps)
+    else:
+        unlabeled = load_ytvis(src)
     if gt is not None:
         ids = [v.id for v in unlabeled.videos][: args.max_videos or None]
         _check_same_videos(unlabeled, gt, ids)
@@ -177,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
                              init=Path(args.init) if args.init else None, val=val, unlabeled_gt=gt,
                              max_videos=args.max_videos)
     final = run_selftrain(cfg, inputs, out, resume=args.resume, progress=not args.no_progress)
+    if not dist.is_main_process():
+        return 0
     print(f"final model: {final}")
     summary = out / "summary.json"
     if summary.exists():

@@ -24,6 +24,10 @@ examples:
 
 On a CPU shared with other jobs, OMP_NUM_THREADS=1 can be several times faster than the default
 (torch's threads wait for each other when the cores are busy).
+
+Several GPUs or nodes: start it with torchrun (DDP; README "Scale out"), e.g.
+  torchrun --nproc_per_node 8 -m autoqvis train --config ytvis19_r50 --synthetic synth.json --out init
+train.batch_size is per process: one iteration sees N x train.batch_size clips. Only rank 0 writes.
 """
 
 
@@ -42,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine import dist
+
+    with dist.launched(args.device) as device:
+        return _run(args, device)
+
+
+def _run(args: argparse.Namespace, device) -> int:
     import torch
 
     from ..config import load_config, save_config
@@ -68,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     val = load_ytvis(args.val) if args.val else None
     if val is not None and not val.annotations:
         raise AutoQVISError(f"{args.val}: --val needs ground truth, but the file has no annotations")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     from .. import build_model, load_checkpoint
 
@@ -77,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if args.init and not (args.resume and find_last_checkpoint(out) is not None):
         load_checkpoint(model, args.init)
     model.to(device)
+    dist.barrier()  # every rank has looked at --out before rank 0 writes into it
     if dist.is_main_process():
         save_config(cfg, out / "config.yaml")
+        if dist.get_world_size() > 1:
+            print(f"{dist.get_world_size()} processes: one iteration sees {dist.get_world_size()} x "
+                  f"{cfg.train.batch_size} clips", flush=True)
     batches = BalancedBatches([clips], [1.0], cfg.train.batch_size, cfg.seed, dist.get_rank(), dist.get_world_size())
     metrics: dict[str, Any] = {}
 
@@ -114,13 +128,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_model(model, val, cfg, results_path: Path, progress: bool = True) -> dict[str, float]:
-    """Predict every video of ``val``, write the results json, return the class-agnostic metrics."""
+    """Predict every video of ``val``, write the results json, return the class-agnostic metrics.
+
+    Under torchrun every rank predicts a share of the videos; rank 0 writes and evaluates, the others get {}."""
     from ..data.ytvis import save_results
+    from ..engine import dist
     from ..engine.inference import predict_dataset, results_from_prediction
     from ..eval.ytvis_eval import evaluate
 
     results: list[dict] = []
     for video_id, pred in predict_dataset(model, val, cfg, progress=progress):
         results.extend(results_from_prediction(video_id, pred))
+    if not dist.is_main_process():
+        return {}
     save_results(results, results_path)
     return evaluate(val, results)

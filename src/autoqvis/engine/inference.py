@@ -9,6 +9,11 @@ Two forms of a video's prediction:
 - dense (``predict_video``): {"scores": (k,), "masks": bool (k, T, H, W), "quality": (k, T) or None};
 - RLE (``predict_video_rle``, what ``predict_dataset`` streams): {"scores": (k,), "segmentations": k lists of T
   RLE-or-None, "quality": (k, T) or None}. Only one video's dense masks are ever held at a time.
+
+Under torchrun, ``predict_dataset`` splits the videos over the ranks and gathers their RLE predictions on
+rank 0 in the dataset's order (``engine.dist.ordered_map``): rank 0 sees the same stream as one process.
+The fast-path switches of ``cfg.train`` apply (``engine.fast_path``): bf16 autocast with ``amp_inference``
+on GPU, channels-last backbone, torch.compile.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..config import Config
 from ..data.dataset import shortest_edge_size
 from ..data.ytvis import YTVISDataset, encode_masks
 from ..errors import AutoQVISError
+from . import dist, fast_path
 
 RLE = dict[str, Any]
 
@@ -52,8 +58,11 @@ def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dic
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise AutoQVISError(f"inference: expected frames (T, H, W, 3) with T >= 1, got {tuple(frames.shape)}")
-    clip = resize_for_test(frames, cfg).to(_device(model))
-    out = model.inference(clip, out_size=tuple(frames.shape[1:3]))
+    device = _device(model)
+    fast_path.prepare(model, cfg.train)
+    clip = resize_for_test(frames, cfg).to(device)
+    with fast_path.autocast(device, cfg.train.amp_inference):
+        out = model.inference(clip, out_size=tuple(frames.shape[1:3]))
     quality = out.get("quality")
     return {
         "scores": out["scores"].float().cpu().numpy(),
@@ -121,13 +130,23 @@ def predict_dataset(model: torch.nn.Module, dataset: YTVISDataset, cfg: Config, 
                     video_ids: Iterable[int] | None = None, desc: str = "predict") -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream (video_id, RLE prediction) over the videos of ``dataset`` (all, or ``video_ids`` in that order).
 
-    Frames are read one by one from disk; only the current video is in memory.
+    Frames are read one by one from disk; only the current video is in memory. Under torchrun every rank
+    must call this with the same ``video_ids`` and run the iterator to its end: the videos are split over
+    the ranks, and rank 0 yields every (video_id, prediction) in order while the other ranks yield nothing.
     """
     ids = [v.id for v in dataset.videos] if video_ids is None else list(video_ids)
-    for video_id in tqdm(ids, desc=desc, disable=not progress, unit="video", mininterval=1.0):
+
+    def predict_one(video_id: int) -> dict[str, Any]:
         video = dataset.video(video_id)
         frames = (dataset.read_frame(video, t) for t in range(video.length))
-        yield video_id, predict_video_rle(model, frames, cfg)
+        return predict_video_rle(model, frames, cfg)
+
+    bar = tqdm(total=len(ids), desc=desc, disable=not (progress and dist.is_main_process()), unit="video",
+               mininterval=1.0)
+    try:
+        yield from dist.ordered_map(predict_one, ids, on_item=lambda: bar.update(1))
+    finally:
+        bar.close()
 
 
 def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,12 @@ Exact resume works because nothing random is carried between iterations: the bat
 ``i`` comes from ``batches.batch(i)`` and torch's generator is re-seeded from (seed, i, rank) before
 each step (point sampling in the criterion, dropout). A run of 2N iterations and a run of N
 iterations resumed for N more end with the same weights, bit for bit on CPU.
+
+Under torchrun (``engine.dist``) the model is wrapped in DistributedDataParallel: each of the W ranks
+trains on its own ``batch_size`` clips (so one iteration sees W x batch_size clips), gradients are
+averaged, the logged losses are the means over the ranks, and only rank 0 writes. A checkpoint holds
+no rank-specific state, so it resumes with any number of processes: iteration i then draws the
+batches of ranks 0..W'-1, and the effective batch becomes W' x batch_size from there on.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..config import TrainConfig
 from ..data.sampler import batch_loader
 from ..errors import AutoQVISError
 from ..fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
-from . import dist
+from . import dist, fast_path
 
 CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pt$")
 FINAL_NAME = "model_final.pt"
@@ -217,15 +223,48 @@ def _tensorboard(out_dir: Path, enabled: bool):
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
+# ------------------------------------------------------------------------------------------- DDP
+class _TrainForward(nn.Module):
+    """DistributedDataParallel calls ``forward``; the model's training entry point is ``forward_train``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.model.forward_train(batch)
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module | None:
+    """``model`` in DistributedDataParallel when there are several ranks; None in one process.
+
+    find_unused_parameters stays off: every trainable parameter reaches the loss in every step
+    (tests/test_dist.py checks it for the initial stage and for a round with its frozen predictor,
+    and for batches without any target); frozen parameters are not DDP's concern.
+    """
+    if dist.get_world_size() == 1:
+        return None
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(_TrainForward(model), device_ids=ids, find_unused_parameters=False)
+
+
+def _check_same_start(start: int, out_dir: Path, desc: str) -> None:
+    starts = dist.all_gather_object(start)
+    if len(set(starts)) > 1:
+        raise AutoQVISError(
+            f"{desc}: the processes found different checkpoints in {out_dir} (iterations {starts} by rank): "
+            "--out must be a folder every node sees (a shared file system)")
+
+
 # ------------------------------------------------------------------------------------------- loop
 def _to_device(batch: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in s.items()} for s in batch]
 
 
-def _step(model: nn.Module, batch: list[dict[str, Any]], use_amp: bool) -> dict[str, torch.Tensor]:
-    """Forward the batch; returns the weighted loss terms (their sum is the total loss)."""
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-        losses = dist.unwrap(model).forward_train(batch)
+def _step(model: nn.Module, ddp: nn.Module | None, batch: list[dict[str, Any]], use_amp: bool) -> dict[str, torch.Tensor]:
+    """Forward the batch (through DDP when there are several ranks); returns the weighted loss terms."""
+    with fast_path.autocast(next(model.parameters()).device, use_amp):
+        losses = ddp(batch) if ddp is not None else dist.unwrap(model).forward_train(batch)
     if not losses:
         raise AutoQVISError("train: the model returned no loss term")
     return {k: v.float() for k, v in losses.items()}
@@ -284,6 +323,7 @@ def train_loop(
         last_good, state = found
         _restore(model, optimizer, state, last_good)
         start = int(state["iteration"])
+    _check_same_start(start, out_dir, desc)
 
     final = out_dir / FINAL_NAME
     main = dist.is_main_process()
@@ -310,6 +350,8 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
     use_amp = cfg.amp and device.type == "cuda"
     rank, main = dist.get_rank(), dist.is_main_process()
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    fast_path.prepare(dist.unwrap(model), cfg)
+    ddp = data_parallel(dist.unwrap(model), device)
     tb = _tensorboard(out_dir, cfg.tensorboard)
     bar = tqdm(total=max_iter, initial=start, desc=desc, disable=not (progress and main), mininterval=1.0)
     window, t0 = _Window(), time.perf_counter()
@@ -320,10 +362,12 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
             data_time = time.perf_counter() - t_data
             torch.manual_seed(iteration_seed(batches.seed, it, rank))
             lr = set_lr(optimizer, cfg, it)
-            losses = _step(model, _to_device(batch, device), use_amp)
+            losses = _step(model, ddp, _to_device(batch, device), use_amp)
             total = sum(losses.values())
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["total_loss"] = float(total.detach())
+            # means over the ranks: the log shows the whole batch, and a non-finite loss stops every rank
+            values = dist.all_reduce_mean(values)
             if not math.isfinite(values["total_loss"]):
                 bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
                 kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
@@ -375,4 +419,5 @@ __all__ = [
     "iteration_seed",
     "find_last_checkpoint",
     "checkpoint_path",
+    "data_parallel",
 ]

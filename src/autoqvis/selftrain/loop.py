@@ -22,6 +22,12 @@ Layout of ``out_dir``::
 
 Every file is written atomically and every step is skipped on resume when its output exists; a round's
 training resumes from its last checkpoint, its labelling at the first unfinished video.
+
+Under torchrun every rank runs the loop: training is data-parallel (``engine.trainer``), labelling and
+validation split the videos over the ranks (``engine.inference.predict_dataset``); rank 0 alone selects,
+fuses, evaluates, analyses and writes, and takes every "does this output exist" decision for all ranks.
+The other ranks read back what rank 0 wrote (round weights, pseudo-labels), so ``out_dir`` must be on a
+file system every node sees.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 
 from ..config import Config, save_config
 from ..data.ytvis import YTVISDataset, load_ytvis
+from ..engine import dist
 from ..errors import AutoQVISError
 from ..fileio import atomic_torch_save, atomic_write_json, read_json
 from .fusion import fuse_dataset
@@ -49,6 +56,7 @@ from .pseudo_label import (
 from .selection import eligible_frames, num_selected_nonempty, oracle_select, retain, score_and_select
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
+SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
 
 
 @dataclass
@@ -90,6 +98,9 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     new = cfg.to_dict()
     old.get("selftrain", {}).pop("rounds", None)  # more (or fewer) rounds may be asked of a finished run
     new["selftrain"].pop("rounds")
+    for key in SPEED_ONLY:  # memory layout and compilation do not change what is computed
+        old.get("train", {}).pop(key, None)
+        new["train"].pop(key, None)
     diff = _first_difference(old, new)
     if diff is not None:
         raise AutoQVISError(f"{saved}: --resume with a different config ({diff}); use the run's settings or a new --out")
@@ -106,10 +117,6 @@ def _first_difference(a: Any, b: Any, key: str = "") -> str | None:
 
 
 # ------------------------------------------------------------------------------------ weights
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights without the criterion's buffers (they depend on the loss config)."""
     return {k: v.detach().clone().cpu() for k, v in model.state_dict().items() if not k.startswith("criterion.")}
@@ -166,11 +173,6 @@ class SelfTraining:
 
     def __init__(self, cfg: Config, inputs: SelfTrainInputs, out_dir: str | Path, *, resume: bool = False,
                  progress: bool = True) -> None:
-        from ..engine import dist
-
-        if dist.get_world_size() > 1:
-            raise AutoQVISError("autoqvis selftrain runs in a single process (the trainer is not multi-process yet); "
-                                "start it without torchrun")
         if cfg.selftrain.rounds < 0:
             raise AutoQVISError(f"selftrain.rounds must be >= 0, got {cfg.selftrain.rounds}")
         if cfg.selftrain.use_quality_predictor and not cfg.model.quality.enabled:
@@ -185,7 +187,8 @@ class SelfTraining:
             raise AutoQVISError(f"{inputs.unlabeled.name}: no video to pseudo-label")
         if inputs.unlabeled.image_root is not None and not Path(inputs.unlabeled.image_root).is_dir():
             raise AutoQVISError(f"{inputs.unlabeled.name}: image root {inputs.unlabeled.image_root} is not a folder")
-        self.device = _device()
+        self.device = dist.device()
+        self.main = dist.is_main_process()
         self.summary: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------------------------- driver
@@ -199,23 +202,30 @@ class SelfTraining:
             rdir = self.out / f"round_{k}"
             if k == 0:
                 weights = init_weights
-                if not (rdir / "model.pt").exists():
+                if self.main and not (rdir / "model.pt").exists():
                     _save_model(rdir / "model.pt", weights, 0, self.cfg, 0)
             else:
                 start = init_weights if self.cfg.selftrain.reset else last_weights
                 weights = self.train_round(k, start)
             train_set = self.label_round(k, weights, train_set)
             last_weights = weights
-        atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+        if self.main:
+            atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+        dist.barrier()
         return self.out / f"round_{self.cfg.selftrain.rounds}" / "model.pt"
 
+    def _exists(self, *paths: Path) -> bool:
+        """Whether every path exists, as rank 0 sees it (the same answer on every rank)."""
+        return dist.broadcast_object(all(p.exists() for p in paths) if self.main else None)
+
     def _prepare_out_dir(self) -> None:
-        if (self.out / "config.yaml").exists():
+        if self._exists(self.out / "config.yaml"):
             if not self.resume:
                 raise AutoQVISError(f"{self.out}: already holds a run; pass --resume to continue it, or choose an empty --out")
             _check_resume_config(self.cfg, self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.out / "config.yaml")
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
 
     def _build(self, cfg: Config) -> torch.nn.Module:
         from ..model.vis_model import build_model
@@ -223,7 +233,7 @@ class SelfTraining:
         return build_model(cfg).to(self.device)
 
     def _log(self, msg: str) -> None:
-        if self.progress:
+        if self.progress and self.main:
             print(msg, file=sys.stderr, flush=True)
 
     # --------------------------------------------------------------------------- initial stage
@@ -234,12 +244,15 @@ class SelfTraining:
         from ..data.sampler import BalancedBatches
         from ..engine.trainer import train_loop
 
+        # the random init is part of the run (as in `autoqvis train`): torch's default seed differs per process,
+        # so without this a run killed before its first checkpoint resumed from other weights
+        torch.manual_seed(self.cfg.seed)
         model = self._build(self.cfg)
         if self.inputs.init is not None:
             load_checkpoint(model, self.inputs.init)
             return _weights(model)
         batches = BalancedBatches([SyntheticClips(self.inputs.synthetic, self.cfg)], [1.0],
-                                  self.cfg.train.batch_size, self.cfg.seed)
+                                  self.cfg.train.batch_size, self.cfg.seed, dist.get_rank(), dist.get_world_size())
         final = train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
                            resume=True, desc="initial stage", progress=self.progress,
                            checkpoint_meta={"round": 0, "config": self.cfg.to_dict()})
@@ -255,7 +268,7 @@ class SelfTraining:
         from ..engine.trainer import train_loop
 
         rdir = self.out / f"round_{k}"
-        if (rdir / "model.pt").exists():
+        if self._exists(rdir / "model.pt"):
             return _read_model(rdir / "model.pt")
         rc = round_config(self.cfg)
         prev = self.out / f"round_{k - 1}" / "pseudo_labels.json"
@@ -271,46 +284,58 @@ class SelfTraining:
                       "frames; this round trains on synthetic clips only")
         model = self._build(rc)
         _load_weights(model, start)
-        batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k)
+        batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k,
+                                  dist.get_rank(), dist.get_world_size())
         final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
                            checkpoint_meta={"round": k, "config": rc.to_dict()})
         weights = {k2: v for k2, v in _read_model(final).items() if not k2.startswith("criterion.")}
-        _save_model(rdir / "model.pt", weights, k, rc, rc.train.max_iter)
+        if self.main:
+            _save_model(rdir / "model.pt", weights, k, rc, rc.train.max_iter)
         return weights
 
     # ------------------------------------------------------------------------------- labelling
     def label_round(self, k: int, weights: dict[str, torch.Tensor], previous: dict[int, list[Detection]]) -> dict[int, list[Detection]]:
-        """Pseudo-label, select (eq. 16-22), fuse with T^(k-1) (eq. 4-13); write round k's files."""
+        """Pseudo-label, select (eq. 16-22), fuse with T^(k-1) (eq. 4-13); write round k's files.
+
+        Returns T^(k) on rank 0; the other ranks (which only help to label and validate) get an empty dict.
+        """
         rdir = self.out / f"round_{k}"
         labels_path, stats_path, det_path = rdir / "pseudo_labels.json", rdir / "stats.json", rdir / "detections.jsonl"
         unlabeled = self.inputs.unlabeled
-        model, candidates = None, None
-        if labels_path.exists() and stats_path.exists():
-            _, train_set = read_pseudo_labels(labels_path, unlabeled.image_root)
-            stats = read_json(stats_path, "round stats")
-        else:
+        model, candidates, train_set = None, None, {}
+        done = self._exists(labels_path, stats_path)
+        if not done:
             model = self._model_with(weights)
             pseudo_label_dataset(model, unlabeled, self.cfg, det_path, video_ids=self.video_ids, resume=True,
                                  progress=self.progress, desc=f"round {k}: pseudo-label")
-            candidates, retained, counts = self.select(det_path)
-            train_set = fuse_dataset(previous, retained, self.cfg.selftrain.fusion_iou, self.cfg.selftrain.fusion)
-            stats = {"round": k, **counts, **self.set_stats(train_set)}
-            write_pseudo_labels(train_set, unlabeled, labels_path, k)
-            atomic_write_json(stats_path, stats, indent=1)
-        self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training set "
-                  f"{stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
-        row: dict[str, Any] = {"round": k, "retained": stats["retained"],
-                               "training_set_tracks": stats["training_set"]["tracks"],
-                               "eligible_videos": stats["training_set"]["eligible_videos"]}
+        if self.main:
+            if done:
+                _, train_set = read_pseudo_labels(labels_path, unlabeled.image_root)
+                stats = read_json(stats_path, "round stats")
+            else:
+                candidates, retained, counts = self.select(det_path)
+                train_set = fuse_dataset(previous, retained, self.cfg.selftrain.fusion_iou, self.cfg.selftrain.fusion)
+                stats = {"round": k, **counts, **self.set_stats(train_set)}
+                write_pseudo_labels(train_set, unlabeled, labels_path, k)
+                atomic_write_json(stats_path, stats, indent=1)
+            self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training "
+                      f"set {stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
+            row: dict[str, Any] = {"round": k, "retained": stats["retained"],
+                                   "training_set_tracks": stats["training_set"]["tracks"],
+                                   "eligible_videos": stats["training_set"]["eligible_videos"]}
         if self.inputs.val is not None:
-            row["val"] = self.evaluate(k, model or self._model_with(weights))
-        if self.inputs.unlabeled_gt is not None:
-            if candidates is None and not (rdir / "analysis.json").exists():
-                candidates = self.select(det_path)[0]  # resumed after the labels were written
-            row["analysis"] = self.analyse(k, rdir, candidates, train_set)
-        self.summary.append(row)
-        atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+            metrics = self.evaluate(k, model or self._model_with(weights))  # every rank predicts a share
+            if self.main:
+                row["val"] = metrics
+        if self.main:
+            if self.inputs.unlabeled_gt is not None:
+                if candidates is None and not (rdir / "analysis.json").exists():
+                    candidates = self.select(det_path)[0]  # resumed after the labels were written
+                row["analysis"] = self.analyse(k, rdir, candidates, train_set)
+            self.summary.append(row)
+            atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+        dist.barrier()  # round k's files exist before any rank reads them
         return train_set
 
     def _model_with(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -358,18 +383,22 @@ class SelfTraining:
 
     # ------------------------------------------------------------------------ evaluation, analysis
     def evaluate(self, k: int, model: torch.nn.Module) -> dict[str, float]:
-        """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json)."""
+        """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json).
+
+        Every rank predicts its share of the videos; rank 0 evaluates and writes (the others return {})."""
         from ..data.ytvis import save_results
-        from ..engine.inference import predict_dataset, results_from_prediction
+        from ..engine import inference
         from ..eval.ytvis_eval import evaluate
 
         path = self.out / f"round_{k}" / "metrics.json"
-        if path.exists():
-            return read_json(path, "metrics")
+        if self._exists(path):
+            return read_json(path, "metrics") if self.main else {}
         results: list[dict[str, Any]] = []
-        for video_id, pred in predict_dataset(model, self.inputs.val, self.cfg, progress=self.progress,
-                                              desc=f"round {k}: val"):
-            results.extend(results_from_prediction(video_id, pred))
+        for video_id, pred in inference.predict_dataset(model, self.inputs.val, self.cfg, progress=self.progress,
+                                                        desc=f"round {k}: val"):
+            results.extend(inference.results_from_prediction(video_id, pred))
+        if not self.main:
+            return {}
         save_results(results, path.with_name("val_results.json"))
         metrics = evaluate(self.inputs.val, results)
         atomic_write_json(path, metrics, indent=1)

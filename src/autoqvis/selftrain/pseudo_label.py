@@ -162,24 +162,33 @@ def pseudo_label_dataset(
     (eq. 16), spatiotemporal NMS at cfg.selftrain.nms_iou (eq. 17-18), the predictor's IoU attached.
     One line per video is appended and flushed, so memory stays flat in the number of videos and a
     killed run resumes (``resume=True``) at the first unfinished video. Returns ``out_path``.
+
+    Under torchrun every rank calls this: the model runs on each rank's share of the videos, rank 0 gathers
+    the predictions in video order and alone filters, suppresses and writes, so the file is the one a
+    single process writes (same lines, same order).
     """
-    from ..engine.inference import predict_dataset
+    from ..engine import dist, inference
 
     out_path = Path(out_path)
-    if resume and out_path.exists():
+    main = dist.is_main_process()
+    if dist.broadcast_object(resume and out_path.exists()):
         return out_path
     ids = [v.id for v in unlabeled.videos] if video_ids is None else list(video_ids)
-    writer = DetectionWriter(out_path, resume=resume)
-    todo = [v for v in ids if v not in writer.done_videos]
+    writer = DetectionWriter(out_path, resume=resume) if main else None
+    todo = dist.broadcast_object([v for v in ids if v not in writer.done_videos] if main else None)
     st = cfg.selftrain
     try:
-        for video_id, pred in predict_dataset(model, unlabeled, cfg, video_ids=todo, progress=progress, desc=desc):
+        for video_id, pred in inference.predict_dataset(model, unlabeled, cfg, video_ids=todo, progress=progress,
+                                                        desc=desc):
             kept, before = pseudo_label_video(video_id, pred, st.score_threshold, st.nms_iou)
             writer.write(video_id, kept, before)
     except BaseException:
-        writer.abandon()
+        if writer is not None:
+            writer.abandon()
         raise
-    writer.close()
+    if writer is not None:
+        writer.close()
+    dist.barrier()  # the file exists for every rank from here on
     return out_path
 
 
