@@ -41,9 +41,10 @@ def make_world(root: Path, num_videos: int, num_frames: int, height: int, width:
     return root
 
 
-def selftrain_args(world: Path, out: Path) -> list[str]:
+def selftrain_args(world: Path, out: Path, max_videos: int | None = None) -> list[str]:
     """Round 0 of self-training from the shipped toy model: pseudo-label, select, fuse, write."""
-    return ["selftrain", "--config", "toy", "--synthetic", str(world / "source.json"), "--unlabeled",
+    first = ["--max-videos", str(max_videos)] if max_videos else []
+    return ["selftrain", *first, "--config", "toy", "--synthetic", str(world / "source.json"), "--unlabeled",
             str(world / "train.json"), "--init", str(INIT), "--out", str(out), "--rounds", "0", "--tau", "0.5",
             "--no-progress"]
 
@@ -52,8 +53,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child(world: Path, out: Path, mode: str) -> dict:
-    """``selftrain``: the CLI's round 0 into ``out``; ``hold``: every video's dense prediction kept in a list."""
+def child(world: Path, out: Path, mode: str, max_videos: int | None = None) -> dict:
+    """``selftrain``: the CLI's round 0 into ``out``; ``hold``: every video's dense prediction kept in a list.
+    max_videos: only the first N videos of the world."""
     import torch
 
     torch.set_num_threads(1)
@@ -61,7 +63,7 @@ def child(world: Path, out: Path, mode: str) -> dict:
     if mode == "selftrain":
         from autoqvis.cli import main
 
-        if main(selftrain_args(world, out)) != 0:
+        if main(selftrain_args(world, out, max_videos)) != 0:
             raise RuntimeError("autoqvis selftrain failed")
         stats = json.loads((out / "round_0" / "stats.json").read_text())
         tracks, kept = stats["tracks_after_nms"], stats["training_set"]["tracks"]
@@ -76,18 +78,19 @@ def child(world: Path, out: Path, mode: str) -> dict:
         model = build_model(cfg)
         load_checkpoint(model, INIT)
         data = load_ytvis(world / "train.json")
-        held = [predict_video(model.eval(), (data.read_frame(v, t) for t in range(v.length)), cfg) for v in data.videos]
+        held = [predict_video(model.eval(), (data.read_frame(v, t) for t in range(v.length)), cfg)
+                for v in data.videos[: max_videos or None]]
         tracks, kept = sum(len(p["scores"]) for p in held), 0
-    return {"mode": mode, "videos": len(json.loads((world / "train.json").read_text())["videos"]),
-            "tracks": tracks, "pseudo_labels": kept, "seconds": time.perf_counter() - t0,
-            "peak_rss_mb": _peak_rss_mb()}
+    num_videos = len(json.loads((world / "train.json").read_text())["videos"][: max_videos or None])
+    return {"mode": mode, "videos": num_videos, "tracks": tracks, "pseudo_labels": kept,
+            "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure(world: Path, out: Path, mode: str = "selftrain") -> dict:
+def measure(world: Path, out: Path, mode: str = "selftrain", max_videos: int | None = None) -> dict:
     """Run :func:`child` in a fresh process (its peak RSS is this run's alone); returns its json line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, __file__, "child", str(world), str(out), mode], env=env,
-                          capture_output=True, text=True, check=False)
+    cmd = [sys.executable, __file__, "child", str(world), str(out), mode, str(max_videos or 0)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench_memory child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -96,7 +99,7 @@ def measure(world: Path, out: Path, mode: str = "selftrain") -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
-        print(json.dumps(child(Path(argv[1]), Path(argv[2]), argv[3])))
+        print(json.dumps(child(Path(argv[1]), Path(argv[2]), argv[3], int(argv[4]) or None)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, nargs="+", default=[20, 200])

@@ -91,29 +91,6 @@ def test_every_trainable_parameter_reaches_the_loss(stage, num_objects):
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
-def test_fast_path_switches_keep_the_outputs_on_cpu():
-    """channels-last backbone: same inference up to float rounding; the flags are remembered on the model."""
-    from autoqvis import build_model
-    from autoqvis.engine import fast_path
-
-    cfg = load_config("toy")
-    model = build_model(cfg).eval()
-    clip = torch.rand(2, 3, 96, 128) * 255
-    with torch.no_grad():
-        ref = model.forward_raw(clip)
-        cfg.train.channels_last = True
-        fast_path.prepare(model, cfg.train)
-        assert model.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-        got = model.forward_raw(clip)
-    assert (got["pred_masks"] - ref["pred_masks"]).abs().max() < 1e-3
-    assert (got["pred_logits"] - ref["pred_logits"]).abs().max() < 1e-4
-    cfg.train.channels_last = False
-    fast_path.prepare(model, cfg.train)
-    assert model.backbone.stem.conv1.weight.is_contiguous()
-    with fast_path.autocast(torch.device("cpu"), True):  # bf16 autocast is for CUDA only: a no-op here
-        assert not torch.is_autocast_enabled("cpu")
-
-
 # ------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_two_process_selftrain_writes_what_one_process_writes(world, selftrain_two):

@@ -367,3 +367,33 @@ def test_video_ids_beyond_64_bits_are_fine():
     for rec in big[0]["annotations"] + big[1]:
         rec["video_id"] += 2**65
     assert evaluate(load_ytvis(big[0]), big[1], workers=1) == evaluate(load_ytvis(gt), results, workers=1)
+
+
+def test_fast_runs_check_finds_what_the_full_check_finds():
+    from pycocotools import mask as mask_utils
+
+    from autoqvis.data.rle_batch import counts_problems, first_bad_counts
+
+    rng = np.random.default_rng(15)
+    good = [r["counts"] for r in encode_masks(rng.random((300, 9, 13)) < rng.random((300, 1, 1)))]
+    big = mask_utils.encode(np.asfortranarray((rng.random((300, 400, 2)) < 0.5).astype(np.uint8)))
+    strings, pixels = good + [b["counts"].decode() for b in big], [117] * 300 + [120000] * 2
+    alphabet = [chr(c) for c in range(40, 120)] + ["\u00e9"]
+    for _ in range(1500):  # garbage: bad characters, cut-off numbers, short / long / negative runs
+        strings.append("".join(rng.choice(alphabet, rng.integers(0, 10))))
+        pixels.append(int(rng.choice([117, 36, 5])))
+    for s in good[:100]:  # one character changed, or a number too long added
+        i = int(rng.integers(0, len(s)))
+        strings += [s[:i] + chr(48 + int(rng.integers(0, 64))) + s[i + 1:], s + "ooooooo1"]
+        pixels += [117, 117]
+    order = rng.permutation(len(strings))
+    strings, pixels = [strings[i] for i in order], np.array(pixels)[order]
+    problems = counts_problems(strings, pixels)
+    assert 0 < sum(p is None for p in problems) < len(strings)
+    for start in range(0, len(strings), 97):
+        for width in (1, 4, 60, 1200):
+            window = slice(start, start + width)
+            want = next((i for i, p in enumerate(problems[window]) if p is not None), None)
+            assert first_bad_counts(strings[window], pixels[window]) == want
+    # a chunk holding a non-ASCII string still checks the others
+    assert counts_problems([good[0] + "1", "\u00e9"], [117, 117])[0] is not None

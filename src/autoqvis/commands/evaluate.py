@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes for the per-video IoU and matching (default: min(2, CPUs))")
     parser.add_argument("--check-masks", action="store_true",
-                        help="also decode every result mask to check that its runs cover the frame "
-                             "(always done for the ground truth; costs about a third more time)")
+                        help="also decode the masks of the results that are not scored (beyond a video's "
+                             "first 100, or of other categories) to check that their runs cover the frame "
+                             "(always done for the ground truth and the scored results)")
 
 
 def run(args: argparse.Namespace) -> int:

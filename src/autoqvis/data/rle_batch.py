@@ -65,6 +65,83 @@ def counts_syntax_problem(counts: Sequence[str]) -> tuple[int, str] | None:
     return None if first is None else (first[0], first[2])
 
 
+def first_bad_counts(counts: Sequence[str], n_pixels: Sequence[int] | np.ndarray) -> int | None:
+    """Index of the first string :func:`counts_problems` finds fault with, or None, in 85% of its
+    time or less: no reasons (ask ``counts_problems`` about the one string), fewer passes over the runs.
+
+    A string that decodes to a negative run or to runs that do not sum to its frame's pixel count
+    (n_pixels (N,) = h * w) is one pycocotools' ``iou`` would never return on.
+    """
+    n_pixels = np.asarray(n_pixels, dtype=np.int64)
+    for i in range(0, len(counts), _CHUNK):
+        chunk, pixels = counts[i:i + _CHUNK], n_pixels[i:i + _CHUNK]
+        lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        joined = "".join(chunk)
+        bad = None if joined.isascii() and len(chunk) and lengths.min() > 0 else 0
+        if bad is None:  # the syntax check, on the same bytes
+            text = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+            ends = np.cumsum(lengths) - 1
+            if text.min() < 48 or text.max() > 111 or text[ends].max() >= 80:
+                bad = 0
+            else:
+                bad = _chunk_bad_runs(text, ends, pixels)
+        if bad is not None:  # the first fault of the chunk, whatever it is
+            return i + next(k for k, p in enumerate(_chunk_problems(chunk, pixels)) if p is not None)
+    return None
+
+
+_VALUE = np.array([(c - 48 & 15) - (c - 48 & 16) for c in range(256)], dtype=np.int64)  # one-character numbers
+
+
+def _chunk_bad_runs(text: np.ndarray, ends: np.ndarray, n_pixels: np.ndarray) -> int | None:
+    """A string of the chunk with a bad run or total, or None.
+
+    text: (C,) uint8 the strings back to back, their syntax checked; ends: (S,) index of each one's last
+    character; n_pixels: (S,). Runs are stride-2 running sums of a string's numbers (run m = number m +
+    run m-2 from m = 3 on), so the numbers at the chunk's even and at its odd positions form two arrays
+    whose running sums, taken once, hold every string's two chains of runs as contiguous segments:
+    per-string minima and sums of the segments (``reduceat``) tell whether every run is >= 0 and what
+    the runs add up to, without building the runs.
+    """
+    last = np.flatnonzero(text < 80)  # each number's last character ('0' + 32); every string ends with one
+    value = _VALUE[text[last]]
+    multi = np.flatnonzero(text[last - 1] >= 80)  # numbers of several characters (index -1: a string's end)
+    if len(multi):
+        start = np.where(multi > 0, last[multi - 1] + 1, 0)
+        n = last[multi] - start + 1
+        if n.max() > _MAX_DIGITS:  # a number too long for any frame
+            return int(np.searchsorted(ends, last[multi[np.argmax(n > _MAX_DIGITS)]]))
+        x = np.zeros(len(multi), dtype=np.int64)
+        for k in range(int(n.max())):
+            has = np.flatnonzero(n > k)
+            x[has] |= (text[start[has] + k].astype(np.int64) - 48 & 31) << (5 * k)
+        value[multi] = x - ((text[last[multi]].astype(np.int64) - 48 & 16) << (5 * n - 4))
+    f = np.r_[0, np.searchsorted(last, ends[:-1]) + 1]  # each string's first number
+    m = np.diff(np.r_[f, len(value)])  # numbers per string
+    par = f & 1  # the parity of the positions of the string's runs 0, 2, 4, ...
+    chains, mins, sums, sizes = [], [], [], []
+    for c, start in ((0, (f + 1) >> 1), (1, f >> 1)):  # each string's segment of chain c
+        chain = np.empty((len(value) + 1 - c) // 2 + 1, dtype=np.int64)  # running sums + a sentinel,
+        np.cumsum(value[c::2], out=chain[:-1])  # which empty segments at the end start at
+        size = np.where(par == c, (m + 1) >> 1, m >> 1)
+        chain[-1] = 0
+        sums.append(np.where(size > 0, np.add.reduceat(chain, start), 0))
+        chain[-1] = np.iinfo(np.int64).max  # the last segment runs into the sentinel: neutral for minima
+        mins.append(np.where(size > 0, np.minimum.reduceat(chain, start), 0))
+        chains.append(chain)
+        sizes.append(size)
+    even_min, even_sum, even_size = (np.where(par == 0, x[0], x[1]) for x in (mins, sums, sizes))
+    odd_min, odd_sum, odd_size = (np.where(par == 0, x[1], x[0]) for x in (mins, sums, sizes))
+    base_even = np.where(par == 0, chains[0][f >> 1], chains[1][f >> 1])  # run 0's own running sum
+    before = ((f + 1) >> 1) - 1  # the odd chain's base: the running sum just before its first number
+    base_odd = np.where(before < 0, 0, np.where(par == 0, chains[1][before], chains[0][before]))
+    first = value[f]
+    negative = (first < 0) | (even_min < base_even) | ((odd_size > 0) & (odd_min < base_odd))
+    total = first + even_sum - even_size * base_even + odd_sum - odd_size * base_odd
+    bad = negative | (total != n_pixels)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def _chunk_problems(counts: Sequence[str], n_pixels: np.ndarray) -> list[str | None]:
     n = len(counts)
     problems: list[str | None] = [None] * n
@@ -77,8 +154,12 @@ def _chunk_problems(counts: Sequence[str], n_pixels: np.ndarray) -> list[str | N
             problems[i] = p
         return problems
     joined = "".join(counts)
-    if not joined.isascii():
-        return [None if c.isascii() else "counts has a non-ASCII character" for c in counts]
+    if not joined.isascii():  # those strings get this reason, the others the full check
+        ascii_ = [i for i, c in enumerate(counts) if c.isascii()]
+        problems = ["counts has a non-ASCII character"] * n
+        for i, p in zip(ascii_, _chunk_problems([counts[i] for i in ascii_], n_pixels[ascii_])):
+            problems[i] = p
+        return problems
     code = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(48)  # wraps below '0'
     str_end = np.cumsum(lengths) - 1
     bad = np.zeros(n, dtype=np.int8)  # 1 bad character, 2 truncated, 3 number too long

@@ -35,11 +35,12 @@ from . import dist, fast_path
 RLE = dict[str, Any]
 
 
-def resize_for_test(frames: np.ndarray, cfg: Config) -> torch.Tensor:
-    """uint8 (T, H, W, 3) RGB -> float32 (T, 3, h, w) in 0..255 with the test-time shortest-edge size."""
+def resize_for_test(frames: np.ndarray, cfg: Config, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 (T, H, W, 3) RGB -> float32 (T, 3, h, w) in 0..255 with the test-time shortest-edge size, on ``device``
+    (default CPU; on a GPU the uint8 frames cross the bus and the resize runs there)."""
     t, h, w, _ = frames.shape
     size = shortest_edge_size(h, w, cfg.input.min_size_test, cfg.input.max_size_test)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device or "cpu").permute(0, 3, 1, 2).float()
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
     return x
@@ -50,25 +51,53 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
+def _run_model(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """``model.inference`` on uint8 frames (T, H, W, 3), masks at (H, W); tensors stay on the model's device."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise AutoQVISError(f"inference: expected frames (T, H, W, 3) with T >= 1, got {tuple(frames.shape)}")
+    device = _device(model)
+    fast_path.prepare(model, cfg.train)
+    clip = resize_for_test(frames, cfg, device)
+    with fast_path.autocast(device, cfg.train.amp_inference):
+        return model.inference(clip, out_size=tuple(frames.shape[1:3]))
+
+
+def _scores_and_quality(out: dict[str, Any]) -> dict[str, Any]:
+    quality = out.get("quality")
+    return {"scores": out["scores"].float().cpu().numpy(),
+            "quality": None if quality is None else quality.float().cpu().numpy()}
+
+
 def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
     """One pass of the model over a clip uint8 (T, H, W, 3).
 
     Returns {"scores": float (k,), "masks": bool (k, T, H, W) at the input size, "quality": float (k, T) in [0, 1]
     or None without a quality predictor}, k = cfg.model.test_topk, scores descending (numpy arrays).
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise AutoQVISError(f"inference: expected frames (T, H, W, 3) with T >= 1, got {tuple(frames.shape)}")
-    device = _device(model)
-    fast_path.prepare(model, cfg.train)
-    clip = resize_for_test(frames, cfg).to(device)
-    with fast_path.autocast(device, cfg.train.amp_inference):
-        out = model.inference(clip, out_size=tuple(frames.shape[1:3]))
-    quality = out.get("quality")
-    return {
-        "scores": out["scores"].float().cpu().numpy(),
-        "masks": out["masks"].cpu().numpy().astype(bool),
-        "quality": None if quality is None else quality.float().cpu().numpy(),
-    }
+    out = _run_model(model, frames, cfg)
+    return {**_scores_and_quality(out), "masks": out["masks"].cpu().numpy().astype(bool)}
+
+
+def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "quality"}.
+
+    The masks are transposed to column-major (RLE's order) where they were computed: numpy's copy into
+    Fortran order was ~90% of the CPU cost of encoding (benchmarks/RESULTS.md, "Scale-out"), and on a GPU
+    the transpose is almost free. The RLEs are those of ``ytvis.encode_masks``, empty masks included.
+    """
+    out = _run_model(model, frames, cfg)
+    columns = out["masks"].transpose(-1, -2).contiguous().view(torch.uint8).cpu().numpy()  # (k, T, W, H)
+    return {**_scores_and_quality(out), "segmentations": [encode_column_major(track) for track in columns]}
+
+
+def encode_column_major(masks: np.ndarray) -> list[RLE]:
+    """uint8/bool (N, W, H) C-ordered, i.e. N frames stored column by column -> N compressed RLEs of the
+    (H, W) masks (the same dicts as ``ytvis.encode_masks(masks.transpose(0, 2, 1))``, without its copy)."""
+    if len(masks) == 0:
+        return []
+    fortran = np.ascontiguousarray(masks).view(np.uint8).transpose(2, 1, 0)  # (H, W, N), Fortran order: a view
+    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+            for r in mask_utils.encode(fortran)]
 
 
 def _stack(frames: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
@@ -98,9 +127,14 @@ def predict_video_rle(model: torch.nn.Module, frames: np.ndarray | Iterable[np.n
     windowed when ``cfg.input.test_window > 0``. on_frames(n): progress callback (windowed mode)."""
     window = cfg.input.test_window
     if window <= 0:
-        pred = predict_video(model, frames, cfg)
-        segs = [_none_if_empty(encode_masks(m)) for m in pred["masks"]]
-        return {"scores": pred["scores"], "segmentations": segs, "quality": pred["quality"]}
+        was_training = model.training
+        model.eval()
+        try:
+            pred = predict_clip_rle(model, _stack(frames), cfg)
+        finally:
+            model.train(was_training)
+        pred["segmentations"] = [_none_if_empty(segs) for segs in pred["segmentations"]]
+        return pred
     from .windows import predict_windowed
 
     was_training = model.training
@@ -172,5 +206,5 @@ def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[st
     return out
 
 
-__all__ = ["predict_clip", "predict_dataset", "predict_video", "predict_video_rle", "resize_for_test",
-           "results_from_prediction"]
+__all__ = ["encode_column_major", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
+           "predict_video_rle", "resize_for_test", "results_from_prediction"]

@@ -262,8 +262,9 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
                       workers: int | None = None, check_masks: bool = False) -> EvalResult:
     """Validate, then evaluate: stats, precision/recall arrays and per-video IoU matrices.
 
-    Results are read (a file: in parts), checked (structure, size, counts syntax; ``check_masks=True``
-    also decodes every counts string to check that its runs cover the frame) and scored on ``workers``
+    Results are read (a file: in parts), checked (structure, size, counts syntax; the runs of every
+    scored result's masks must cover the frame, ``check_masks=True`` asks the same of the others) and
+    scored on ``workers``
     processes (default up to 2). A ground truth given as a dataset is checked again (it may have been
     edited in code); one given as a path is loaded and checked by ``load_ytvis``.
     """

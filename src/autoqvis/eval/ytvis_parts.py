@@ -29,7 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..data.json_array import parse_part, split_array
-from ..data.rle_batch import counts_problems, counts_syntax_problem, forked_pool, scan_frames, use_pool
+from ..data.rle_batch import counts_syntax_problem, first_bad_counts, forked_pool, scan_frames, use_pool
 from ..data.ytvis import RLE, Video, check_track_masks, parse_result, result_location, rle_area_array, to_rle
 from ..errors import AutoQVISError
 from ..fileio import read_json
@@ -198,20 +198,17 @@ def score_part(setting: Setting, i: int) -> PartOutput:
         except AutoQVISError:
             return PartOutput(len(records), top_error=(k, rec))
     video = np.fromiter((setting.position[r["video_id"]] for r in results), dtype=np.int64, count=len(results))
-    tracks = [r["segmentations"] for r in results]
-    sizes = [[setting.videos[v].height, setting.videos[v].width] for v in video.tolist()]
-    bad = _first_bad_masks(tracks, sizes, setting.check_masks)
-    if bad is not None:
-        return PartOutput(len(records), mask_error=(bad, records[bad]))
     score = np.fromiter((r["score"] for r in results), dtype=np.float64, count=len(results))
     ranks = setting.cat_rank
     cat_rank = np.fromiter((0 if ranks is None else ranks.get(r["category_id"], -1) for r in results),
                            dtype=np.int64, count=len(results))
     selected = first_per_video(video, score, cat_rank, setting.max_dets)
-    if not setting.check_masks:  # pycocotools' iou never returns on runs that do not cover the frame
-        bad = _first_bad_runs(tracks, sizes, [k for index in selected.values() for k in index.tolist()])
-        if bad is not None:
-            return PartOutput(len(records), mask_error=(bad, records[bad]))
+    tracks = [r["segmentations"] for r in results]
+    sizes = [[setting.videos[v].height, setting.videos[v].width] for v in video.tolist()]
+    scored = None if setting.check_masks else np.concatenate([np.zeros(0, dtype=np.int64), *selected.values()])
+    bad = _first_bad_masks(tracks, sizes, scored)
+    if bad is not None:
+        return PartOutput(len(records), mask_error=(bad, records[bad]))
     rows = {}
     for v, index in selected.items():
         iou, areas = video_iou([tracks[k] for k in index.tolist()], setting.gt_tracks[v])
@@ -219,8 +216,12 @@ def score_part(setting: Setting, i: int) -> PartOutput:
     return PartOutput(len(records), video, score, cat_rank, rows)
 
 
-def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool) -> int | None:
-    """Index of the first track with a bad mask, or None; converts polygons and uncompressed RLE in place."""
+def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], scored: np.ndarray | None) -> int | None:
+    """Index of the first track with a bad mask, or None; converts polygons and uncompressed RLE in place.
+
+    The counts strings of the ``scored`` tracks (None: all) are decoded in full: pycocotools' ``iou``
+    never returns on runs that do not cover the frame. The others' are checked for syntax only.
+    """
     odd, frames = scan_frames(tracks, sizes)
     bad = []
     for i in odd:
@@ -236,26 +237,24 @@ def _first_bad_masks(tracks: list[list[Any]], sizes: list[list[int]], full: bool
         frames.counts += more.counts  # (appended out of order: only the track of a problem is read)
         frames.track = np.r_[frames.track, np.asarray(converted, dtype=np.int64)[more.track]]
         frames.n_pixels = np.r_[frames.n_pixels, more.n_pixels]
-    if full:
-        bad += [int(frames.track[k]) for k, p in enumerate(counts_problems(frames.counts, frames.n_pixels))
-                if p is not None]
-    else:
-        first = counts_syntax_problem(frames.counts)
-        bad += [] if first is None else [int(frames.track[first[0]])]
+    decode = np.ones(len(tracks), dtype=bool)
+    if scored is not None:
+        decode[:] = False
+        decode[scored] = True
+    full = decode[frames.track]
+    for check, subset in ((True, np.flatnonzero(full)), (False, np.flatnonzero(~full))):
+        if len(subset) == len(frames.counts):
+            counts, pixels = frames.counts, frames.n_pixels
+        else:
+            counts, pixels = [frames.counts[k] for k in subset.tolist()], frames.n_pixels[subset]
+        if check:
+            first = first_bad_counts(counts, pixels)
+        else:
+            problem = counts_syntax_problem(counts)
+            first = None if problem is None else problem[0]
+        if first is not None:
+            bad.append(int(frames.track[subset[first]]))
     return min(bad, default=None)
-
-
-def _first_bad_runs(tracks: list[list[RLE | None]], sizes: list[list[int]], indices: list[int]) -> int | None:
-    """The first of the tracks ``indices`` (canonical RLEs) whose runs do not cover its frame, or None."""
-    where, counts, n_pixels = [], [], []
-    for k in sorted(indices):
-        for s in tracks[k]:
-            if s is not None:
-                where.append(k)
-                counts.append(s["counts"])
-                n_pixels.append(sizes[k][0] * sizes[k][1])
-    problems = counts_problems(counts, np.asarray(n_pixels, dtype=np.int64))
-    return next((where[i] for i, p in enumerate(problems) if p is not None), None)
 
 
 def first_per_video(video: np.ndarray, score: np.ndarray, cat_rank: np.ndarray, max_dets: int,

@@ -1,0 +1,161 @@
+"""Where the CPU time of the model goes: is the grid_sample deformable attention the bottleneck?
+
+    python benchmarks/profile_cpu.py [--config ytvis19_r50] [--frames 3] [--train-batch 1] [--threads 1] [--write]
+
+Two measurements, one torch thread by default (the stable setting on a shared machine):
+1. parts: wall seconds of the backbone, the pixel decoder (6 MSDeformAttn encoder layers), the video transformer
+   decoder and post-processing of ``model.inference`` on one clip of --frames frames at 360x640, timed one by one;
+2. ops: ``torch.profiler`` over that inference and over one training step (forward_train + backward at
+   --train-batch clips of 3x360x640), self CPU time per aten op, grouped into grid_sample (forward and backward:
+   the deformable attention's sampling, and in training also the criterion's point sampling), convolutions,
+   matrix products and the rest; plus the pixel decoder alone, forward and forward + backward.
+The decision it informs: a fused / Triton MSDeformAttn kernel only pays when grid_sample is a large share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+GRID = "grid_sample (MSDeformAttn; in training also point sampling)"
+GROUPS = {  # group -> substrings of aten op names
+    GRID: ("grid_sampler",),
+    "convolution": ("convolution", "conv2d", "mkldnn_conv", "_slow_conv", "conv_depthwise", "thnn_conv"),
+    "matmul / linear": ("addmm", "::mm", "bmm", "matmul", "linear", "baddbmm", "einsum"),
+    "interpolate / point_sample": ("upsample", "interpolate"),
+}
+
+
+def group_of(name: str) -> str:
+    for group, keys in GROUPS.items():
+        if any(k in name for k in keys):
+            return group
+    return "other"
+
+
+def op_shares(prof) -> dict[str, float]:
+    """Self CPU seconds per group from a finished torch.profiler run."""
+    out: dict[str, float] = {}
+    for evt in prof.key_averages():
+        if evt.key.startswith("aten::") or evt.key.startswith("mkldnn"):
+            out[group_of(evt.key)] = out.get(group_of(evt.key), 0.0) + evt.self_cpu_time_total / 1e6
+    return out
+
+
+def parts(model, clip) -> dict[str, float]:
+    """Wall seconds of each stage of ``model.inference`` on ``clip`` (T, 3, H, W)."""
+    import torch
+
+    from autoqvis.model.vis_model import postprocess_video
+
+    times = {}
+    with torch.no_grad():
+        images, padded = model.preprocess([clip])
+        t0 = time.perf_counter()
+        features = model.backbone(images)
+        t1 = time.perf_counter()
+        mask_features, multi_scale = model.sem_seg_head.pixel_decoder(features)
+        t2 = time.perf_counter()
+        out = model.sem_seg_head.predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False)
+        t3 = time.perf_counter()
+        res = postprocess_video(out["pred_logits"][0], out["pred_masks"][0], tuple(clip.shape[-2:]),
+                                tuple(clip.shape[-2:]), model.test_topk, padded_size=padded)
+        if model.has_quality:
+            model.sem_seg_head.predictor.maskiou_feature_extractor(multi_scale[0], out["pred_masks"][:, res["query_indices"]])
+        t4 = time.perf_counter()
+    times.update({"backbone": t1 - t0, "pixel decoder (MSDeformAttn encoder)": t2 - t1,
+                  "transformer decoder": t3 - t2, "post-processing + quality of top-k": t4 - t3})
+    return times
+
+
+def pixel_decoder_grid_sample(model, clip, train: bool) -> tuple[float, float]:
+    """(grid_sample seconds, all ops' seconds) of the pixel decoder alone, profiled; with ``train``, forward +
+    backward of its outputs (what a training step spends there)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        images, _ = model.preprocess([clip])
+        features = model.backbone(images)
+    decoder = model.sem_seg_head.pixel_decoder
+    decoder.train(train)
+    with torch.set_grad_enabled(train), profile(activities=[ProfilerActivity.CPU]) as prof:
+        mask_features, multi_scale = decoder(features)
+        if train:
+            (mask_features.sum() + sum(x.sum() for x in multi_scale)).backward()
+    decoder.eval()
+    shares = op_shares(prof)
+    return shares.get(GRID, 0.0), sum(shares.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="ytvis19_r50")
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--train-batch", type=int, default=1, help="clips of the profiled training step (0: skip it)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write", action="store_true", help="add the tables to benchmarks/RESULTS.md (## Scale-out)")
+    args = ap.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from autoqvis import build_model, load_config
+    from bench_gpu import CLIP_HW, train_sample
+    from results_md import machine, write_block
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = load_config(args.config)
+    model = build_model(cfg).eval()
+    hw = CLIP_HW if args.config != "toy" else (96, 128)
+    clip = torch.rand(args.frames, 3, *hw) * 255
+    with torch.no_grad():
+        model.inference(clip[:1])  # warm-up
+    stage = parts(model, clip)
+    pd_grid, _ = pixel_decoder_grid_sample(model, clip, train=False)
+    pd_train_grid, pd_train_all = pixel_decoder_grid_sample(model, clip, train=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad():
+        model.inference(clip)
+    infer_ops = op_shares(prof)
+    train_ops = {}
+    if args.train_batch:
+        model.train()
+        batch = [train_sample(i, hw) for i in range(args.train_batch)]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            losses = model.forward_train(batch)
+            sum(losses.values()).backward()
+        train_ops = op_shares(prof)
+
+    total = sum(stage.values())
+    lines = [f"`python benchmarks/profile_cpu.py {' '.join(sys.argv[1:])}` on {machine()}, {args.threads} thread(s); "
+             f"{args.config}, clip {args.frames}x{hw[0]}x{hw[1]}.", "",
+             "| inference stage | wall s | share |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.2f} | {100 * v / total:.0f}% |" for k, v in stage.items()]
+    lines += [f"| grid_sample inside the pixel decoder (profiled) | {pd_grid:.2f} | "
+              f"{100 * pd_grid / total:.0f}% of inference, {100 * pd_grid / max(stage['pixel decoder (MSDeformAttn encoder)'], 1e-9):.0f}% of the pixel decoder |",
+              f"| pixel decoder forward + backward (profiled, training) | {pd_train_all:.2f} | grid_sample fwd+bwd "
+              f"{pd_train_grid:.2f} s = {100 * pd_train_grid / max(pd_train_all, 1e-9):.0f}% of it |", ""]
+    header = "| op group (self CPU time) | inference s | share |" + (" training step s | share |" if train_ops else "")
+    lines += [header, "|---|---|---|" + ("---|---|" if train_ops else "")]
+    ti, tt = sum(infer_ops.values()), sum(train_ops.values())
+    for group in [*GROUPS, "other"]:
+        row = f"| {group} | {infer_ops.get(group, 0):.2f} | {100 * infer_ops.get(group, 0) / ti:.1f}% |"
+        if train_ops:
+            row += f" {train_ops.get(group, 0):.2f} | {100 * train_ops.get(group, 0) / tt:.1f}% |"
+        lines.append(row)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        write_block("Scale-out", f"profile_cpu:{args.config}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Fast-path switches (engine/fast_path.py) and the column-major RLE path of inference, on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autoqvis import build_model, load_config
+from autoqvis.data.ytvis import encode_masks
+from autoqvis.engine import fast_path
+from autoqvis.engine.inference import encode_column_major, predict_clip, predict_clip_rle
+
+
+@pytest.fixture(scope="module")
+def toy():
+    cfg = load_config("toy")
+    torch.manual_seed(0)
+    return build_model(cfg).eval(), cfg
+
+
+def test_column_major_rles_are_those_of_encode_masks():
+    rng = np.random.default_rng(0)
+    masks = rng.random((5, 37, 53)) < 0.3
+    masks[2] = False  # an empty mask keeps its RLE too
+    masks[3, 10:20, 5:40] = True
+    got = encode_column_major(np.ascontiguousarray(masks.transpose(0, 2, 1)))
+    assert got == encode_masks(masks)
+    assert got[2]["counts"] == encode_masks(masks[2:3])[0]["counts"] and encode_column_major(masks[:0]) == []
+
+
+def test_predict_clip_rle_matches_the_dense_prediction(toy):
+    model, cfg = toy
+    frames = (np.random.default_rng(1).random((3, 90, 120, 3)) * 255).astype(np.uint8)
+    dense = predict_clip(model, frames, cfg)
+    rle = predict_clip_rle(model, frames, cfg)
+    assert np.array_equal(rle["scores"], dense["scores"]) and np.array_equal(rle["quality"], dense["quality"])
+    assert rle["segmentations"] == [encode_masks(m) for m in dense["masks"]]
+    assert len(rle["segmentations"]) == cfg.model.test_topk and all(len(s) == 3 for s in rle["segmentations"])
+
+
+def test_channels_last_keeps_the_outputs_and_can_be_undone(toy):
+    model, cfg = toy
+    cfg = load_config("toy")
+    clip = torch.rand(2, 3, 96, 128) * 255
+    with torch.no_grad():
+        ref = model.forward_raw(clip)
+        cfg.train.channels_last = True
+        fast_path.prepare(model, cfg.train)
+        assert model.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        got = model.forward_raw(clip)
+        cfg.train.channels_last = False
+        fast_path.prepare(model, cfg.train)
+        again = model.forward_raw(clip)
+    assert model.backbone.stem.conv1.weight.is_contiguous()
+    assert (got["pred_masks"] - ref["pred_masks"]).abs().max() < 1e-3
+    assert (got["pred_logits"] - ref["pred_logits"]).abs().max() < 1e-4
+    assert torch.equal(again["pred_masks"], ref["pred_masks"])
+
+
+def test_bf16_autocast_is_for_cuda_only():
+    with fast_path.autocast(torch.device("cpu"), True):
+        assert not torch.is_autocast_enabled("cpu")
+    assert fast_path.can_compile(torch.device("meta")) is False
