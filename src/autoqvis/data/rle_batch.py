@@ -4,8 +4,8 @@ pycocotools parses any string without checking it: runs that do not add up to ``
 areas and IoUs and make its decoder fail. ``counts_problems`` decodes the strings to runs in bulk
 (one numpy pass over thousands of strings) only to check them; all RLE arithmetic stays with
 pycocotools. ``counts_syntax_problem`` is the cheap part of the check (alphabet, no cut-off number),
-``scan_tracks`` checks whole files, on two processes when they are large (a YouTubeVIS-val results
-file holds ~10^6 RLEs).
+``first_bad_counts`` the full check without reasons (faster), ``scan_tracks`` checks whole files, on
+two processes when they are large (a YouTubeVIS-val results file holds ~10^6 RLEs).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ list) by ``fork``:
 
 1. reads and parses its bytes of the file;
 2. checks each result's fields (``parse_result``), then its masks: structure and size (polygons and
-   uncompressed RLE converted), counts strings (syntax, or the full runs with ``check_masks``);
+   uncompressed RLE converted), counts strings: decoded in full for the results it scores (pycocotools'
+   ``iou`` never returns on runs that do not cover the frame), the syntax only for the others (unless
+   ``check_masks``);
 3. for each video, takes the results that can be among the video's first 100 in the official order
    (the part's own first 100: a superset of the video's, since a part holds a subset of its results)
    and computes their per-frame areas and their video IoU with every GT track of the video.
