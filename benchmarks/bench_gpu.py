@@ -119,11 +119,11 @@ def build(config: str, switch: str, device, stage: str = "initial", checkpoint: 
 
 def measure_infer(config: str, switch: str, device, frames: int, repeat: int, checkpoint: str | None) -> dict:
     """Seconds per video of ``frames`` frames: the model (synchronised), then the RLE encoding of its masks
-    the way ``predict_clip_rle`` does it (transpose on the device), and the former way (numpy's Fortran copy)."""
+    the way ``predict_clip_rle`` does it (``encode_masks_on_device``), and the former way (numpy's Fortran copy)."""
     import torch
 
     from autoqvis.data.ytvis import encode_masks
-    from autoqvis.engine.inference import _run_model, encode_column_major, predict_clip_rle
+    from autoqvis.engine.inference import _run_model, encode_masks_on_device, predict_clip_rle
 
     model, cfg = build(config, switch, device, checkpoint=checkpoint)
     model.eval()
@@ -131,7 +131,7 @@ def measure_infer(config: str, switch: str, device, frames: int, repeat: int, ch
     start = time.perf_counter()
     predict_clip_rle(model, video, cfg)  # warm-up (and compilation)
     warm = time.perf_counter() - start
-    model_s, encode_s, rle_s, numpy_s = [], [], [], []
+    model_s, encode_s, numpy_s = [], [], []
     for _ in range(repeat):
         _sync(device)
         t0 = time.perf_counter()
@@ -139,11 +139,8 @@ def measure_infer(config: str, switch: str, device, frames: int, repeat: int, ch
             out = _run_model(model, video, cfg)
         _sync(device)
         t1 = time.perf_counter()
-        columns = out["masks"].transpose(-1, -2).contiguous().view(torch.uint8).cpu().numpy()
-        t_rle = time.perf_counter()
-        segs = [encode_column_major(c) for c in columns]
+        segs = encode_masks_on_device(out["masks"])
         t2 = time.perf_counter()
-        rle_s.append(t2 - t_rle)
         dense = out["masks"].cpu().numpy()
         assert [encode_masks(m) for m in dense] == segs
         model_s.append(t1 - t0)
@@ -151,7 +148,7 @@ def measure_infer(config: str, switch: str, device, frames: int, repeat: int, ch
         numpy_s.append(time.perf_counter() - t2)
     m = min(model_s)
     return {"mode": "infer", "frames": frames, "model_s": round(m, 3), "encode_s": round(min(encode_s), 3),
-            "rle_s": round(min(rle_s), 3), "encode_numpy_s": round(min(numpy_s), 3), "frames_per_s": round(frames / m, 2), "warmup_s": round(warm, 1)}
+            "encode_numpy_s": round(min(numpy_s), 3), "frames_per_s": round(frames / m, 2), "warmup_s": round(warm, 1)}
 
 
 def measure_train(config: str, switch: str, device, batch: int, stage: str, repeat: int) -> dict:
@@ -235,8 +232,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['config']} | {r['switch']} | {r['device']} | {r['mode']} | – | failed: {r['error']} | | | | |")
         elif r["mode"] == "infer":
             lines.append(f"| {r['config']} | {r['switch']} | {r['device']} ({r['threads']} thr) | infer | {r['frames']} frames | "
-                         f"model {r['model_s']} s + encode {r['encode_s']} s (of which RLE {r.get('rle_s', '?')} s; "
-                         f"numpy path {r['encode_numpy_s']} s) | "
+                         f"model {r['model_s']} s + encode {r['encode_s']} s (numpy path {r['encode_numpy_s']} s) | "
                          f"{r['frames_per_s']} frames/s, "
                          f"{60 / video_seconds(r):.2f} videos/min (36 fr) | {r['warmup_s']} | {r['peak_rss_mb']} | "
                          f"{r.get('peak_gpu_mb', '–')} |")

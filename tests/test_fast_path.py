@@ -62,3 +62,22 @@ def test_bf16_autocast_is_for_cuda_only():
     with fast_path.autocast(torch.device("cpu"), True):
         assert not torch.is_autocast_enabled("cpu")
     assert fast_path.can_compile(torch.device("meta")) is False
+
+
+def test_run_lengths_found_on_the_device_give_the_same_rles():
+    """The GPU path of encode_masks_on_device, run here on CPU tensors: identical RLEs, edge frames included."""
+    from autoqvis.engine.inference import encode_masks_on_device, run_length_rles
+
+    rng = np.random.default_rng(2)
+    masks = rng.random((3, 4, 29, 41)) < 0.4
+    masks[0, 0] = False  # empty frame: one run of zeros
+    masks[0, 1] = True  # full frame: zero zeros, then all ones
+    masks[1, 2] = False
+    masks[1, 2, 0, 0] = True  # starts inside the mask
+    masks[2, 3] = False
+    masks[2, 3, -1, -1] = True  # ends inside the mask
+    expected = [encode_masks(track) for track in masks]
+    tensor = torch.from_numpy(masks)
+    assert run_length_rles(tensor) == expected
+    assert encode_masks_on_device(tensor) == expected
+    assert run_length_rles(tensor[:0]) == [] and run_length_rles(tensor[:, :0]) == [[], [], []]

@@ -81,13 +81,55 @@ def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dic
 def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
     """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "quality"}.
 
-    The masks are transposed to column-major (RLE's order) where they were computed: numpy's copy into
-    Fortran order was ~90% of the CPU cost of encoding (benchmarks/RESULTS.md, "Scale-out"), and on a GPU
-    the transpose is almost free. The RLEs are those of ``ytvis.encode_masks``, empty masks included.
+    The RLEs are those of ``ytvis.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
     """
     out = _run_model(model, frames, cfg)
-    columns = out["masks"].transpose(-1, -2).contiguous().view(torch.uint8).cpu().numpy()  # (k, T, W, H)
-    return {**_scores_and_quality(out), "segmentations": [encode_column_major(track) for track in columns]}
+    return {**_scores_and_quality(out), "segmentations": encode_masks_on_device(out["masks"])}
+
+
+def encode_masks_on_device(masks: torch.Tensor) -> list[list[RLE]]:
+    """bool (k, T, H, W) where the model made them -> k lists of T compressed RLEs.
+
+    RLE runs go down the columns, so every frame must be read column-major. On the CPU the frames are transposed
+    by torch (numpy's copy into Fortran order was ~90% of the encoding time) and pycocotools encodes them; on a GPU
+    the run lengths themselves are found there and only they cross to the host (:func:`run_length_rles`), so the
+    host work per video shrinks from a pass over every pixel to packing a few thousand numbers.
+    """
+    if masks.device.type != "cpu":
+        return run_length_rles(masks)
+    columns = masks.transpose(-1, -2).contiguous().view(torch.uint8).numpy()  # (k, T, W, H)
+    return [encode_column_major(track) for track in columns]
+
+
+def run_length_rles(masks: torch.Tensor) -> list[list[RLE]]:
+    """bool (k, T, H, W) on any device -> k lists of T compressed RLEs, the run lengths computed on the device."""
+    k, t, h, w = masks.shape
+    if k * t == 0:
+        return [[] for _ in range(k)]
+    return pack_runs(*run_boundaries(masks), k, t, h, w)
+
+
+def run_boundaries(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """bool (k, T, H, W) -> (changes int64 (M, 2): [frame index, position] where a column-major frame changes
+    value, sorted; starts_inside bool (k*T,): the frame's first pixel is in the mask). The device does the work."""
+    k, t, h, w = masks.shape
+    flat = masks.transpose(-1, -2).reshape(k * t, h * w)
+    return (flat[:, 1:] != flat[:, :-1]).nonzero().cpu().numpy(), flat[:, 0].cpu().numpy()
+
+
+def pack_runs(changes: np.ndarray, starts_inside: np.ndarray, k: int, t: int, h: int, w: int) -> list[list[RLE]]:
+    """The host half of :func:`run_length_rles`: run lengths (the first counts zeros, 0 when the frame starts inside
+    the mask; the last ends at H * W) packed by pycocotools into its compressed strings."""
+    per_frame = np.bincount(changes[:, 0], minlength=k * t)
+    ends = np.split(changes[:, 1] + 1, np.cumsum(per_frame)[:-1])
+    objects = []
+    for inside, frame_ends in zip(starts_inside, ends):
+        runs = np.diff(np.concatenate(([0], frame_ends, [h * w])))
+        if inside:
+            runs = np.concatenate(([0], runs))
+        objects.append({"size": [h, w], "counts": runs.tolist()})
+    rles = [{"size": [h, w], "counts": r["counts"].decode("ascii")} for r in mask_utils.frPyObjects(objects, h, w)]
+    return [rles[i * t:(i + 1) * t] for i in range(k)]
 
 
 def encode_column_major(masks: np.ndarray) -> list[RLE]:
@@ -206,5 +248,5 @@ def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[st
     return out
 
 
-__all__ = ["encode_column_major", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
+__all__ = ["encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
            "predict_video_rle", "resize_for_test", "results_from_prediction"]
