@@ -3,7 +3,7 @@
     python benchmarks/bench_gpu.py                      # on a GPU: every switch, the paper's sizes (~5 min on an H100)
     python benchmarks/bench_gpu.py --device cpu --frames 6 --train-batches 1 --switches fp32 channels_last
     python benchmarks/bench_gpu.py --quick              # toy config, seconds (what `make bench` runs)
-See also benchmarks/profile_cpu.py (where CPU time goes) and benchmarks/project_gpu.py (the one-H100 projection
+See also benchmarks/profile_model.py (where the time goes) and benchmarks/project_gpu.py (the one-H100 projection
 from FLOP counts and earlier H200 measurements, for when no GPU is at hand).
 
 Measurements (each (mode, switch) in a fresh process, so its peak memory is its own):

@@ -35,7 +35,7 @@ QUICK: dict[str, list[str]] = {
                     "--cores-per-run", "1"],
     "bench_gpu": ["--quick"],
     "bench_dist": ["--quick", "--work", str(SCRATCH / "dist")],
-    "profile_cpu": ["--config", "toy", "--train-batch", "1"],
+    "profile_model": ["--config", "toy", "--train-batch", "1"],
 }
 
 

@@ -90,15 +90,15 @@ def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) ->
 def encode_masks_on_device(masks: torch.Tensor) -> list[list[RLE]]:
     """bool (k, T, H, W) where the model made them -> k lists of T compressed RLEs.
 
-    RLE runs go down the columns, so every frame must be read column-major. On the CPU the frames are transposed
-    by torch (numpy's copy into Fortran order was ~90% of the encoding time) and pycocotools encodes them; on a GPU
-    the run lengths themselves are found there and only they cross to the host (:func:`run_length_rles`), so the
-    host work per video shrinks from a pass over every pixel to packing a few thousand numbers.
+    RLE runs go down the columns, so every frame must be read column-major; that transposing copy, not
+    pycocotools, is most of the cost of encoding (benchmarks/RESULTS.md, "Scale-out"). On the CPU each track is
+    transposed once, as bool (``ytvis.encode_masks`` first copies to uint8, then to Fortran order: ~1.5x slower);
+    on a GPU the run lengths themselves are found there and only they cross to the host (:func:`run_length_rles`),
+    so the host's share shrinks from a pass over every pixel to packing a few thousand numbers.
     """
     if masks.device.type != "cpu":
         return run_length_rles(masks)
-    columns = masks.transpose(-1, -2).contiguous().view(torch.uint8).numpy()  # (k, T, W, H)
-    return [encode_column_major(track) for track in columns]
+    return [encode_column_major(np.ascontiguousarray(track.transpose(0, 2, 1))) for track in masks.numpy()]
 
 
 def run_length_rles(masks: torch.Tensor) -> list[list[RLE]]:

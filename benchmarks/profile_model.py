@@ -1,12 +1,13 @@
-"""Where the CPU time of the model goes: is the grid_sample deformable attention the bottleneck?
+"""Where the model's time goes: is the grid_sample deformable attention the bottleneck?
 
-    python benchmarks/profile_cpu.py [--config ytvis19_r50] [--frames 3] [--train-batch 1] [--threads 1] [--write]
+    python benchmarks/profile_model.py [--config ytvis19_r50] [--frames 3] [--train-batch 1] [--threads 1] [--write]
+    python benchmarks/profile_model.py --device cuda --train-batch 2       # the same on a GPU (device time)
 
-Two measurements, one torch thread by default (the stable setting on a shared machine):
+Two measurements, one torch thread by default on CPU (the stable setting on a shared machine):
 1. parts: wall seconds of the backbone, the pixel decoder (6 MSDeformAttn encoder layers), the video transformer
    decoder and post-processing of ``model.inference`` on one clip of --frames frames at 360x640, timed one by one;
 2. ops: ``torch.profiler`` over that inference and over one training step (forward_train + backward at
-   --train-batch clips of 3x360x640), self CPU time per aten op, grouped into grid_sample (forward and backward:
+   --train-batch clips of 3x360x640), self time per aten op (CPU, or GPU kernels), grouped into grid_sample (fwd/bwd:
    the deformable attention's sampling, and in training also the criterion's point sampling), convolutions,
    matrix products and the rest; plus the pixel decoder alone, forward and forward + backward.
 The decision it informs: a fused / Triton MSDeformAttn kernel only pays when grid_sample is a large share.
@@ -39,13 +40,27 @@ def group_of(name: str) -> str:
     return "other"
 
 
-def op_shares(prof) -> dict[str, float]:
-    """Self CPU seconds per group from a finished torch.profiler run."""
+def op_shares(prof, cuda: bool = False) -> dict[str, float]:
+    """Self seconds per group from a finished torch.profiler run (GPU kernel time of each aten op with ``cuda``)."""
     out: dict[str, float] = {}
     for evt in prof.key_averages():
         if evt.key.startswith("aten::") or evt.key.startswith("mkldnn"):
-            out[group_of(evt.key)] = out.get(group_of(evt.key), 0.0) + evt.self_cpu_time_total / 1e6
+            sec = (evt.self_device_time_total if cuda else evt.self_cpu_time_total) / 1e6
+            out[group_of(evt.key)] = out.get(group_of(evt.key), 0.0) + sec
     return out
+
+
+def activities(device) -> list:
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU, ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def parts(model, clip) -> dict[str, float]:
@@ -55,19 +70,25 @@ def parts(model, clip) -> dict[str, float]:
     from autoqvis.model.vis_model import postprocess_video
 
     times = {}
+    device = clip.device
     with torch.no_grad():
         images, padded = model.preprocess([clip])
+        sync(device)
         t0 = time.perf_counter()
         features = model.backbone(images)
+        sync(device)
         t1 = time.perf_counter()
         mask_features, multi_scale = model.sem_seg_head.pixel_decoder(features)
+        sync(device)
         t2 = time.perf_counter()
         out = model.sem_seg_head.predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False)
+        sync(device)
         t3 = time.perf_counter()
         res = postprocess_video(out["pred_logits"][0], out["pred_masks"][0], tuple(clip.shape[-2:]),
                                 tuple(clip.shape[-2:]), model.test_topk, padded_size=padded)
         if model.has_quality:
             model.sem_seg_head.predictor.maskiou_feature_extractor(multi_scale[0], out["pred_masks"][:, res["query_indices"]])
+        sync(device)
         t4 = time.perf_counter()
     times.update({"backbone": t1 - t0, "pixel decoder (MSDeformAttn encoder)": t2 - t1,
                   "transformer decoder": t3 - t2, "post-processing + quality of top-k": t4 - t3})
@@ -78,19 +99,20 @@ def pixel_decoder_grid_sample(model, clip, train: bool) -> tuple[float, float]:
     """(grid_sample seconds, all ops' seconds) of the pixel decoder alone, profiled; with ``train``, forward +
     backward of its outputs (what a training step spends there)."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
 
     with torch.no_grad():
         images, _ = model.preprocess([clip])
         features = model.backbone(images)
     decoder = model.sem_seg_head.pixel_decoder
     decoder.train(train)
-    with torch.set_grad_enabled(train), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with torch.set_grad_enabled(train), profile(activities=activities(clip.device)) as prof:
         mask_features, multi_scale = decoder(features)
         if train:
             (mask_features.sum() + sum(x.sum() for x in multi_scale)).backward()
+        sync(clip.device)
     decoder.eval()
-    shares = op_shares(prof)
+    shares = op_shares(prof, clip.device.type == "cuda")
     return shares.get(GRID, 0.0), sum(shares.values())
 
 
@@ -100,11 +122,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--train-batch", type=int, default=1, help="clips of the profiled training step (0: skip it)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--write", action="store_true", help="add the tables to benchmarks/RESULTS.md (## Scale-out)")
     args = ap.parse_args()
 
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
 
     from autoqvis import build_model, load_config
     from bench_gpu import CLIP_HW, train_sample
@@ -112,29 +135,34 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     cfg = load_config(args.config)
-    model = build_model(cfg).eval()
+    model = build_model(cfg).to(device).eval()
     hw = CLIP_HW if args.config != "toy" else (96, 128)
-    clip = torch.rand(args.frames, 3, *hw) * 255
+    clip = torch.rand(args.frames, 3, *hw, device=device) * 255
     with torch.no_grad():
         model.inference(clip[:1])  # warm-up
     stage = parts(model, clip)
     pd_grid, _ = pixel_decoder_grid_sample(model, clip, train=False)
     pd_train_grid, pd_train_all = pixel_decoder_grid_sample(model, clip, train=True)
-    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad():
+    with profile(activities=activities(device)) as prof, torch.no_grad():
         model.inference(clip)
-    infer_ops = op_shares(prof)
+        sync(device)
+    infer_ops = op_shares(prof, cuda)
     train_ops = {}
     if args.train_batch:
         model.train()
-        batch = [train_sample(i, hw) for i in range(args.train_batch)]
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        batch = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in train_sample(i, hw).items()}
+                 for i in range(args.train_batch)]
+        with profile(activities=activities(device)) as prof:
             losses = model.forward_train(batch)
             sum(losses.values()).backward()
-        train_ops = op_shares(prof)
+            sync(device)
+        train_ops = op_shares(prof, cuda)
 
     total = sum(stage.values())
-    lines = [f"`python benchmarks/profile_cpu.py {' '.join(sys.argv[1:])}` on {machine()}, {args.threads} thread(s); "
+    lines = [f"`python benchmarks/profile_model.py {' '.join(sys.argv[1:])}` on {machine()}, {args.device}, {args.threads} thread(s); "
              f"{args.config}, clip {args.frames}x{hw[0]}x{hw[1]}.", "",
              "| inference stage | wall s | share |", "|---|---|---|"]
     lines += [f"| {k} | {v:.2f} | {100 * v / total:.0f}% |" for k, v in stage.items()]
@@ -142,7 +170,7 @@ def main() -> int:
               f"{100 * pd_grid / total:.0f}% of inference, {100 * pd_grid / max(stage['pixel decoder (MSDeformAttn encoder)'], 1e-9):.0f}% of the pixel decoder |",
               f"| pixel decoder forward + backward (profiled, training) | {pd_train_all:.2f} | grid_sample fwd+bwd "
               f"{pd_train_grid:.2f} s = {100 * pd_train_grid / max(pd_train_all, 1e-9):.0f}% of it |", ""]
-    header = "| op group (self CPU time) | inference s | share |" + (" training step s | share |" if train_ops else "")
+    header = f"| op group (self {'GPU' if cuda else 'CPU'} time) | inference s | share |" + (" training step s | share |" if train_ops else "")
     lines += [header, "|---|---|---|" + ("---|---|" if train_ops else "")]
     ti, tt = sum(infer_ops.values()), sum(train_ops.values())
     for group in [*GROUPS, "other"]:
@@ -153,7 +181,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        write_block("Scale-out", f"profile_cpu:{args.config}", text)
+        write_block("Scale-out", f"profile_model:{args.device}:{args.config}", text)
     return 0
 
 
