@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,13 @@ QUICK: dict[str, list[str]] = {
 }
 
 
+# outputs a benchmark refuses to overwrite: removed before its quick run
+FRESH = {"bench_train": [SCRATCH / "train"]}
+
+
 def run(name: str, args: list[str]) -> tuple[bool, float, str]:
+    for folder in FRESH.get(name, []):
+        shutil.rmtree(folder, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *args], capture_output=True, text=True, env=env)
