@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from results_md import cpu_name, replace_section  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 HERE = Path(__file__).resolve().parent
 H, W, T = 360, 640, 36
@@ -280,26 +281,6 @@ def measure(which: str, gt: Path, res: Path, workers: int = 2) -> dict:
 
 
 # ------------------------------------------------------------------------------------ report
-def cpu_name() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def write_results_md(section: str) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Evaluator\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    from autoqvis.fileio import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(sys.argv[2:])
@@ -343,7 +324,7 @@ def main() -> None:
             print("  ours, one process, CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in stages["stages"].items()))
     print("\n".join(section_lines(args, rows, breakdowns)))
     if not args.no_write:
-        write_results_md("\n".join(section_lines(args, rows, breakdowns)) + "\n")
+        replace_section("Evaluator", "\n".join(section_lines(args, rows, breakdowns)) + "\n")
 
 
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

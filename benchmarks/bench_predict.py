@@ -15,14 +15,13 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from results_md import cpu_name, replace_section  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,16 +74,6 @@ def measure(ckpt: Path, video: Path, out: Path, window: int, overlap: int) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def section(rows: list[dict], window: int, overlap: int) -> str:
     lines = [
         "## Prediction",
@@ -107,16 +96,6 @@ def section(rows: list[dict], window: int, overlap: int) -> str:
                       f"cost {hi['peak_rss_mb'] - lo['peak_rss_mb']:+.0f} MB of peak RSS "
                       f"({hi['peak_rss_mb'] / lo['peak_rss_mb']:.2f}x): memory is bounded by the window, not the video."]
     return "\n".join(lines) + "\n"
-
-
-def write_results_md(text: str) -> None:
-    from autoqvis.fileio import atomic_write_text
-
-    path = HERE / "RESULTS.md"
-    old = path.read_text() if path.is_file() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Prediction\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    atomic_write_text(path, new)
 
 
 def main() -> None:
@@ -144,7 +123,7 @@ def main() -> None:
     text = section(rows, args.window, args.overlap)
     print(text)
     if not args.no_write:
-        write_results_md(text)
+        replace_section("Prediction", text)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from results_md import replace_section  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 HERE = Path(__file__).resolve().parent
 METRICS = ["AP50", "AP75", "AP", "APs", "APm", "APl", "AR10"]
@@ -67,10 +68,13 @@ def read(path: Path) -> dict | list:
 
 
 # ----------------------------------------------------------------------------------- runs
+OVERRIDES: list[str] = []  # --overrides: config key=value for every run
+
+
 def initial_stage(work: Path, world: Path, seed: int, iters: int, log: Path) -> tuple[Path, float]:
     out = work / f"seed{seed}" / "init"
     cmd = autoqvis("train", "--config", "toy", "--synthetic", str(world / "source.json"), "--out", str(out),
-                   "--max-iters", str(iters), "--no-progress", f"seed={seed}")
+                   "--max-iters", str(iters), "--no-progress", f"seed={seed}", *OVERRIDES)
     if (out / "model_final.pt").exists():
         return out / "model_final.pt", 0.0
     return out / "model_final.pt", sh(cmd + (["--resume"] if out.exists() else []), log)
@@ -82,7 +86,7 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     extra = list(ABLATIONS[variant][0]) if variant in ABLATIONS else []
     if variant != "no_quality":  # w/o quality predictor keeps the paper's tau 0.85 on Q = s
         extra += ["--tau", str(tau)]
-    overrides = [f"seed={seed}", f"selftrain.max_iter={round_iters}"]
+    overrides = [*OVERRIDES, f"seed={seed}", f"selftrain.max_iter={round_iters}"]
     if variant == "practical":
         overrides.append("selftrain.oracle_selection=true")
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
@@ -101,11 +105,12 @@ def theoretical(work: Path, world: Path, seed: int, init: Path, round_iters: int
     out = work / f"seed{seed}" / "theoretical"
     if (out / "metrics.json").exists():
         return out, 0.0
-    cmd = [sys.executable, __file__, "--child-theoretical", str(world), str(init), str(out), str(seed), str(round_iters)]
+    cmd = [sys.executable, __file__, "--child-theoretical", str(world), str(init), str(out), str(seed), str(round_iters),
+           *OVERRIDES]
     return out, sh(cmd, log)
 
 
-def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters: int) -> None:
+def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters: int, overrides: list[str]) -> None:
     """One self-training round's training with the toy train ground truth in place of pseudo-labels."""
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.data.dataset import SyntheticClips, VideoClips
@@ -117,7 +122,7 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
     from autoqvis.fileio import atomic_write_json
     from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
 
-    cfg = load_config("toy", [f"seed={seed}", f"selftrain.max_iter={round_iters}"])
+    cfg = load_config("toy", [*overrides, f"seed={seed}", f"selftrain.max_iter={round_iters}"])
     rc = round_config(cfg)
     model = build_model(rc)
     load_checkpoint(model, init)
@@ -196,20 +201,10 @@ def table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_results_md(section: str) -> None:
-    from autoqvis.fileio import atomic_write_text
-
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Self-training\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-theoretical":
         w, i, o, s, n = sys.argv[2:7]
-        child_theoretical(Path(w), Path(i), Path(o), int(s), int(n))
+        child_theoretical(Path(w), Path(i), Path(o), int(s), int(n), sys.argv[7:])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -225,20 +220,27 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench_selftrain")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--world-args", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="toyworld knobs (e.g. num_val_videos=96); the world lives in WORK/toy[_<knobs>]")
+    ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every run (initial stage, rounds, theoretical limit)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
     args = ap.parse_args()
+    OVERRIDES.extend(args.overrides)
     from autoqvis import load_config
 
     toy = load_config("toy")
     args.init_iters = args.init_iters or toy.train.max_iter
     args.round_iters = args.round_iters or toy.selftrain.max_iter
 
-    tag = f"init-{args.init.stem}" if args.init is not None else f"i{args.init_iters}"
+    tag = f"init-{args.init.parent.name}-{args.init.stem}" if args.init is not None else f"i{args.init_iters}"
+    tag += "".join(f"_{o}" for o in args.overrides)
     work = args.work / f"{tag}_r{args.round_iters}_tau{args.tau}"
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
-    world = args.work / "toy"
+    world = args.work / ("toy" + "".join(f"_{a}" for a in args.world_args))
     if not (world / "val.json").exists():
-        sh(autoqvis("toyworld", "--out", str(world), "--seed", "0"), log)
+        sh(autoqvis("toyworld", "--out", str(world), "--seed", "0", *args.world_args), log)
     timings: dict[str, list[float]] = {}
     per_seed = []
     for seed in args.seeds:
@@ -247,13 +249,17 @@ def main() -> None:
         else:
             init, t = initial_stage(work, world, seed, args.init_iters, log)
         timings.setdefault("initial stage", []).append(t)
-        for variant in args.variants:
+
+        def one(variant: str, seed: int = seed, init: Path = init) -> tuple[str, float]:
             if variant == "theoretical":
-                _, t = theoretical(work, world, seed, init, args.round_iters, log)
-            else:
-                _, t = selftrain(work, world, seed, variant, init, args.round_iters, args.rounds, args.tau, log)
-            timings.setdefault(variant, []).append(t)
-            print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
+                return variant, theoretical(work, world, seed, init, args.round_iters, log)[1]
+            return variant, selftrain(work, world, seed, variant, init, args.round_iters, args.rounds, args.tau,
+                                      log)[1]
+
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each run is its own process
+            for variant, t in pool.map(one, args.variants):
+                timings.setdefault(variant, []).append(t)
+                print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
         per_seed.append(rows_of_seed(work, seed))
     rows = mean_rows(per_seed)
     (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
@@ -261,7 +267,9 @@ def main() -> None:
     print("\n".join(lines))
     cmd = (f"python benchmarks/bench_selftrain.py --seeds {' '.join(map(str, args.seeds))} --round-iters "
            f"{args.round_iters} --rounds {args.rounds} --tau {args.tau} "
-           + (f"--init {args.init}" if args.init is not None else f"--init-iters {args.init_iters}"))
+           + (f"--init {args.init}" if args.init is not None else f"--init-iters {args.init_iters}")
+           + (f" --world-args {' '.join(args.world_args)}" if args.world_args else "")
+           + (f" --overrides {' '.join(args.overrides)}" if args.overrides else ""))
     init_note = ""
     if args.init is not None:
         import hashlib
@@ -270,7 +278,7 @@ def main() -> None:
     section = "\n".join([
         "## Self-training",
         "",
-        f"Toy world (`autoqvis toyworld --seed 0`, default size), toy config; `{cmd}`{init_note} "
+        f"Toy world (`autoqvis toyworld --seed 0 {' '.join(args.world_args)}`), toy config; `{cmd}`{init_note} "
         f"(CPU, {os.cpu_count()} cores). Class-agnostic YTVIS metrics on the toy val split, x100, mean over "
         f"{len(args.seeds)} training seed(s); tau = {args.tau}. Rows as the paper's Tables 1-4: synthetic only = the initial model; "
         "AutoQ-VIS = round 2 of the full run; ablations and the practical limit after 2 rounds; theoretical limit = "
@@ -286,7 +294,7 @@ def main() -> None:
         "",
     ])
     if not args.no_write:
-        write_results_md(section)
+        replace_section("Self-training", section)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from results_md import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def main() -> int:
         wave = [launch(v[0], v[1:], slot, args, pin=len(todo) > 1) for v, slot in zip(todo, slots)]
         wait_all(wave, args.time_limit)
         results += [summarize(run, args) for run in wave]
-    summary = {"config": args.config, "cores_per_run": args.cores_per_run, "cpu": _cpu_name(), "runs": results}
+    summary = {"config": args.config, "cores_per_run": args.cores_per_run, "cpu": cpu_name(), "runs": results}
     if not args.no_baselines:
         summary["baselines"] = baselines(world)
     out = Path(args.out)
@@ -174,16 +175,6 @@ def main() -> int:
     for name, m in summary.get("baselines", {}).items():
         print(f"| baseline {name} | - | - | - | - | - | - | {pct(m['AP50'])} | {pct(m['AP'])} | {pct(m['AR10'])} |")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -13,20 +13,24 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def machine() -> str:
     """One line naming this machine: CPU model, cores, GPU when there is one."""
     import os
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
@@ -46,4 +50,14 @@ def write_block(section: str, name: str, text: str, path: Path = RESULTS) -> Non
         marker = re.compile(rf"^<!-- {re.escape(name)} -->\n.*?^<!-- /{re.escape(name)} -->\n", re.S | re.M)
         body = marker.sub(lambda _: block, body) if marker.search(body) else body.rstrip("\n") + "\n\n" + block + "\n"
         new = old[:found.start()] + body + old[found.end():]
+    atomic_write_text(path, new)
+
+
+def replace_section(section: str, text: str, path: Path = RESULTS) -> None:
+    """Replace the whole ``## section`` of ``path`` by ``text`` (which starts with that heading); append if missing."""
+    from autoqvis.fileio import atomic_write_text
+
+    old = path.read_text() if path.is_file() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
     atomic_write_text(path, new)
