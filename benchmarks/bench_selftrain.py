@@ -91,7 +91,7 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
         overrides.append("selftrain.oracle_selection=true")
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
-    n_rounds = rounds if variant == "full" else 2
+    n_rounds = rounds if variant == "full" else min(rounds, 2)
     if (out / "summary.json").exists() and len(read(out / "summary.json")) == n_rounds + 1:
         return out, 0.0
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
@@ -139,7 +139,7 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
 
 
 # -------------------------------------------------------------------------------- collection
-def rows_of_seed(work: Path, seed: int) -> dict[str, dict]:
+def rows_of_seed(work: Path, seed: int, rounds: int) -> dict[str, dict]:
     """{row name: metrics + spearman} for one seed (the rows that exist)."""
     base = work / f"seed{seed}"
     rows: dict[str, dict] = {}
@@ -159,12 +159,13 @@ def rows_of_seed(work: Path, seed: int) -> dict[str, dict]:
         rows[name] = row
 
     add("synthetic only (VideoCutLER analogue)", base / "full", 0)
-    for k in (1, 2, 3):
+    for k in range(1, rounds + 1):
         add(f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}", base / "full", k)
+    last = min(rounds, 2)  # the ablations, the practical limit and the control run 2 rounds (fewer if --rounds is)
     for variant, (_, name) in ABLATIONS.items():
-        add(name, base / variant, 2)
-    add("practical limit (oracle: true IoU >= 0.5)", base / "practical", 2)
-    add("control: 2 rounds on synthetic clips only", base / "synthetic_control", 2)
+        add(name, base / variant, last)
+    add("practical limit (oracle: true IoU >= 0.5)", base / "practical", last)
+    add(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only", base / "synthetic_control", last)
     theo = base / "theoretical" / "metrics.json"
     if theo.exists():
         rows["theoretical limit (train ground truth)"] = dict(read(theo))
@@ -260,7 +261,7 @@ def main() -> None:
             for variant, t in pool.map(one, args.variants):
                 timings.setdefault(variant, []).append(t)
                 print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
-        per_seed.append(rows_of_seed(work, seed))
+        per_seed.append(rows_of_seed(work, seed, args.rounds))
     rows = mean_rows(per_seed)
     (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
     lines = table(rows)

@@ -67,7 +67,7 @@ def test_jpeg_frames_match_the_rendered_frames(world):
     video = next(iter_videos(toyworld_config("small"), 3, "val"))
     on_disk = np.stack([val.read_frame(val.videos[0], t) for t in range(val.videos[0].length)])
     assert on_disk.shape == video.frames.shape
-    assert np.abs(on_disk.astype(int) - video.frames).mean() < 3.5  # JPEG error ~ the sensor noise (std 3)
+    assert np.abs(on_disk.astype(int) - video.frames).mean() < 4.0  # JPEG error: ~3 grey levels, mostly the sensor noise it smooths
     first = [decode_rle(s) for s in val.annotations_of(val.videos[0].id)[0].segmentations if s is not None][0]
     assert first.any()
 

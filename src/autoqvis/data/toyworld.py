@@ -77,11 +77,11 @@ class ToyWorldConfig:
     cross_prob: float = 0.4  # an object's path crosses another's (occlusion by depth order)
     pan: list[float] = field(default_factory=lambda: [0.0, 1.5])  # camera pan, pixels / frame
     # target videos: appearance
-    lighting_drift: float = 0.25  # max relative change of the global gain over a video
-    tint_drift: float = 0.08  # max per-channel gain change over a video (colour temperature)
-    light_gradient: float = 0.25  # amplitude of a slowly turning illumination ramp
-    blur_sigma: float = 0.6  # camera softness, pixels
-    noise_std: float = 3.0  # sensor noise, grey levels
+    lighting_drift: float = 0.5  # max relative change of the global gain over a video
+    tint_drift: float = 0.2  # max per-channel gain change over a video (colour temperature)
+    light_gradient: float = 0.5  # amplitude of a slowly turning illumination ramp
+    blur_sigma: float = 1.2  # camera softness, pixels
+    noise_std: float = 10.0  # sensor noise, grey levels
     jpeg_quality: int = 95
 
     def validate(self) -> "ToyWorldConfig":
