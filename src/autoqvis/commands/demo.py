@@ -34,7 +34,7 @@ examples:
 """
 
 DEMO_CONFIG = "toy"
-DEMO_ROUND_ITERS = 200  # per round: toy.yaml's selftrain.max_iter x 2 rounds would not fit 10 min on 2 cores
+DEMO_ROUND_ITERS = 400  # per round: toy.yaml's 600 x 2 rounds would not fit 10 min on 2 cores with the rest
 # eq. 21's tau for the toy world. The paper sets it per dataset (YouTubeVIS 0.75, UVO-Dense 0.3); the toy model's
 # quality predictor ranks masks well but scores them low (no Q reaches 0.75), see benchmarks/RESULTS.md "Demo".
 DEMO_TAU = 0.5
