@@ -215,7 +215,8 @@ def table(rows: dict[str, dict]) -> list[str]:
     lines = ["| Method | " + " | ".join(METRICS) + " | ρ(Q, IoU) | ρ(s, IoU) | sel. prec. | tracks | seeds |",
              "|---" * (len(METRICS) + 6) + "|"]
     for name, r in rows.items():
-        cells = [fmt(r.get(m)) for m in METRICS]
+        cells = [fmt(r.get(m)) + (f" ± {fmt(r[m + '_std'])}" if m in ("AP50", "AP") and r.get(m + "_std") is not None
+                                  else "") for m in METRICS]
         cells += [fmt(r.get("rho_Q"), 1, 3), fmt(r.get("rho_s"), 1, 3), fmt(r.get("label_prec"), 1, 3),
                   "–" if r.get("tracks") is None else f"{r['tracks']:.0f}", str(r["seeds"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -246,6 +247,8 @@ def main() -> None:
     ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every run (initial stage, rounds, theoretical limit)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="run nothing: tabulate the finished runs in --work (rows a seed lacks are left out of its mean)")
     args = ap.parse_args()
     OVERRIDES.extend(args.overrides)
     from autoqvis import load_config
@@ -265,8 +268,8 @@ def main() -> None:
     timings: dict[str, list[float]] = {}
     per_seed = []
     for seed in args.seeds:
-        if args.init is not None:
-            init, t = args.init, 0.0
+        if args.init is not None or args.collect_only:
+            init, t = args.init or work / f"seed{seed}" / "init" / "model_final.pt", 0.0
         else:
             init, t = initial_stage(work, world, seed, args.init_iters, log)
         timings.setdefault("initial stage", []).append(t)
@@ -279,7 +282,7 @@ def main() -> None:
                                       log)[1]
 
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each run is its own process
-            for variant, t in pool.map(one, args.variants):
+            for variant, t in pool.map(one, [] if args.collect_only else args.variants):
                 timings.setdefault(variant, []).append(t)
                 print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
         per_seed.append(rows_of_seed(work, seed, args.rounds))
@@ -300,7 +303,7 @@ def main() -> None:
     block = "\n".join([
         f"Toy world (`autoqvis toyworld --seed 0 {' '.join(args.world_args)}`), toy config; `{cmd}`{init_note} "
         f"(CPU, {os.cpu_count()} cores). Class-agnostic YTVIS metrics on the toy val split, x100, mean over "
-        f"{len(args.seeds)} training seed(s); tau = {args.tau}. Rows as the paper's Tables 1-4: synthetic only = the initial model; "
+        f"{len(args.seeds)} training seed(s) (± the std over seeds; the seeds column says how many a row has); tau = {args.tau}. Rows as the paper's Tables 1-4: synthetic only = the initial model; "
         "AutoQ-VIS = round 2 of the full run; ablations and the practical limit after 2 rounds; theoretical limit = "
         "one round's training with the train ground truth in place of pseudo-labels. ρ: Spearman of Q (resp. s) "
         "with the true IoU over the round's pseudo-label frames (Fig. 5); sel. prec.: share of selected non-empty "
