@@ -13,7 +13,7 @@ Initial stage of AutoQ-VIS (paper Sec. 3.1): train the VIS model and the mask qu
 on synthetic clips. --synthetic is either a COCO json of still images with (pseudo-)masks, turned into
 clips on the fly by ImageCut2Video, or a YouTubeVIS json of synthetic videos (`autoqvis synth`).
 
-Writes to --out: config.yaml, log.jsonl (one json line per log period), model_XXXXXXX.pt every
+Writes to --out: config.yaml, log.jsonl (one json line per log period), model_NNNNNNN.pt every
 train.checkpoint_period iterations, model_final.pt; with --val also val_results.json and metrics.json.
 
 examples:

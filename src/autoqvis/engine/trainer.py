@@ -290,7 +290,7 @@ def train_loop(
         model: a module with ``forward_train(list[sample]) -> dict[str, Tensor]`` of weighted losses.
         batches: ``.batch(i)`` gives iteration ``i``'s list of samples; ``.seed`` seeds torch per step.
         cfg: optimiser, schedule, clipping, checkpoint/log periods, AMP, workers, freezing.
-        out_dir: receives ``model_XXXXXXX.pt`` (XXXXXXX = completed iterations), ``model_final.pt``
+        out_dir: receives ``model_NNNNNNN.pt`` (NNNNNNN = completed iterations), ``model_final.pt``
             and ``log.jsonl``.
         max_iter: total iterations of the stage (a resumed run counts from its checkpoint).
         resume: continue from the checkpoint in ``out_dir`` with the most iterations (start fresh,
