@@ -34,6 +34,13 @@ QUICK: dict[str, list[str]] = {
     "bench_train": ["--world", str(SCRATCH / "train_world"), "--out", str(SCRATCH / "train"),
                     "--variant", "quick", "train.max_iter=4", "train.checkpoint_period=4", "--no-baselines",
                     "--cores-per-run", "1"],
+    "bench_selftrain": ["--seeds", "0", "--init-iters", "2", "--round-iters", "2", "--rounds", "1", "--jobs", "2",
+                        "--variants", "full", "synthetic_control", "theoretical_partial", "--no-write",
+                        "--work", str(SCRATCH / "selftrain"), "--world-args", "num_stills=12", "num_train_videos=3",
+                        "num_val_videos=3", "still_size=[64,64]", "video_size=[64,96]", "num_frames=[5,7]",
+                        "--overrides", "input.min_size_train=[64]", "input.max_size_train=96", "input.min_size_test=64",
+                        "input.max_size_test=96", "synth.min_size=[64]", "synth.max_size=96", "train.batch_size=2",
+                        "selftrain.batch_size=2", "selftrain.tau=0.0", "selftrain.score_threshold=0.0"],
     "bench_gpu": ["--quick"],
     "bench_dist": ["--quick", "--work", str(SCRATCH / "dist")],
     "profile_model": ["--config", "toy", "--train-batch", "1"],
@@ -41,7 +48,7 @@ QUICK: dict[str, list[str]] = {
 
 
 # outputs a benchmark refuses to overwrite: removed before its quick run
-FRESH = {"bench_train": [SCRATCH / "train"]}
+FRESH = {"bench_train": [SCRATCH / "train"], "bench_selftrain": [SCRATCH / "selftrain"]}
 
 
 def run(name: str, args: list[str]) -> tuple[bool, float, str]:
