@@ -124,10 +124,9 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.data.dataset import SyntheticClips, VideoClips
     from autoqvis.data.sampler import BalancedBatches
-    from autoqvis.data.ytvis import load_ytvis, save_results
-    from autoqvis.engine.inference import predict_dataset, results_from_prediction
+    from autoqvis.data.ytvis import load_ytvis
+    from autoqvis.engine.inference import evaluate_model
     from autoqvis.engine.trainer import train_loop
-    from autoqvis.eval.ytvis_eval import evaluate
     from autoqvis.fileio import atomic_write_json
     from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
 
@@ -146,11 +145,8 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
                               rc.train.batch_size, ROUND_SEED_STRIDE * seed + 1)
     train_loop(model, batches, rc.train, out / "train", max_iter=rc.train.max_iter, resume=True,
                desc="theoretical limit", progress=False)
-    val = load_ytvis(world / "val.json")
-    results = [r for vid, pred in predict_dataset(model.eval(), val, cfg, progress=False)
-               for r in results_from_prediction(vid, pred)]
-    save_results(results, out / "val_results.json")
-    atomic_write_json(out / "metrics.json", evaluate(val, results), indent=1)
+    metrics = evaluate_model(model.eval(), load_ytvis(world / "val.json"), cfg, out / "val_results.json", progress=False)
+    atomic_write_json(out / "metrics.json", metrics, indent=1)
 
 
 # -------------------------------------------------------------------------------- collection

@@ -82,17 +82,14 @@ def reevaluate(train: Path, world: Path) -> None:
     """Score a reused run's final model on the current WORK/world val split (the world may have been remade)."""
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.engine.inference import predict_dataset, results_from_prediction
-    from autoqvis.eval.ytvis_eval import evaluate
+    from autoqvis.engine.inference import evaluate_model
     from autoqvis.fileio import atomic_write_json
 
     cfg = load_config(train / "config.yaml")
     model = build_model(cfg)
     load_checkpoint(model, train / "model_final.pt")
-    val = load_ytvis(world / "val.json")
-    results = [r for vid, pred in predict_dataset(model.eval(), val, cfg, progress=False)
-               for r in results_from_prediction(vid, pred)]
-    atomic_write_json(train / "metrics.json", evaluate(val, results), indent=1)
+    metrics = evaluate_model(model.eval(), load_ytvis(world / "val.json"), cfg, progress=False)
+    atomic_write_json(train / "metrics.json", metrics, indent=1)
 
 
 def sha256(path: Path) -> str:

@@ -60,6 +60,7 @@ def _run(args: argparse.Namespace, device) -> int:
     from ..data.sampler import BalancedBatches
     from ..data.ytvis import load_ytvis
     from ..engine import dist
+    from ..engine.inference import evaluate_model
     from ..engine.trainer import find_last_checkpoint, train_loop
     from ..errors import AutoQVISError
     from ..fileio import atomic_write_json
@@ -127,19 +128,3 @@ def _run(args: argparse.Namespace, device) -> int:
     return 0
 
 
-def evaluate_model(model, val, cfg, results_path: Path, progress: bool = True) -> dict[str, float]:
-    """Predict every video of ``val``, write the results json, return the class-agnostic metrics.
-
-    Under torchrun every rank predicts a share of the videos; rank 0 writes and evaluates, the others get {}."""
-    from ..data.ytvis import save_results
-    from ..engine import dist
-    from ..engine.inference import predict_dataset, results_from_prediction
-    from ..eval.ytvis_eval import evaluate
-
-    results: list[dict] = []
-    for video_id, pred in predict_dataset(model, val, cfg, progress=progress):
-        results.extend(results_from_prediction(video_id, pred))
-    if not dist.is_main_process():
-        return {}
-    save_results(results, results_path)
-    return evaluate(val, results)

@@ -18,6 +18,7 @@ on GPU, channels-last backbone, torch.compile.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -250,3 +251,22 @@ def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[st
 
 __all__ = ["encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
            "predict_video_rle", "resize_for_test", "results_from_prediction"]
+
+
+def evaluate_model(model: torch.nn.Module, val: YTVISDataset, cfg: Config, results_path: Path | None = None, *,
+                   progress: bool = True, desc: str = "predict") -> dict[str, float]:
+    """Predict every video of ``val``, write the results json (when ``results_path``), return the class-agnostic
+    metrics.
+
+    Under torchrun every rank predicts a share of the videos; rank 0 writes and evaluates, the others get {}."""
+    from ..data.ytvis import save_results
+    from ..eval.ytvis_eval import evaluate
+
+    results: list[dict[str, Any]] = []
+    for video_id, pred in predict_dataset(model, val, cfg, progress=progress, desc=desc):
+        results.extend(results_from_prediction(video_id, pred))
+    if not dist.is_main_process():
+        return {}
+    if results_path is not None:
+        save_results(results, results_path)
+    return evaluate(val, results)

@@ -386,21 +386,15 @@ class SelfTraining:
         """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json).
 
         Every rank predicts its share of the videos; rank 0 evaluates and writes (the others return {})."""
-        from ..data.ytvis import save_results
-        from ..engine import inference
-        from ..eval.ytvis_eval import evaluate
+        from ..engine.inference import evaluate_model
 
         path = self.out / f"round_{k}" / "metrics.json"
         if self._exists(path):
             return read_json(path, "metrics") if self.main else {}
-        results: list[dict[str, Any]] = []
-        for video_id, pred in inference.predict_dataset(model, self.inputs.val, self.cfg, progress=self.progress,
-                                                        desc=f"round {k}: val"):
-            results.extend(inference.results_from_prediction(video_id, pred))
+        metrics = evaluate_model(model, self.inputs.val, self.cfg, path.with_name("val_results.json"),
+                                 progress=self.progress, desc=f"round {k}: val")
         if not self.main:
             return {}
-        save_results(results, path.with_name("val_results.json"))
-        metrics = evaluate(self.inputs.val, results)
         atomic_write_json(path, metrics, indent=1)
         self._log(f"round {k}: val AP50 {100 * metrics['AP50']:.1f}  AP {100 * metrics['AP']:.1f}  AR10 {100 * metrics['AR10']:.1f}")
         return metrics
