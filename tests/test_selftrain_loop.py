@@ -179,6 +179,8 @@ def test_cli_switches_map_to_the_config():
     rc = round_config(cfg)
     assert rc.train.freeze_quality_predictor and rc.loss.drop_loss
     assert (rc.train.max_iter, rc.train.batch_size) == (cfg.selftrain.max_iter, cfg.selftrain.batch_size)
+    # a round has its own schedule: toy.yaml's initial-stage drop at 800 must not cut a longer round's lr
+    assert cfg.train.steps == [800] and rc.train.steps == [] and rc.train.lr == cfg.selftrain.lr
     cfg = build_config(_args("--no-quality-predictor", "--no-fusion", "--no-reset", "--no-freeze", "--no-droploss",
                              "--rounds", "3", "--max-iters", "7"))
     st = cfg.selftrain

@@ -171,6 +171,7 @@ class SelfTrainConfig:
     max_iter: int = 10000  # per round
     batch_size: int = 4
     lr: float = 2e-5
+    steps: list[int] = field(default_factory=list)  # the round's own lr drops (x train.gamma); none = constant lr
     # ablation switches (Table 3)
     use_quality_predictor: bool = True  # False: Q = s alone, with tau_without_quality
     freeze_predictor: bool = True  # freeze the quality predictor in the rounds and drop its loss

@@ -77,6 +77,7 @@ def round_config(cfg: Config) -> Config:
     rc = copy.deepcopy(cfg)
     st = cfg.selftrain
     rc.train.max_iter, rc.train.batch_size, rc.train.lr = st.max_iter, st.batch_size, st.lr
+    rc.train.steps = list(st.steps)  # never the initial stage's drops: a round has its own length
     rc.train.freeze_quality_predictor = st.freeze_predictor and cfg.model.quality.enabled
     rc.loss.drop_loss = st.drop_loss
     return rc
