@@ -59,7 +59,8 @@ def sh(cmd: list[str], log: Path) -> float:
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", **THREADS}
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
     return time.perf_counter() - t0
@@ -75,6 +76,7 @@ def read(path: Path) -> dict | list:
 
 # ----------------------------------------------------------------------------------- runs
 OVERRIDES: list[str] = []  # --overrides: config key=value for every run
+THREADS: dict[str, str] = {}  # child env: threads per run when --jobs runs share the cores
 
 
 def initial_stage(work: Path, world: Path, seed: int, iters: int, log: Path) -> tuple[Path, float]:
@@ -238,6 +240,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench_selftrain")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--block", default="bench_selftrain",
+                    help="name of the RESULTS.md block to (re)write, so tables of other schedules sit side by side")
     ap.add_argument("--world-args", nargs="*", default=[], metavar="KEY=VALUE",
                     help="toyworld knobs (e.g. num_val_videos=96); the world lives in WORK/toy[_<knobs>]")
     ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -247,6 +251,8 @@ def main() -> None:
                     help="run nothing: tabulate the finished runs in --work (rows a seed lacks are left out of its mean)")
     args = ap.parse_args()
     OVERRIDES.extend(args.overrides)
+    if args.jobs > 1:  # N runs x default threads oversubscribe the cores: OpenMP spin-waits made each run ~6x slower
+        THREADS["OMP_NUM_THREADS"] = THREADS["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     from autoqvis import load_config
 
     toy = load_config("toy")
@@ -312,7 +318,7 @@ def main() -> None:
         *([args.note] if args.note else []),
     ])
     if not args.no_write:
-        write_block("Self-training", "bench_selftrain", block)  # the section's prose stays
+        write_block("Self-training", args.block, block)  # the section's prose stays
 
 
 if __name__ == "__main__":
