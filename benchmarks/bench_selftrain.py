@@ -306,7 +306,8 @@ def main() -> None:
         f"Toy world (`autoqvis toyworld --seed 0 {' '.join(args.world_args)}`), toy config; `{cmd}`{init_note} "
         f"(CPU, {os.cpu_count()} cores). Class-agnostic YTVIS metrics on the toy val split, x100, mean over "
         f"{len(args.seeds)} training seed(s) (± the std over seeds; the seeds column says how many a row has); tau = {args.tau}. Rows as the paper's Tables 1-4: synthetic only = the initial model; "
-        "AutoQ-VIS = round 2 of the full run; ablations and the practical limit after 2 rounds; theoretical limit = "
+        "AutoQ-VIS, k rounds = round k of the full run (the paper's AutoQ-VIS is 2 rounds); ablations, the practical "
+        f"limit and the control after {min(args.rounds, 2)} round(s); theoretical limit = "
         "one round's training with the train ground truth in place of pseudo-labels. ρ: Spearman of Q (resp. s) "
         "with the true IoU over the round's pseudo-label frames (Fig. 5); sel. prec.: share of selected non-empty "
         "pseudo-label frames with true IoU >= 0.5; tracks: pseudo-label tracks in the training set.",

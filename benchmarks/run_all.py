@@ -41,6 +41,7 @@ QUICK: dict[str, list[str]] = {
                         "--overrides", "input.min_size_train=[64]", "input.max_size_train=96", "input.min_size_test=64",
                         "input.max_size_test=96", "synth.min_size=[64]", "synth.max_size=96", "train.batch_size=2",
                         "selftrain.batch_size=2", "selftrain.tau=0.0", "selftrain.score_threshold=0.0"],
+    "bench_selftrain_e2e": ["--size", "small", "--work", str(SCRATCH / "e2e"), "train.max_iter=3", "selftrain.max_iter=3"],
     "bench_gpu": ["--quick"],
     "bench_dist": ["--quick", "--work", str(SCRATCH / "dist")],
     "profile_model": ["--config", "toy", "--train-batch", "1"],
