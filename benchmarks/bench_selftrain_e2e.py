@@ -68,7 +68,7 @@ def main() -> None:
     print(f"peak RSS {rss_mb:.0f} MB, torch threads: default, load before {load:.2f}")
     if args.write:
         block = "\n".join([
-            f"`python benchmarks/bench_selftrain_e2e.py --size {args.size} {' '.join(args.overrides)}`: "
+            f"`{' '.join(['python benchmarks/bench_selftrain_e2e.py', '--size', args.size, '--write', *args.overrides])}`: "
             f"`autoqvis selftrain --config toy` without `--init` on `autoqvis toyworld --seed 0` ({args.size} size), "
             f"{cpu_name()}, alone on the machine (load {load:.2f} before the start), default torch threads; "
             f"peak RSS {rss_mb:.0f} MB.", "", *lines])
