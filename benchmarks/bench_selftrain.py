@@ -246,7 +246,7 @@ def main() -> None:
                     help="toyworld knobs (e.g. num_val_videos=96); the world lives in WORK/toy[_<knobs>]")
     ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every run (initial stage, rounds, theoretical limit)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with cores / jobs torch threads)")
     ap.add_argument("--collect-only", action="store_true",
                     help="run nothing: tabulate the finished runs in --work (rows a seed lacks are left out of its mean)")
     args = ap.parse_args()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,10 +37,7 @@ def main() -> None:
     if not (world / "val.json").exists():
         subprocess.run([*py, "toyworld", "--out", str(world), "--seed", "0", "--size", args.size], check=True,
                        stdout=subprocess.DEVNULL)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [*py, "selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
            "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),
            "--val", str(world / "val.json"), "--out", str(out), "--no-progress", *args.overrides]
