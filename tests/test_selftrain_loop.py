@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from _selftrain_cases import TINY_OVERRIDES
 from autoqvis import load_config
@@ -219,3 +220,20 @@ def test_unlabeled_video_folder(tmp_path):
     mixed = unlabeled_from_folder(src, tmp_path / "u2", fps=None)
     assert [v.length for v in mixed.videos] == [3, 4] and mixed.image_root == tmp_path / "u2" / "JPEGImages"
     assert mixed.read_frame(mixed.videos[1], 0).shape == (32, 48, 3)
+
+
+def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
+    # a run saved before selftrain.steps existed ran its rounds with train.steps: resume compares with that
+    from autoqvis.config import load_config, save_config
+    from autoqvis.selftrain.loop import _check_resume_config
+
+    cfg = load_config("toy")
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["selftrain"]["steps"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(AutoQVISError, match=r"selftrain.steps: run has \[800\], now \[\]"):
+        _check_resume_config(cfg, tmp_path)
+    _check_resume_config(load_config("toy", ["selftrain.steps=[800]"]), tmp_path)  # the old schedule resumes
+    with pytest.raises(AutoQVISError, match="selftrain.tau"):
+        _check_resume_config(load_config("toy", ["selftrain.steps=[800]", "selftrain.tau=0.6"]), tmp_path)

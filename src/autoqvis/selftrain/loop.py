@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, save_config
+from ..config import Config, config_from_dict, save_config
 from ..data.ytvis import YTVISDataset, load_ytvis
 from ..engine import dist
 from ..errors import AutoQVISError
@@ -89,6 +89,17 @@ def selection_tau(cfg: Config) -> float:
     return st.tau if st.use_quality_predictor else st.tau_without_quality
 
 
+def _upgrade_saved_config(old: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as the current code reads it: keys added since take the value the old run ran with."""
+    st = old.setdefault("selftrain", {})
+    if isinstance(st, dict) and "steps" not in st:  # before selftrain.steps, rounds used train.steps
+        st["steps"] = list(old.get("train", {}).get("steps", []))
+    try:
+        return config_from_dict(old).to_dict()  # the other missing keys: their defaults
+    except AutoQVISError:
+        return old  # unknown keys: let the comparison name the difference
+
+
 def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     saved = out_dir / "config.yaml"
     if not saved.exists():
@@ -96,6 +107,8 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     import yaml
 
     old = yaml.safe_load(saved.read_text())
+    if isinstance(old, dict):
+        old = _upgrade_saved_config(old)
     new = cfg.to_dict()
     old.get("selftrain", {}).pop("rounds", None)  # more (or fewer) rounds may be asked of a finished run
     new["selftrain"].pop("rounds")
