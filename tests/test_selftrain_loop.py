@@ -224,7 +224,7 @@ def test_unlabeled_video_folder(tmp_path):
 
 def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
     # a run saved before selftrain.steps existed ran its rounds with train.steps: resume compares with that
-    from autoqvis.config import load_config, save_config
+    from autoqvis.config import save_config
     from autoqvis.selftrain.loop import _check_resume_config
 
     cfg = load_config("toy")
