@@ -89,7 +89,7 @@ def initial_stage(work: Path, world: Path, seed: int, iters: int, log: Path) -> 
 
 
 def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, round_iters: int, rounds: int,
-              tau: float, log: Path) -> tuple[Path, float]:
+              other_rounds: int, tau: float, log: Path) -> tuple[Path, float]:
     out = work / f"seed{seed}" / variant
     extra = list(ABLATIONS[variant][0]) if variant in ABLATIONS else []
     if variant != "no_quality":  # w/o quality predictor keeps the paper's tau 0.85 on Q = s
@@ -99,7 +99,7 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
         overrides.append("selftrain.oracle_selection=true")
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
-    n_rounds = rounds if variant == "full" else min(rounds, 2)
+    n_rounds = rounds if variant == "full" else other_rounds
     if (out / "summary.json").exists() and len(read(out / "summary.json")) == n_rounds + 1:
         return out, 0.0
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
@@ -152,7 +152,7 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
 
 
 # -------------------------------------------------------------------------------- collection
-def rows_of_seed(work: Path, seed: int, rounds: int) -> dict[str, dict]:
+def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dict]:
     """{row name: metrics + spearman} for one seed (the rows that exist)."""
     base = work / f"seed{seed}"
     rows: dict[str, dict] = {}
@@ -174,7 +174,6 @@ def rows_of_seed(work: Path, seed: int, rounds: int) -> dict[str, dict]:
     add("synthetic only (VideoCutLER analogue)", base / "full", 0)
     for k in range(1, rounds + 1):
         add(f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}", base / "full", k)
-    last = min(rounds, 2)  # the ablations, the practical limit and the control run 2 rounds (fewer if --rounds is)
     for variant, (_, name) in ABLATIONS.items():
         add(name, base / variant, last)
     add("practical limit (oracle: true IoU >= 0.5)", base / "practical", last)
@@ -231,6 +230,9 @@ def main() -> None:
     ap.add_argument("--init-iters", type=int, help="initial stage (default: the toy config's train.max_iter)")
     ap.add_argument("--round-iters", type=int, help="iterations per round (default: the toy config's selftrain.max_iter)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the `full` run (Table 4)")
+    ap.add_argument("--other-rounds", type=int,
+                    help="rounds of every variant but `full` (default: 2, or --rounds if fewer). Rounds reset to the "
+                         "initial weights, so round 1 of a control or ablation is as trained as round 2")
     ap.add_argument("--tau", type=float, default=0.5,
                     help="quality threshold (eq. 21) of every run but w/o quality predictor (which uses Q = s, "
                          "tau 0.85 as the paper). Default 0.5: on the toy world the predictor's IoU stays below "
@@ -246,7 +248,8 @@ def main() -> None:
                     help="toyworld knobs (e.g. num_val_videos=96); the world lives in WORK/toy[_<knobs>]")
     ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every run (initial stage, rounds, theoretical limit)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with cores / jobs torch threads)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at once, across variants and seeds (each with cores / jobs torch threads)")
     ap.add_argument("--collect-only", action="store_true",
                     help="run nothing: tabulate the finished runs in --work (rows a seed lacks are left out of its mean)")
     args = ap.parse_args()
@@ -267,33 +270,37 @@ def main() -> None:
     world = args.work / ("toy" + "".join(f"_{a}" for a in args.world_args))
     if not (world / "val.json").exists():
         sh(autoqvis("toyworld", "--out", str(world), "--seed", "0", *args.world_args), log)
+    other_rounds = args.other_rounds or min(args.rounds, 2)
     timings: dict[str, list[float]] = {}
-    per_seed = []
-    for seed in args.seeds:
+    inits: dict[int, Path] = {}
+    for seed in args.seeds:  # initial stages first (one per seed unless --init): every run starts from one
         if args.init is not None or args.collect_only:
-            init, t = args.init or work / f"seed{seed}" / "init" / "model_final.pt", 0.0
+            inits[seed], t = args.init or work / f"seed{seed}" / "init" / "model_final.pt", 0.0
         else:
-            init, t = initial_stage(work, world, seed, args.init_iters, log)
+            inits[seed], t = initial_stage(work, world, seed, args.init_iters, log)
         timings.setdefault("initial stage", []).append(t)
 
-        def one(variant: str, seed: int = seed, init: Path = init) -> tuple[str, float]:
-            if variant.startswith("theoretical"):
-                keep = PARTIAL_GT if variant == "theoretical_partial" else 1.0
-                return variant, theoretical(work, world, seed, init, args.round_iters, log, keep)[1]
-            return variant, selftrain(work, world, seed, variant, init, args.round_iters, args.rounds, args.tau,
-                                      log)[1]
+    def one(task: tuple[int, str]) -> tuple[int, str, float]:
+        seed, variant = task
+        if variant.startswith("theoretical"):
+            keep = PARTIAL_GT if variant == "theoretical_partial" else 1.0
+            return seed, variant, theoretical(work, world, seed, inits[seed], args.round_iters, log, keep)[1]
+        return seed, variant, selftrain(work, world, seed, variant, inits[seed], args.round_iters, args.rounds,
+                                        other_rounds, args.tau, log)[1]
 
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each run is its own process
-            for variant, t in pool.map(one, [] if args.collect_only else args.variants):
-                timings.setdefault(variant, []).append(t)
-                print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
-        per_seed.append(rows_of_seed(work, seed, args.rounds))
+    tasks = [] if args.collect_only else [(seed, v) for seed in args.seeds for v in args.variants]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each run is its own process
+        for seed, variant, t in pool.map(one, tasks):
+            timings.setdefault(variant, []).append(t)
+            print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
+    per_seed = [rows_of_seed(work, seed, args.rounds, other_rounds) for seed in args.seeds]
     rows = mean_rows(per_seed)
     (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
     lines = table(rows)
     print("\n".join(lines))
     cmd = (f"python benchmarks/bench_selftrain.py --seeds {' '.join(map(str, args.seeds))} --round-iters "
-           f"{args.round_iters} --rounds {args.rounds} --tau {args.tau} "
+           f"{args.round_iters} --rounds {args.rounds} "
+           + (f"--other-rounds {args.other_rounds} " if args.other_rounds else "") + f"--tau {args.tau} "
            + (f"--init {args.init}" if args.init is not None else f"--init-iters {args.init_iters}")
            + (f" --world-args {' '.join(args.world_args)}" if args.world_args else "")
            + (f" --overrides {' '.join(args.overrides)}" if args.overrides else ""))
@@ -307,7 +314,7 @@ def main() -> None:
         f"(CPU, {os.cpu_count()} cores). Class-agnostic YTVIS metrics on the toy val split, x100, mean over "
         f"{len(args.seeds)} training seed(s) (± the std over seeds; the seeds column says how many a row has); tau = {args.tau}. Rows as the paper's Tables 1-4: synthetic only = the initial model; "
         "AutoQ-VIS, k rounds = round k of the full run (the paper's AutoQ-VIS is 2 rounds); ablations, the practical "
-        f"limit and the control after {min(args.rounds, 2)} round(s); theoretical limit = "
+        f"limit and the control after {other_rounds} round(s); theoretical limit = "
         "one round's training with the train ground truth in place of pseudo-labels. ρ: Spearman of Q (resp. s) "
         "with the true IoU over the round's pseudo-label frames (Fig. 5); sel. prec.: share of selected non-empty "
         "pseudo-label frames with true IoU >= 0.5; tracks: pseudo-label tracks in the training set.",
