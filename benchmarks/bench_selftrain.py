@@ -196,7 +196,7 @@ def mean_rows(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     for n in names:
         present = [rows[n] for rows in per_seed if n in rows]
         keys = list(dict.fromkeys(k for r in present for k in r))
-        out[n] = {"seeds": len(present)}
+        out[n] = {"seeds": len(present), "AP50_per_seed": [rows[n].get("AP50") if n in rows else None for rows in per_seed]}
         for k in keys:
             vals = [r[k] for r in present if r.get(k) is not None and r[k] != -1]
             out[n][k] = float(np.mean(vals)) if vals else None
@@ -210,13 +210,14 @@ def fmt(v: float | None, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def table(rows: dict[str, dict]) -> list[str]:
-    lines = ["| Method | " + " | ".join(METRICS) + " | ρ(Q, IoU) | ρ(s, IoU) | sel. prec. | tracks | seeds |",
-             "|---" * (len(METRICS) + 6) + "|"]
+    lines = ["| Method | " + " | ".join(METRICS) + " | ρ(Q, IoU) | ρ(s, IoU) | sel. prec. | tracks | seeds | AP50 per seed |",
+             "|---" * (len(METRICS) + 7) + "|"]
     for name, r in rows.items():
         cells = [fmt(r.get(m)) + (f" ± {fmt(r[m + '_std'])}" if m in ("AP50", "AP") and r.get(m + "_std") is not None
                                   else "") for m in METRICS]
         cells += [fmt(r.get("rho_Q"), 1, 3), fmt(r.get("rho_s"), 1, 3), fmt(r.get("label_prec"), 1, 3),
-                  "–" if r.get("tracks") is None else f"{r['tracks']:.0f}", str(r["seeds"])]
+                  "–" if r.get("tracks") is None else f"{r['tracks']:.0f}", str(r["seeds"]),
+                  " / ".join(fmt(v) for v in r["AP50_per_seed"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -319,7 +320,8 @@ def main() -> None:
         f"limit and the control after {other_rounds} round(s); theoretical limit = "
         "one round's training with the train ground truth in place of pseudo-labels. ρ: Spearman of Q (resp. s) "
         "with the true IoU over the round's pseudo-label frames (Fig. 5); sel. prec.: share of selected non-empty "
-        "pseudo-label frames with true IoU >= 0.5; tracks: pseudo-label tracks in the training set.",
+        "pseudo-label frames with true IoU >= 0.5; tracks: pseudo-label tracks in the training set; AP50 per seed: "
+        "in the order of --seeds (–: not run).",
         "",
         *lines,
         "",

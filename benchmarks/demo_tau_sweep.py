@@ -3,7 +3,7 @@
 Reads round 0's detections of a finished demo (or any `autoqvis selftrain` run) and the ground truth of its
 unlabeled videos; for each tau, applies eq. 20-22 (Q^t = s * IoU^t, S^t = Q^t >= tau, a track kept with >= 2
 selected non-empty frames) and prints the retained tracks, their selected frames and the share of those frames
-whose true IoU with the best-matching ground-truth track is >= 0.5. This is how the demo's tau was chosen
+whose true IoU with the best-matching ground-truth track is >= 0.5: the precision side of the tau choice
 (benchmarks/RESULTS.md, "Demo").
 
     python benchmarks/demo_tau_sweep.py demo_out/run demo_out/world/train_gt.json
@@ -19,7 +19,7 @@ from autoqvis.eval.analysis import TRUE_IOU_GOOD, gt_tracks, true_ious
 from autoqvis.selftrain.pseudo_label import iter_detection_file
 from autoqvis.selftrain.selection import num_selected_nonempty, retain, score_and_select
 
-TAUS = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2)
+TAUS = (0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 
 
 def sweep(run_dir: str, gt_path: str, taus: tuple[float, ...] = TAUS, min_frames: int = 2) -> list[dict]:
