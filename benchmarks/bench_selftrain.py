@@ -237,8 +237,8 @@ def main() -> None:
                          "initial weights, so round 1 of a control or ablation is as trained as round 2")
     ap.add_argument("--tau", type=float,
                     help="quality threshold (eq. 21) of every run but w/o quality predictor (which uses Q = s, "
-                         "tau 0.85 as the paper). Default: the toy config's (0.6: tau is per dataset, chosen on val "
-                         "as the paper's Table 5 does; the toy predictor scores IoU low, so 0.75 keeps almost nothing)")
+                         "tau 0.85 as the paper). Default: the toy config's selftrain.tau (tau is per dataset, chosen on "
+                         "val as the paper's Table 5 does; the toy predictor scores IoU low, so 0.75 keeps almost nothing)")
     ap.add_argument("--init", type=Path, help="use this initial-stage checkpoint instead of training one per seed")
     ap.add_argument("--note", default="", help="a sentence appended to the RESULTS.md section (e.g. what is missing)")
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
