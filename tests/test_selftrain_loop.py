@@ -284,3 +284,18 @@ def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
     _check_resume_config(load_config("toy", ["selftrain.steps=[800]"]), tmp_path)  # the old schedule resumes
     with pytest.raises(AutoQVISError, match="selftrain.tau"):
         _check_resume_config(load_config("toy", ["selftrain.steps=[800]", "selftrain.tau=0.6"]), tmp_path)
+
+
+def test_resume_of_a_run_saved_before_fusion_match_keeps_best_iou(tmp_path):
+    from autoqvis.config import save_config
+    from autoqvis.selftrain.loop import _check_resume_config
+
+    cfg = load_config("toy")
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["selftrain"]["fusion_match"], saved["selftrain"]["keep_best"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(AutoQVISError, match=r"selftrain.fusion_match: run has 'best_iou', now 'first'"):
+        _check_resume_config(cfg, tmp_path)
+    # the old rule resumes; keep_best only chooses the result among finished rounds, so it may differ
+    _check_resume_config(load_config("toy", ["selftrain.fusion_match=best_iou", "selftrain.keep_best=true"]), tmp_path)

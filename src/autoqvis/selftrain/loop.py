@@ -90,6 +90,8 @@ def _upgrade_saved_config(old: dict[str, Any]) -> dict[str, Any]:
     st = old.setdefault("selftrain", {})
     if isinstance(st, dict) and "steps" not in st:  # before selftrain.steps, rounds used train.steps
         st["steps"] = list(old.get("train", {}).get("steps", []))
+    if isinstance(st, dict) and "fusion_match" not in st:  # before it, fusion took the highest-IoU track
+        st["fusion_match"] = "best_iou"
     try:
         return config_from_dict(old).to_dict()  # the other missing keys: their defaults
     except AutoQVISError:
@@ -106,8 +108,9 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     if isinstance(old, dict):
         old = _upgrade_saved_config(old)
     new = cfg.to_dict()
-    old.get("selftrain", {}).pop("rounds", None)  # more (or fewer) rounds may be asked of a finished run
-    new["selftrain"].pop("rounds")
+    for key in ("rounds", "keep_best"):  # more rounds may be asked of a finished run; the result may be re-chosen
+        old.get("selftrain", {}).pop(key, None)
+        new["selftrain"].pop(key)
     for key in SPEED_ONLY:  # memory layout and compilation do not change what is computed
         old.get("train", {}).pop(key, None)
         new["train"].pop(key, None)
