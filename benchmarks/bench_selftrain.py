@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from results_md import write_block  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+from autoqvis.selftrain.loop import summary_rows
+
 HERE = Path(__file__).resolve().parent
 METRICS = ["AP50", "AP75", "AP", "APs", "APm", "APl", "AR10"]
 ABLATIONS = {  # variant -> (selftrain switches, Table 3 row name)
@@ -101,7 +103,7 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
     n_rounds = rounds if variant == "full" else other_rounds
-    if (out / "summary.json").exists() and len(read(out / "summary.json")) == n_rounds + 1:
+    if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
                    "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),

@@ -1,8 +1,8 @@
 """How many pseudo-labels each quality threshold tau would keep, and how many of them are right.
 
 Reads round 0's detections of a finished demo (or any `autoqvis selftrain` run) and the ground truth of its
-unlabeled videos; for each tau, applies eq. 20-22 (Q^t = s * IoU^t, S^t = Q^t >= tau, a track kept with >= 2
-selected non-empty frames) and prints the retained tracks, their selected frames and the share of those frames
+unlabeled videos; for each tau, applies the round's selection (``autoqvis.selftrain.curate.curate_video``: NMS,
+score filter, Q^t = s * IoU^t, S^t = Q^t >= tau, a track kept with >= 2 selected non-empty frames) and prints the retained tracks, their selected frames and the share of those frames
 whose true IoU with the best-matching ground-truth track is >= 0.5: the precision side of the tau choice
 (benchmarks/RESULTS.md, "Demo").
 
@@ -16,21 +16,22 @@ import sys
 
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.eval.analysis import TRUE_IOU_GOOD, gt_tracks, true_ious
+from autoqvis.selftrain.curate import SelectionRule, curate_video
 from autoqvis.selftrain.pseudo_label import iter_detection_file
-from autoqvis.selftrain.selection import num_selected_nonempty, retain, score_and_select
+from autoqvis.selftrain.selection import num_selected_nonempty
 
 TAUS = (0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 
 
 def sweep(run_dir: str, gt_path: str, taus: tuple[float, ...] = TAUS, min_frames: int = 2) -> list[dict]:
     """One row per tau: {tau, tracks, frames, precision} over round 0's detections."""
-    detections = {vid: dets for vid, _, dets in iter_detection_file(f"{run_dir}/round_0/detections.jsonl")}
+    detections = dict(iter_detection_file(f"{run_dir}/round_0/detections.jsonl"))
     gt = gt_tracks(load_ytvis(gt_path), detections.keys())
     rows = []
     for tau in taus:
         tracks = frames = good = 0
         for vid, dets in detections.items():
-            kept = retain(score_and_select(dets, tau), min_frames)
+            kept = curate_video(dets, SelectionRule(tau=tau, min_selected_frames=min_frames)).retained
             frame_iou, _ = true_ious(kept, gt[vid])
             for det, ious in zip(kept, frame_iou):
                 tracks += 1

@@ -51,13 +51,29 @@ def test_fuse_video_adds_non_overlapping_and_fuses_overlapping():  # eq. 9-11
     assert out[1] is added
 
 
-def test_fuse_picks_the_highest_iou_existing_track():
+def test_fuse_takes_the_first_overlapping_track_in_order():  # issue 14 item 5: the official `break`
     e1 = track([A], score=0.5, selected=[1], quality=[0.5])
     e2 = track([A75], score=0.5, selected=[1], quality=[0.5])
     new = track([box(0, 0, 4, 3)], score=0.9, selected=[1], quality=[0.9])  # IoU 0.75 with e1, 1.0 with e2
     out = fuse_one([e1, e2], new)
+    assert len(out) == 2 and out[1] is e2
+    assert out[0].score == 0.9  # e1, the first match despite its lower IoU, replaced in place by the fused track
+    np.testing.assert_array_equal(masks_of(out[0])[0], A75)
+    out = fuse_video([e1, e2], [new])  # the default of the whole chain too
+    assert out[1] is e2 and out[0].score == 0.9
+    assert fuse_dataset({1: [e1, e2]}, {1: [new]})[1][1] is e2
+
+
+def test_fuse_best_iou_switch_takes_the_highest_iou_track():  # selftrain.fusion_match: best_iou
+    e1 = track([A], score=0.5, selected=[1], quality=[0.5])
+    e2 = track([A75], score=0.5, selected=[1], quality=[0.5])
+    new = track([box(0, 0, 4, 3)], score=0.9, selected=[1], quality=[0.9])
+    out = fuse_one([e1, e2], new, match="best_iou")
     assert out[0] is e1 and len(out) == 2
     assert out[1].score == 0.9  # e2 replaced in place by the fused track
+    assert fuse_dataset({1: [e1, e2]}, {1: [new]}, match="best_iou")[1][0] is e1
+    with pytest.raises(ValueError, match="fusion match"):
+        fuse_one([e1], new, match="max")
 
 
 def test_fuse_video_folds_into_the_current_set():

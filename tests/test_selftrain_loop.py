@@ -20,6 +20,7 @@ from autoqvis import load_config
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.errors import AutoQVISError
 from autoqvis.selftrain.loop import SelfTrainInputs, run_selftrain
+from autoqvis.selftrain.selection import training_frames
 
 TAU = 0.75
 
@@ -33,20 +34,24 @@ def world(tmp_path_factory):
     return root
 
 
-def _stub_predictions(gt_by_name, calls):
+def _stub_predictions(gt_by_name, calls, val_missing=None):
     """predict_dataset stand-in: per video the GT tracks (score 0.95 - 0.05 i, predicted IoU 1 except 0.5 in
     frame 1 during round 0), a duplicate of track 0 (score 0.3) and a track with score 0.1 (filtered by eq. 16).
-    Round 0 predicts nothing in the last unlabeled video; round 1 nothing in the first one."""
+    Round 0 predicts nothing in the last unlabeled video; round 1 nothing in the first one. val_missing
+    {k: n}: round k's model predicts nothing in the first n val videos."""
 
     def predict_dataset(model, dataset, cfg, *, progress=True, video_ids=None, desc=""):
         gt = gt_by_name.get(str(dataset.path), dataset)
         ids = [v.id for v in dataset.videos] if video_ids is None else list(video_ids)
         rnd = int(desc.split()[1].rstrip(":")) if desc.endswith("pseudo-label") else None  # "round k: pseudo-label"
+        val_round = int(desc.split()[1].rstrip(":")) if desc.endswith(": val") else None
         calls[desc] = calls.get(desc, 0) + 1
         for vid in ids:
             tracks = [a.segmentations for a in gt.annotations_of(vid)]
             t = dataset.video(vid).length
             if rnd == 0 and vid == max(ids) or rnd == 1 and vid == min(ids):
+                tracks = []
+            if val_round is not None and vid in ids[: (val_missing or {}).get(val_round, 0)]:
                 tracks = []
             segs = tracks + tracks[:1] + tracks[:1]
             scores = [0.95 - 0.05 * i for i in range(len(tracks))] + ([0.3, 0.1] if tracks else [])
@@ -74,7 +79,7 @@ def _stub_train_loop(seen):
     return train_loop
 
 
-def _run(world, out, monkeypatch, overrides=(), val=True, gt=True):
+def _run(world, out, monkeypatch, overrides=(), val=True, gt=True, val_missing=None):
     import autoqvis.engine.inference as inference
     import autoqvis.engine.trainer as trainer
 
@@ -83,7 +88,8 @@ def _run(world, out, monkeypatch, overrides=(), val=True, gt=True):
     val_ds = load_ytvis(world / "val.json")
     calls: dict = {}
     seen: list = []
-    monkeypatch.setattr(inference, "predict_dataset", _stub_predictions({str(unlabeled.path): train_gt}, calls))
+    monkeypatch.setattr(inference, "predict_dataset",
+                        _stub_predictions({str(unlabeled.path): train_gt}, calls, val_missing))
     monkeypatch.setattr(trainer, "train_loop", _stub_train_loop(seen))
     cfg = load_config("toy", TINY_OVERRIDES + [f"selftrain.tau={TAU}", "selftrain.rounds=2", *overrides])
     inputs = SelfTrainInputs(world / "source.json", unlabeled, val=val_ds if val else None,
@@ -103,12 +109,13 @@ def test_round_files_counts_fusion_and_val(world, tmp_path, monkeypatch):
     ids = [v.id for v in gt.videos]
     first, last = min(ids), max(ids)
 
-    # round 0: videos but the last; eq. 16 drops the 0.1 track, NMS the duplicate; frame 1 unselected (Q 0.475)
+    # round 0: videos but the last; NMS drops the duplicate and the 0.1 track (both copies of track 0) before the
+    # score filter sees them; frame 1 unselected (Q 0.475)
     s0 = json.loads((out / "round_0" / "stats.json").read_text())
     gt0 = [a for v in ids if v != last for a in gt.annotations_of(v)]
     assert s0["videos"] == len(ids) and s0["training_set"]["videos"] == len(ids) - 1
-    assert s0["tracks_before_nms"] == len(gt0) + len(ids) - 1  # the GT tracks + one duplicate per video
-    assert s0["tracks_after_nms"] == len(gt0)
+    assert s0["tracks_before_nms"] == len(gt0) + 2 * (len(ids) - 1)  # the raw tracks: GT + 2 copies per video
+    assert s0["tracks_after_nms"] == s0["tracks_after_score_filter"] == len(gt0)
     sel = [_nonempty(a.segmentations) - (a.segmentations[1] is not None) for a in gt0]
     assert s0["retained"] == sum(n >= 2 for n in sel) and s0["selected_frames"] == sum(n for n in sel if n >= 2)
     labels0 = load_ytvis(out / "round_0" / "pseudo_labels.json")  # plain YTVIS
@@ -130,6 +137,18 @@ def test_round_files_counts_fusion_and_val(world, tmp_path, monkeypatch):
         assert all(all(a.extra["selected"]) for a in by_video[v])
     s1 = json.loads((out / "round_1" / "stats.json").read_text())
     assert s1["training_set"]["tracks"] == len(labels1.annotations)
+    for v in labels1.videos:  # PL.json: the frames a video trains on ride on its record
+        assert v.extra["eligible_frames"] == training_frames(labels1.annotations_of(v.id))
+
+    # `autoqvis select` on the round's saved detections and round 0's labels makes the round's labels exactly
+    from autoqvis.cli import main
+
+    again = tmp_path / "select_round_1.json"
+    assert main(["select", "--detections", str(out / "round_1" / "detections.jsonl"), "--unlabeled",
+                 str(world / "train.json"), "--previous", str(out / "round_0" / "pseudo_labels.json"),
+                 "--out", str(again), "--config", "toy", f"selftrain.tau={TAU}"]) == 0
+    mine, loops = json.loads(again.read_text()), json.loads((out / "round_1" / "pseudo_labels.json").read_text())
+    assert mine["videos"] == loops["videos"] and mine["annotations"] == loops["annotations"]
 
     # training: the initial stage, then 2 rounds on synthetic + pseudo (50/50), predictor frozen
     assert [s["desc"] for s in seen] == ["initial stage", "round 1", "round 2"]
@@ -146,7 +165,35 @@ def test_round_files_counts_fusion_and_val(world, tmp_path, monkeypatch):
     assert a0["mean_true_iou"] == pytest.approx(1.0) and a0["training_set"]["selected_precision"] == pytest.approx(1.0)
     assert (out / "area_distribution.png").exists() and (out / "round_2" / "quality_vs_iou.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["round"] for r in summary] == [0, 1, 2]
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    assert summary["last"]["round"] == 2 and summary["final_model"] == "round_2/model.pt"  # toy: keep_best false
+    assert summary["best"]["round"] == 1  # every round scores AP50 1: the earliest round >= 1
+
+
+def test_keep_best_makes_the_best_val_round_the_result(world, tmp_path, monkeypatch):
+    # val AP50 falls round by round (the models miss 0, 1, 2 val videos): round 0 is best overall, but the
+    # official model_best only looks at trained rounds, so round 1; the last is round 2
+    for keep_best, want in ((True, 1), (False, 2)):
+        out = tmp_path / f"run_{keep_best}"
+        final, _, _ = _run(world, out, monkeypatch, [f"selftrain.keep_best={str(keep_best).lower()}"], gt=False,
+                           val_missing={0: 0, 1: 1, 2: 2})
+        summary = json.loads((out / "summary.json").read_text())
+        ap50 = [r["val"]["AP50"] for r in summary["rounds"]]
+        assert ap50[0] == pytest.approx(1.0) and ap50[0] > ap50[1] > ap50[2] > 0
+        assert summary["best"] == {"round": 1, "model": "round_1/model.pt", "val": summary["rounds"][1]["val"]}
+        assert summary["last"] == {"round": 2, "model": "round_2/model.pt", "val": summary["rounds"][2]["val"]}
+        assert summary["keep_best"] is keep_best and summary["final_model"] == f"round_{want}/model.pt"
+        assert final == out / f"round_{want}" / "model.pt"
+
+
+def test_best_round_rules():
+    from autoqvis.selftrain.loop import best_round, summary_rows
+
+    rows = [{"round": 0, "val": {"AP50": 0.9}}, {"round": 1, "val": {"AP50": 0.5}}, {"round": 2, "val": {"AP50": 0.5}}]
+    assert best_round(rows)["round"] == 1  # round 0 is no candidate; ties: the earliest
+    assert best_round(rows[:1])["round"] == 0  # no trained round: the initial model
+    assert best_round([{"round": 0}, {"round": 1}]) is None  # no val
+    assert summary_rows(rows) == rows and summary_rows({"rounds": rows}) == rows
 
 
 def test_no_fusion_replaces_and_resume_refuses_other_config(world, tmp_path, monkeypatch):
@@ -237,3 +284,18 @@ def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
     _check_resume_config(load_config("toy", ["selftrain.steps=[800]"]), tmp_path)  # the old schedule resumes
     with pytest.raises(AutoQVISError, match="selftrain.tau"):
         _check_resume_config(load_config("toy", ["selftrain.steps=[800]", "selftrain.tau=0.6"]), tmp_path)
+
+
+def test_resume_of_a_run_saved_before_fusion_match_keeps_best_iou(tmp_path):
+    from autoqvis.config import save_config
+    from autoqvis.selftrain.loop import _check_resume_config
+
+    cfg = load_config("toy")
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["selftrain"]["fusion_match"], saved["selftrain"]["keep_best"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(AutoQVISError, match=r"selftrain.fusion_match: run has 'best_iou', now 'first'"):
+        _check_resume_config(cfg, tmp_path)
+    # the old rule resumes; keep_best only chooses the result among finished rounds, so it may differ
+    _check_resume_config(load_config("toy", ["selftrain.fusion_match=best_iou", "selftrain.keep_best=true"]), tmp_path)

@@ -38,7 +38,7 @@ def test_frame_ious_per_frame_and_empty_vs_empty_is_zero():
 def test_nms_suppresses_on_overlap_in_a_single_frame():
     high = track([A, A, A], score=0.9)
     dup_in_one_frame = track([FAR, A, FAR], score=0.8)  # IoU 1 with `high` in frame 1 only
-    assert spatiotemporal_nms([dup_in_one_frame, high]) == [high]
+    assert spatiotemporal_nms([high, dup_in_one_frame]) == [high]
 
 
 def test_nms_threshold_is_inclusive():
@@ -50,14 +50,19 @@ def test_nms_threshold_is_inclusive():
     assert spatiotemporal_nms([below, just_below]) == [below, just_below]
 
 
-def test_nms_only_kept_tracks_suppress_and_order_is_by_score():
+def test_nms_only_kept_tracks_suppress():
     a = track([A, EMPTY], score=0.9)
     b = track([box(0, 0, 4, 3), FAR], score=0.8)  # IoU 0.75 with a in frame 0 -> suppressed by a
     c = track([box(6, 0, 10, 4), box(6, 6, 10, 9)], score=0.7)  # 0.75 with b in frame 1, but b is gone
     d = track([EMPTY, EMPTY], score=0.6)  # empty-vs-empty never overlaps
     e = track([EMPTY, EMPTY], score=0.5)
-    out = spatiotemporal_nms([e, c, b, d, a])
-    assert out == [a, c, d, e]
+    assert spatiotemporal_nms([a, b, c, d, e]) == [a, c, d, e]
+
+
+def test_nms_walks_the_list_order_not_the_scores():  # the official apply_nmsV2: no re-sorting
+    low_first = track([A], score=0.3)
+    high = track([A], score=0.9)
+    assert spatiotemporal_nms([low_first, high]) == [low_first]
 
 
 def test_nms_ties_keep_input_order():
@@ -71,13 +76,20 @@ def test_nms_empty_input():
     assert spatiotemporal_nms([]) == []
 
 
-def test_pseudo_label_video_filters_then_suppresses():
+def test_pseudo_label_video_suppresses_then_filters():
     masks = np.stack([np.stack([A, A]), np.stack([A, FAR]), np.stack([FAR, FAR]), np.stack([FAR, EMPTY])])
     pred = {"scores": np.array([0.95, 0.9, 0.24, 0.3]), "masks": masks,
             "quality": np.array([[0.9, 1.2], [0.5, 0.5], [0.1, 0.1], [0.7, -0.1]])}
     kept, before = pseudo_label_video(3, pred, 0.25, 0.5)
-    assert before == 3  # the 0.24 track is filtered (eq. 16) before NMS
-    assert [d.score for d in kept] == [0.95, 0.3]  # 0.9 duplicates 0.95 in frame 0
+    assert before == 4  # every raw track goes through NMS
+    # 0.9 duplicates 0.95 in frame 0; the 0.24 track, though dropped by the score filter afterwards, first
+    # suppressed the 0.3 track (IoU 1 in frame 0): the official order. Filtering first would keep the 0.3 track.
+    assert [d.score for d in kept] == [0.95]
+    pred["scores"] = np.array([0.95, 0.9, 0.3, 0.24])
+    pred["masks"] = masks[[0, 1, 3, 2]]
+    pred["quality"] = pred["quality"][[0, 1, 3, 2]]
+    kept, _ = pseudo_label_video(3, pred, 0.25, 0.5)
+    assert [d.score for d in kept] == [0.95, 0.3]
     assert kept[0].pred_iou == [0.9, 1.0] and kept[1].pred_iou == [0.7, 0.0]  # clipped to [0, 1]
     assert kept[0].video_id == 3
     np.testing.assert_array_equal(masks_of(kept[1])[0], FAR)
@@ -123,15 +135,20 @@ def test_detection_writer_resumes_after_a_cut_line(tmp_path):
 
     path = tmp_path / "detections.jsonl"
     w = DetectionWriter(path)
-    w.write(1, [track([A], video_id=1)], before_nms=2)
-    w.write(2, [], before_nms=0)
+    w.write(1, [track([A], video_id=1)])
+    w.write(2, [])
     w.abandon()  # killed: only the .partial file exists, and its last line is cut
     partial = tmp_path / "detections.jsonl.partial"
-    partial.write_text(partial.read_text() + '{"video_id": 3, "before_nms": 1, "detec')
+    partial.write_text(partial.read_text() + '{"video_id": 3, "detec')
     assert not path.exists()
     w = DetectionWriter(path, resume=True)
     assert w.done_videos == {1, 2}
-    w.write(3, [track([FAR], video_id=3)], before_nms=1)
+    w.write(3, [track([FAR], video_id=3, score=0.4)])
     w.close()
-    got = [(v, n, [d.video_id for d in dets]) for v, n, dets in iter_detection_file(path)]
-    assert got == [(1, 2, [1]), (2, 0, []), (3, 1, [3])] and not partial.exists()
+    got = [(v, [(d.video_id, d.score) for d in dets]) for v, dets in iter_detection_file(path)]
+    assert got == [(1, [(1, 0.9)]), (2, []), (3, [(3, 0.4)])] and not partial.exists()
+    # the lines are the DET.jsonl form `autoqvis select` reads
+    import json
+
+    line = json.loads(path.read_text().splitlines()[0])
+    assert set(line) == {"video_id", "detections"} and set(line["detections"][0]) == {"score", "segmentations", "pred_iou"}

@@ -12,6 +12,7 @@ from autoqvis.selftrain.selection import (
     retain,
     score_and_select,
     select_frames,
+    training_frames,
 )
 
 A = box(0, 0, 4, 4)
@@ -71,11 +72,20 @@ def test_eligible_frames_from_annotation_dicts_and_objects():
         def __init__(self, segs, extra):
             self.segmentations, self.extra = segs, extra
 
-    pseudo = {"segmentations": [None] * 3, "selected": [0, 1, 1]}
+    seg = {"size": [10, 10], "counts": "046000V2"}
+    pseudo = {"segmentations": [seg] * 3, "selected": [0, 1, 1]}
     gt = {"segmentations": [None] * 3}  # no flags: ground truth, every frame selected
     assert eligible_frames([pseudo, gt]) == [1, 2]
-    assert eligible_frames([Ann([None] * 3, {"selected": [1, 1, 0]}), gt]) == [0, 1]
+    assert eligible_frames([Ann([seg] * 3, {"selected": [1, 1, 0]}), gt]) == [0, 1]
     assert eligible_frames([]) == []
+
+
+def test_an_empty_mask_is_selected_whatever_its_flag_says():  # the official mark_results
+    seg = {"size": [10, 10], "counts": "046000V2"}
+    assert eligible_frames([{"segmentations": [None, seg, None], "selected": [0, 0, 1]}]) == [0, 2]
+    assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 1]}]) == [0, 2]
+    assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 0]}]) == []  # 1 < 2 frames
+    assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 0]}], 1) == [0]
 
 
 def test_eligible_frames_rejects_mixed_lengths():

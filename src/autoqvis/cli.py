@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "turn still images + COCO masks into a YTVIS synthetic video set (ImageCut2Video)"),
     "train": ("train", "initial stage: train the VIS model + quality predictor on synthetic clips"),
     "selftrain": ("selftrain", "multi-round quality-guided self-training on unlabeled videos"),
+    "select": ("select", "re-select a round's pseudo-labels from saved detections (tau sweeps) into a PL.json"),
     "predict": ("predict", "segment and track instances in videos, frame folders or a YTVIS json"),
     "evaluate": ("evaluate", "class-agnostic YouTubeVIS AP/AR of a results json against ground truth"),
     "visualize": ("visualize", "render overlay videos for any YTVIS results file"),

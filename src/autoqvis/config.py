@@ -166,12 +166,18 @@ class SelfTrainConfig:
     tau_without_quality: float = 0.85  # --no-quality-predictor uses the score alone
     min_selected_frames: int = 2  # eq. 22 asks for >= 1; the authors' code asks for 2 non-empty
     fusion_iou: float = 0.5  # eq. 5
+    # a new track overlapping several old ones fuses with: "first" in the set's order (the official
+    # merge_object_based_results, `break` at the first match) or "best_iou" (autoqvis's earlier rule)
+    fusion_match: str = "first"
     min_eligible_frames: int = 2  # videos with fewer eligible frames (eq. 14) are skipped
     synthetic_ratio: float = 0.5  # probability a batch is drawn from the synthetic set
     max_iter: int = 10000  # per round
     batch_size: int = 4
     lr: float = 2e-5
     steps: list[int] = field(default_factory=list)  # the round's own lr drops (x train.gamma); none = constant lr
+    # with val ground truth, the run's result is the round of highest val AP50 (the official model_best:
+    # rounds >= 1, earliest on ties) instead of the last round; summary.json reports both either way
+    keep_best: bool = True
     # ablation switches (Table 3)
     use_quality_predictor: bool = True  # False: Q = s alone, with tau_without_quality
     freeze_predictor: bool = True  # freeze the quality predictor in the rounds and drop its loss

@@ -96,7 +96,9 @@ def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: floa
             atomic_write_bytes(plots_dir / f"{dst}_round_{k}.png", (rdir / src).read_bytes())
             plots[dst] = f"plots/{dst}_round_{k}.png"
     stats = read_json(rdir / "stats.json", "round stats")
-    pseudo: dict[str, Any] = {"tracks_after_nms": stats["tracks_after_nms"], "retained": stats["retained"],
+    # the candidates: after NMS and the score filter (runs before issue 14 filtered first and had no separate count)
+    candidates = stats.get("tracks_after_score_filter", stats["tracks_after_nms"])
+    pseudo: dict[str, Any] = {"tracks_after_nms": candidates, "retained": stats["retained"],
                               "training_set_tracks": stats["training_set"]["tracks"],
                               "eligible_videos": stats["training_set"]["eligible_videos"]}
     pseudo_rho: dict[str, float | None] = {"quality": None, "score": None}
@@ -193,7 +195,7 @@ def metrics_table(rounds: Sequence[RoundResult]) -> list[str]:
 
 def quality_table(rounds: Sequence[RoundResult]) -> list[str]:
     lines = ["| model | ρ(Q, IoU) val | ρ(s, IoU) val | val masks | ρ(Q, IoU) pseudo | ρ(s, IoU) pseudo | "
-             "pseudo tracks after NMS | retained | training set tracks | eligible videos | selected precision |",
+             "pseudo tracks after NMS + score filter | retained | training set tracks | eligible videos | selected precision |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rounds:
         p = r.pseudo

@@ -204,7 +204,9 @@ def run(args: argparse.Namespace) -> int:
     with stage(3, total, title, timings):
         print(f"    {args.rounds} rounds x {cfg.selftrain.max_iter} iterations -> {out / 'run'}", flush=True)
         run_selftrain(cfg, inputs, out / "run", resume=True, progress=not args.no_progress)
-        for row in read_json(out / "run" / "summary.json", "self-training summary"):
+        from ..selftrain.loop import summary_rows
+
+        for row in summary_rows(read_json(out / "run" / "summary.json", "self-training summary")):
             print(f"    round {row['round']}: {row['retained']} tracks retained, training set "
                   f"{row['training_set_tracks']} tracks in {row['eligible_videos']} eligible videos; "
                   f"val AP50 {row['val']['AP50']:.3f}", flush=True)

@@ -13,17 +13,22 @@ videos with the initial-stage model (--init, or the initial stage trained first 
 predictor, trains with DropLoss on batches drawn whole from the synthetic clips or the pseudo-labelled
 clips (50/50), pseudo-labels again and fuses the new labels with the old ones.
 
-Pseudo-labelling per video: top-10 tracks, score >= 0.25 (eq. 16), spatiotemporal NMS (a track is dropped
-if its mask IoU with a higher-scored kept track is >= 0.5 in any frame, eq. 17-18), quality
+Pseudo-labelling per video: top-10 tracks, spatiotemporal NMS in the model's order (a track is dropped
+if its mask IoU with an earlier kept track is >= 0.5 in any frame, eq. 17-18), then score >= 0.25 (eq. 16),
+quality
 Q^t = s * predicted IoU^t (eq. 20), S^t = Q^t >= tau (eq. 21; a frame where the track is absent counts as
 selected). A track is kept with at least selftrain.min_selected_frames = 2 selected non-empty frames
 (the authors' code; eq. 22 of the paper asks for 1). Fusion (eq. 4-13): a new detection overlapping an
 existing one (IoU >= 0.5 in a frame) is fused frame by frame, taking the old mask only where the old one
-is selected and the new one is not; overlapping several, it fuses with the highest-IoU one; otherwise it
-is added. Training clips sample 3 frames among a video's eligible frames (every track selected, eq. 14).
+is selected and the new one is not; overlapping several, it fuses with the first one in the set's order
+(selftrain.fusion_match=best_iou: the highest-IoU one); otherwise it is added. Training clips sample 3
+frames among a video's eligible frames (every track selected, eq. 14; a video needs 2 of them). The
+selection is `autoqvis select`'s code: it re-selects from OUT/round_k/detections.jsonl (e.g. another tau).
 
-Writes OUT/round_k/{pseudo_labels.json, stats.json, model.pt, metrics.json (--val), analysis.json
-(--unlabeled-gt)}; round_0 holds the initial model's labels; OUT/round_K/model.pt is the result.
+Writes OUT/round_k/{detections.jsonl, pseudo_labels.json, stats.json, model.pt, metrics.json (--val),
+analysis.json (--unlabeled-gt)}; round_0 holds the initial model's labels. The result is OUT/round_K/model.pt,
+or with --val and selftrain.keep_best (on in the paper presets, as the official model_best) the round of
+highest val AP50; OUT/summary.json names the last and the best round with their metrics.
 --resume continues an interrupted run at its last finished step (mid-training and mid-labelling too).
 
 ablations (paper Table 3): --no-quality-predictor (Q = s, tau 0.85), --no-droploss, --no-reset,
@@ -203,8 +208,9 @@ def _run(args: argparse.Namespace) -> int:
     summary = out / "summary.json"
     if summary.exists():
         from ..fileio import read_json
+        from ..selftrain.loop import summary_rows
 
-        for row in read_json(summary, "summary"):
+        for row in summary_rows(read_json(summary, "summary")):
             line = f"round {row['round']}: {row['training_set_tracks']} pseudo-label tracks, {row['eligible_videos']} eligible videos"
             if "val" in row:
                 line += f"; val AP50 {100 * row['val']['AP50']:.1f} AP {100 * row['val']['AP']:.1f}"

@@ -3,8 +3,11 @@
 Choices where the paper leaves room:
 - eq. 10 is a fold: each new detection is fused into the CURRENT set, i.e. the set already holding the
   new detections processed before it (new detections come highest score first);
-- when a new detection overlaps several existing ones, the paper's "an existing one" is the one with the
-  highest IoU in any frame (ties: the earlier one in the set); the fused track takes its place;
+- when a new detection overlaps several existing ones, the paper's "an existing one" is the FIRST of them in
+  the set's order (``match="first"``, the official ``merge_object_based_results``: previous tracks in their
+  stored order, then the ones added earlier in this round); ``match="best_iou"`` (autoqvis's earlier rule,
+  ``selftrain.fusion_match``) takes the one of highest IoU in any frame (ties: the earlier). The fused track
+  takes its place;
 - a fused track keeps the new detection's score (the newest model's confidence); its per-frame Q^t and
   predicted IoU come from the detection whose mask eq. 8 chose in that frame;
 - ``--no-fusion`` (Table 3, "w/o adaptive fusion"): the training set is replaced by the new retained
@@ -53,23 +56,33 @@ def fuse_pair(new: Detection, exist: Detection) -> Detection:
     )
 
 
-def fuse_one(current: list[Detection], new: Detection, iou_threshold: float = 0.5) -> list[Detection]:
-    """Eq. 11: D (+) d_new — fuse with the best-overlapping existing track, or add d_new."""
+FUSION_MATCHES = ("first", "best_iou")
+
+
+def fuse_one(current: list[Detection], new: Detection, iou_threshold: float = 0.5,
+             match: str = "first") -> list[Detection]:
+    """Eq. 11: D (+) d_new — fuse with an overlapping existing track (the first, or the best with
+    ``match="best_iou"``), or append d_new."""
+    if match not in FUSION_MATCHES:
+        raise ValueError(f"fusion match must be one of {FUSION_MATCHES}, got {match!r}")
     best, best_iou = -1, -1.0
     for i, exist in enumerate(current):
         iou = float(track_iou_per_frame(new, exist).max(initial=0.0))
         if iou >= iou_threshold and iou > best_iou:
             best, best_iou = i, iou
+            if match == "first":
+                break
     if best < 0:
         return current + [new]
     return current[:best] + [fuse_pair(new, current[best])] + current[best + 1 :]
 
 
-def fuse_video(existing: list[Detection], new: list[Detection], iou_threshold: float = 0.5) -> list[Detection]:
+def fuse_video(existing: list[Detection], new: list[Detection], iou_threshold: float = 0.5,
+               match: str = "first") -> list[Detection]:
     """Eq. 9-10: D_v^(k+1) = D_v^(k) (+) D_retained,v^(k), folding the new detections in one by one."""
     current = list(existing)
     for d in new:
-        current = fuse_one(current, d, iou_threshold)
+        current = fuse_one(current, d, iou_threshold, match)
     return current
 
 
@@ -78,16 +91,18 @@ def fuse_dataset(
     new: dict[int, list[Detection]],
     iou_threshold: float = 0.5,
     fusion: bool = True,
+    match: str = "first",
 ) -> dict[int, list[Detection]]:
     """Eq. 4, 12-13: the training set of round k+1 as {video_id: detections}, video ids ascending.
 
     existing: T^(k), the current pseudo-labels per video; new: D_retained^(k) per video.
-    New videos take all their retained detections (eq. 4); existing videos fuse (eq. 13).
+    New videos take all their retained detections (eq. 4); existing videos fuse (eq. 13); an existing video
+    without new detections keeps its tracks unchanged.
     ``fusion=False`` replaces the whole set with the new detections (Table 3 ablation).
     """
     new = {v: d for v, d in new.items() if d}  # pi_1 only sees videos with a retained detection
     if not fusion:
         return dict(sorted(new.items()))
-    out = {v: fuse_video(dets, new.get(v, []), iou_threshold) for v, dets in existing.items()}  # eq. 13
+    out = {v: fuse_video(dets, new.get(v, []), iou_threshold, match) for v, dets in existing.items()}  # eq. 13
     out.update({v: dets for v, dets in new.items() if v not in existing})  # eq. 4
     return dict(sorted(out.items()))

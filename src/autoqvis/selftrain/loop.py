@@ -10,15 +10,17 @@ Layout of ``out_dir``::
 
     config.yaml                 the run's config (a resumed run must use the same)
     init/                       the initial stage when no --init is given (trainer folder)
-    round_k/detections.jsonl    round k's tracks after score filter + NMS (streamed, resumable)
-    round_k/pseudo_labels.json  the training set T^(k): plain YTVIS + score, pred_iou, quality (Q^t), selected (S^t)
+    round_k/detections.jsonl    round k's raw top-k tracks, before NMS and the score filter (streamed, resumable;
+                                the DET.jsonl that `autoqvis select` reads)
+    round_k/pseudo_labels.json  the training set T^(k), a PL.json (``curate``): YTVIS + score, pred_iou, quality (Q^t),
+                                selected (S^t) per track, eligible_frames per video; the whole state, all frames
     round_k/stats.json          counts: tracks before/after NMS, retained, selected frames, eligible videos, areas
     round_k/model.pt            the model that produced round k's labels (round 0: the initial model)
     round_k/train/              round k's training (trainer folder, k >= 1)
     round_k/metrics.json        val metrics of round k's model (with val), val_results.json
     round_k/analysis.json       Fig. 5/6 numbers + PNGs (with the unlabeled videos' ground truth)
     area_distribution.png       Fig. 7: pseudo-label areas per round vs ground truth
-    summary.json                one row per finished round
+    summary.json                one row per finished round, the last and the best round (val AP50), the result
 
 Every file is written atomically and every step is skipped on resume when its output exists; a round's
 training resumes from its last checkpoint, its labelling at the first unfinished video.
@@ -45,15 +47,9 @@ from ..data.ytvis import YTVISDataset, load_ytvis
 from ..engine import dist
 from ..errors import AutoQVISError
 from ..fileio import atomic_torch_save, atomic_write_json, read_json
-from .fusion import fuse_dataset
-from .pseudo_label import (
-    Detection,
-    detection_from_annotation,
-    detection_to_annotation,
-    iter_detection_file,
-    pseudo_label_dataset,
-)
-from .selection import eligible_frames, num_selected_nonempty, oracle_select, retain, score_and_select
+from .curate import RoundLabels, SelectionRule, read_training_set, select_round, write_training_set
+from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
+from .selection import num_selected_nonempty, training_frames
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
@@ -94,6 +90,8 @@ def _upgrade_saved_config(old: dict[str, Any]) -> dict[str, Any]:
     st = old.setdefault("selftrain", {})
     if isinstance(st, dict) and "steps" not in st:  # before selftrain.steps, rounds used train.steps
         st["steps"] = list(old.get("train", {}).get("steps", []))
+    if isinstance(st, dict) and "fusion_match" not in st:  # before it, fusion took the highest-IoU track
+        st["fusion_match"] = "best_iou"
     try:
         return config_from_dict(old).to_dict()  # the other missing keys: their defaults
     except AutoQVISError:
@@ -110,8 +108,9 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     if isinstance(old, dict):
         old = _upgrade_saved_config(old)
     new = cfg.to_dict()
-    old.get("selftrain", {}).pop("rounds", None)  # more (or fewer) rounds may be asked of a finished run
-    new["selftrain"].pop("rounds")
+    for key in ("rounds", "keep_best"):  # more rounds may be asked of a finished run; the result may be re-chosen
+        old.get("selftrain", {}).pop(key, None)
+        new["selftrain"].pop(key)
     for key in SPEED_ONLY:  # memory layout and compilation do not change what is computed
         old.get("train", {}).pop(key, None)
         new["train"].pop(key, None)
@@ -155,30 +154,48 @@ def _read_model(path: Path) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------- pseudo-labels
-def write_pseudo_labels(train_set: dict[int, list[Detection]], unlabeled: YTVISDataset, path: Path, k: int) -> None:
-    """T^(k) as a YTVIS json (videos that hold a detection; annotation ids from 1), atomically."""
-    annotations, next_id = [], 1
-    for video_id, dets in train_set.items():
-        for d in dets:
-            annotations.append(detection_to_annotation(d, next_id))
-            next_id += 1
-    data = {
-        "info": {"description": f"autoqvis pseudo-labels, self-training round {k}",
-                 "image_root": str(unlabeled.image_root) if unlabeled.image_root else None},
-        "videos": [unlabeled.video(v).to_dict() for v in train_set],
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
-    }
-    atomic_write_json(path, data)
+def write_pseudo_labels(train_set: dict[int, list[Detection]], unlabeled: YTVISDataset, path: Path, k: int,
+                        rule: SelectionRule | None = None) -> None:
+    """T^(k) as a PL.json (``curate.training_set_json``), atomically."""
+    write_training_set(train_set, unlabeled, path, rule or SelectionRule(),
+                       f"autoqvis pseudo-labels, self-training round {k}")
 
 
 def read_pseudo_labels(path: Path, image_root: Path | None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
     """A pseudo-label file -> (the YTVIS dataset, {video_id: detections})."""
-    ds = load_ytvis(path, image_root=image_root)
-    out: dict[int, list[Detection]] = {}
-    for a in ds.annotations:
-        out.setdefault(a.video_id, []).append(detection_from_annotation(a))
-    return ds, dict(sorted(out.items()))
+    return read_training_set(path, image_root)
+
+
+def best_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The official ``model_best``: the round >= 1 of highest val AP50, the earliest on ties (round 0 when it is
+    the only one); None without val metrics."""
+    scored = [r for r in rows if "val" in r]
+    best = None
+    for r in [r for r in scored if r["round"] >= 1] or scored:
+        if best is None or r["val"]["AP50"] > best["val"]["AP50"]:  # strict: the earliest of equals
+            best = r
+    return best
+
+
+def summarize(rows: list[dict[str, Any]], keep_best: bool) -> dict[str, Any]:
+    """summary.json: every finished round, the last and the best one (by val AP50) with their metrics, and which
+    of the two is the run's result (``final_model``, relative to the run folder)."""
+
+    def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        return {"round": row["round"], "model": f"round_{row['round']}/model.pt", "val": row.get("val")}
+
+    last = rows[-1] if rows else None
+    best = best_round(rows)
+    final = best if keep_best and best is not None else last
+    return {"rounds": rows, "last": brief(last), "best": brief(best), "keep_best": keep_best,
+            "final_model": None if final is None else f"round_{final['round']}/model.pt"}
+
+
+def summary_rows(summary: Any) -> list[dict[str, Any]]:
+    """The per-round rows of a summary.json (this format, or the plain list older runs wrote)."""
+    return summary if isinstance(summary, list) else list(summary.get("rounds", []))
 
 
 # ------------------------------------------------------------------------------------- a round
@@ -201,13 +218,15 @@ class SelfTraining:
             raise AutoQVISError(f"{inputs.unlabeled.name}: no video to pseudo-label")
         if inputs.unlabeled.image_root is not None and not Path(inputs.unlabeled.image_root).is_dir():
             raise AutoQVISError(f"{inputs.unlabeled.name}: image root {inputs.unlabeled.image_root} is not a folder")
+        self.rule = SelectionRule.from_config(cfg)
         self.device = dist.device()
         self.main = dist.is_main_process()
         self.summary: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------------------------- driver
     def run(self) -> Path:
-        """Initial model, round 0 labels, then rounds 1..K; returns the last round's model.pt."""
+        """Initial model, round 0 labels, then rounds 1..K; returns the run's result: the last round's model.pt, or
+        with ``selftrain.keep_best`` and val ground truth the best round's (summary.json names both)."""
         self._prepare_out_dir()
         init_weights = self.initial_weights()
         train_set: dict[int, list[Detection]] = {}
@@ -223,10 +242,15 @@ class SelfTraining:
                 weights = self.train_round(k, start)
             train_set = self.label_round(k, weights, train_set)
             last_weights = weights
+        summary = summarize(self.summary, self.cfg.selftrain.keep_best) if self.main else None
         if self.main:
-            atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+            atomic_write_json(self.out / "summary.json", summary, indent=1)
+            if summary["best"] is not None:
+                self._log(f"best round by val AP50: {summary['best']['round']} "
+                          f"({100 * summary['best']['val']['AP50']:.1f}); result: {summary['final_model']}")
+        final = dist.broadcast_object(summary["final_model"] if self.main else None)
         dist.barrier()
-        return self.out / f"round_{self.cfg.selftrain.rounds}" / "model.pt"
+        return self.out / final
 
     def _exists(self, *paths: Path) -> bool:
         """Whether every path exists, as rank 0 sees it (the same answer on every rank)."""
@@ -328,10 +352,10 @@ class SelfTraining:
                 _, train_set = read_pseudo_labels(labels_path, unlabeled.image_root)
                 stats = read_json(stats_path, "round stats")
             else:
-                candidates, retained, counts = self.select(det_path)
-                train_set = fuse_dataset(previous, retained, self.cfg.selftrain.fusion_iou, self.cfg.selftrain.fusion)
-                stats = {"round": k, **counts, **self.set_stats(train_set)}
-                write_pseudo_labels(train_set, unlabeled, labels_path, k)
+                labels = self.select(det_path, previous)
+                candidates, train_set = labels.candidates, labels.state
+                stats = {"round": k, **labels.counts, **self.set_stats(train_set)}
+                write_pseudo_labels(train_set, unlabeled, labels_path, k, self.rule)
                 atomic_write_json(stats_path, stats, indent=1)
             self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training "
                       f"set {stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
@@ -345,10 +369,10 @@ class SelfTraining:
         if self.main:
             if self.inputs.unlabeled_gt is not None:
                 if candidates is None and not (rdir / "analysis.json").exists():
-                    candidates = self.select(det_path)[0]  # resumed after the labels were written
+                    candidates = self.select(det_path, {}).candidates  # resumed after the labels were written
                 row["analysis"] = self.analyse(k, rdir, candidates, train_set)
             self.summary.append(row)
-            atomic_write_json(self.out / "summary.json", self.summary, indent=1)
+            atomic_write_json(self.out / "summary.json", summarize(self.summary, self.cfg.selftrain.keep_best), indent=1)
         dist.barrier()  # round k's files exist before any rank reads them
         return train_set
 
@@ -357,40 +381,26 @@ class SelfTraining:
         _load_weights(model, weights)
         return model.eval()
 
-    def select(self, det_path: Path) -> tuple[dict[int, list[Detection]], dict[int, list[Detection]], dict[str, Any]]:
-        """Eq. 20-22 over a detections file -> (scored candidates, retained, counts) per video."""
-        st = self.cfg.selftrain
-        tau = selection_tau(self.cfg)
-        candidates, retained = {}, {}
-        before = after = kept = frames = 0
-        for video_id, n_before, dets in iter_detection_file(det_path):
-            if st.oracle_selection:
-                scored = oracle_select(score_and_select(dets, tau, st.use_quality_predictor),
-                                       [a.segmentations for a in self.inputs.unlabeled_gt.annotations_of(video_id)])
-            else:
-                scored = score_and_select(dets, tau, st.use_quality_predictor)
-            candidates[video_id] = scored
-            retained[video_id] = retain(scored, st.min_selected_frames)
-            before, after = before + n_before, after + len(dets)
-            kept += len(retained[video_id])
-            frames += sum(num_selected_nonempty(d) for d in retained[video_id])
-        counts = {"videos": len(candidates), "tracks_before_nms": before, "tracks_after_nms": after,
-                  "retained": kept, "selected_frames": frames, "tau": tau,
-                  "quality": "oracle" if st.oracle_selection else ("predictor" if st.use_quality_predictor else "score")}
-        return candidates, retained, counts
+    def select(self, det_path: Path, previous: dict[int, list[Detection]]) -> RoundLabels:
+        """Round k's raw detections -> candidates, retained tracks and T^(k) fused with ``previous``
+        (``curate.select_round``, the code ``autoqvis select`` runs)."""
+        gt = self.inputs.unlabeled_gt
+        oracle = None
+        if self.cfg.selftrain.oracle_selection:
+            oracle = lambda vid: [a.segmentations for a in gt.annotations_of(vid)]  # noqa: E731
+        return select_round(iter_detection_file(det_path), previous, self.rule, oracle)
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
         from ..eval.analysis import LOG_AREA_EDGES, log_area_histogram
 
-        eligible = {v: eligible_frames(d) for v, d in train_set.items()}
-        min_frames = self.cfg.selftrain.min_eligible_frames
+        eligible = {v: training_frames(d, self.cfg.selftrain.min_eligible_frames) for v, d in train_set.items()}
         return {"training_set": {
             "videos": len(train_set),
             "tracks": sum(len(d) for d in train_set.values()),
             "selected_frames": sum(num_selected_nonempty(x) for d in train_set.values() for x in d),
-            "eligible_videos": sum(1 for e in eligible.values() if len(e) >= min_frames),
-            "eligible_frames": sum(len(e) for e in eligible.values() if len(e) >= min_frames),
+            "eligible_videos": sum(1 for e in eligible.values() if e),
+            "eligible_frames": sum(len(e) for e in eligible.values()),
             "area_histogram": {"log_area_edges": LOG_AREA_EDGES.tolist(),
                                "counts": log_area_histogram(x.segmentations for d in train_set.values() for x in d)},
         }}
@@ -445,5 +455,5 @@ def run_selftrain(cfg: Config, inputs: SelfTrainInputs, out_dir: str | Path, *, 
     return SelfTraining(cfg, inputs, out_dir, resume=resume, progress=progress).run()
 
 
-__all__ = ["SelfTrainInputs", "SelfTraining", "round_config", "run_selftrain", "selection_tau",
-           "read_pseudo_labels", "write_pseudo_labels"]
+__all__ = ["SelfTrainInputs", "SelfTraining", "best_round", "round_config", "run_selftrain", "selection_tau",
+           "read_pseudo_labels", "summarize", "summary_rows", "write_pseudo_labels"]

@@ -1,4 +1,8 @@
-"""Pseudo-labelling: model tracks -> score filter (eq. 16) -> spatiotemporal NMS (eq. 17-18).
+"""Pseudo-labelling: model tracks -> spatiotemporal NMS (eq. 17-18) -> score filter (eq. 16).
+
+The order is the official code's (``apply_nmsV2`` on the model's list, then the score filter): a high-score
+track still suppresses its near-duplicates even when the quality rules drop it later. The paper filters
+first; on the model's score-sorted list both orders keep the same tracks.
 
 A *detection* is one predicted track of one video (supplement 6.1): a confidence score and a mask per
 frame, plus the frozen quality predictor's per-frame IoU. Masks are COCO compressed RLE dicts
@@ -89,21 +93,20 @@ def frame_ious(tracks_a: list[Detection], tracks_b: list[Detection]) -> np.ndarr
 
 # ----------------------------------------------------------------------------------- equations
 def filter_by_score(detections: list[Detection], threshold: float = 0.25) -> list[Detection]:
-    """Eq. 16: keep detections with s >= threshold."""
+    """Eq. 16: keep detections with s >= threshold (0.25 itself stays)."""
     return [d for d in detections if d.score >= threshold]
 
 
 def spatiotemporal_nms(detections: list[Detection], iou_threshold: float = 0.5) -> list[Detection]:
-    """Eq. 17-18: greedy NMS over tracks of ONE video, suppressing on overlap in any single frame.
+    """Eq. 17-18: greedy NMS over tracks of ONE video in LIST order (the model's, score descending).
 
-    Detections are sorted by score (stable, so ties keep their input order); a track is suppressed when,
-    in at least one frame, its mask IoU with an already kept, higher-scored track is >= iou_threshold.
-    Returns the kept detections, highest score first.
+    The first remaining track is kept and every later one whose mask IoU with it is >= iou_threshold in at
+    least one frame is dropped (the track IoU is the maximum over frames; empty-vs-empty frames count 0).
+    No re-sorting: the official ``apply_nmsV2`` walks the list as given. Returns the kept tracks in order.
     """
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)  # eq. 17
     worst_frame_iou = frame_ious(detections, detections).max(axis=0, initial=0.0)  # (N, N)
     kept: list[int] = []
-    for i in order:  # eq. 18
+    for i in range(len(detections)):
         if all(worst_frame_iou[i, j] < iou_threshold for j in kept):
             kept.append(i)
     return [detections[i] for i in kept]
@@ -134,15 +137,20 @@ def detections_from_prediction(video_id: int, pred: dict[str, Any]) -> list[Dete
     ]
 
 
+def suppress_and_filter(dets: list[Detection], score_threshold: float = 0.25, nms_iou: float = 0.5) -> list[Detection]:
+    """The raw top-k tracks of one video -> NMS (eq. 17-18, list order) -> score filter (eq. 16)."""
+    return filter_by_score(spatiotemporal_nms(dets, nms_iou), score_threshold)
+
+
 def pseudo_label_video(
     video_id: int, pred: dict[str, Any], score_threshold: float = 0.25, nms_iou: float = 0.5
 ) -> tuple[list[Detection], int]:
-    """Top-k tracks of one video -> (kept detections after eq. 16-18, number of tracks before NMS).
+    """Top-k tracks of one video -> (kept detections after NMS and the score filter, number of raw tracks).
 
     The model's inference already keeps the top-k (cfg.model.test_topk = 10) tracks by score.
     """
-    dets = filter_by_score(detections_from_prediction(video_id, pred), score_threshold)
-    return spatiotemporal_nms(dets, nms_iou), len(dets)
+    dets = detections_from_prediction(video_id, pred)
+    return suppress_and_filter(dets, score_threshold, nms_iou), len(dets)
 
 
 def pseudo_label_dataset(
@@ -156,16 +164,17 @@ def pseudo_label_dataset(
     progress: bool = True,
     desc: str = "pseudo-label",
 ) -> Path:
-    """Label every unlabeled video with ``model`` and stream the detections to ``out_path`` (jsonl).
+    """Label every unlabeled video with ``model`` and stream its raw detections to ``out_path`` (jsonl).
 
-    Per video: the model's top-k tracks (cfg.model.test_topk), score >= cfg.selftrain.score_threshold
-    (eq. 16), spatiotemporal NMS at cfg.selftrain.nms_iou (eq. 17-18), the predictor's IoU attached.
-    One line per video is appended and flushed, so memory stays flat in the number of videos and a
-    killed run resumes (``resume=True``) at the first unfinished video. Returns ``out_path``.
+    Per video: the model's top-k tracks (cfg.model.test_topk) in the model's order with the predictor's IoU
+    per frame, BEFORE NMS and the score filter (the DET.jsonl form that ``autoqvis select`` reads; the
+    selection, :mod:`autoqvis.selftrain.curate`, applies both). One line per video is appended and flushed,
+    so memory stays flat in the number of videos and a killed run resumes (``resume=True``) at the first
+    unfinished video. Returns ``out_path``.
 
     Under torchrun every rank calls this: the model runs on each rank's share of the videos, rank 0 gathers
-    the predictions in video order and alone filters, suppresses and writes, so the file is the one a
-    single process writes (same lines, same order).
+    the predictions in video order and alone writes, so the file is the one a single process writes (same
+    lines, same order).
     """
     from ..engine import dist, inference
 
@@ -176,12 +185,10 @@ def pseudo_label_dataset(
     ids = [v.id for v in unlabeled.videos] if video_ids is None else list(video_ids)
     writer = DetectionWriter(out_path, resume=resume) if main else None
     todo = dist.broadcast_object([v for v in ids if v not in writer.done_videos] if main else None)
-    st = cfg.selftrain
     try:
         for video_id, pred in inference.predict_dataset(model, unlabeled, cfg, video_ids=todo, progress=progress,
                                                         desc=desc):
-            kept, before = pseudo_label_video(video_id, pred, st.score_threshold, st.nms_iou)
-            writer.write(video_id, kept, before)
+            writer.write(video_id, detections_from_prediction(video_id, pred))
     except BaseException:
         if writer is not None:
             writer.abandon()
@@ -252,10 +259,11 @@ def detection_to_annotation(det: Detection, ann_id: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- streaming to disk
 class DetectionWriter:
-    """Append one video's detections per line to ``<path>.partial``; ``close()`` renames it to ``path``.
+    """Append one video's raw detections per line to ``<path>.partial``; ``close()`` renames it to ``path``.
 
     A killed run leaves the ``.partial`` file: :func:`read_partial` returns the videos finished there
-    so pseudo-labelling resumes at the next video. Lines are ``{"video_id", "before_nms", "detections"}``.
+    so pseudo-labelling resumes at the next video. Lines are the DET.jsonl form:
+    ``{"video_id", "detections": [{"score", "segmentations", "pred_iou"}]}``.
     """
 
     def __init__(self, path: str | os.PathLike, resume: bool = False):
@@ -270,9 +278,10 @@ class DetectionWriter:
         self.done_videos = {rec["video_id"] for rec in done}
         self._file = open(self.partial, "a")
 
-    def write(self, video_id: int, detections: list[Detection], before_nms: int) -> None:
-        rec = {"video_id": int(video_id), "before_nms": int(before_nms),
-               "detections": [detection_to_dict(d) for d in detections]}
+    def write(self, video_id: int, detections: list[Detection]) -> None:
+        rec = {"video_id": int(video_id),
+               "detections": [{"score": d.score, "segmentations": d.segmentations, "pred_iou": d.pred_iou}
+                              for d in detections]}
         self._file.write(json.dumps(rec) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -301,21 +310,66 @@ def read_partial(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def iter_detection_file(path: str | os.PathLike) -> Iterator[tuple[int, int, list[Detection]]]:
-    """Stream a finished detections file: (video_id, tracks before NMS, detections) per video."""
+def iter_detection_file(path: str | os.PathLike, videos: dict[int, Any] | None = None
+                        ) -> Iterator[tuple[int, list[Detection]]]:
+    """Stream a detections file (DET.jsonl): (video_id, detections in file order) per line.
+
+    A line is ``{"video_id": int, "detections": [{"score", "segmentations": [RLE | null per frame],
+    "pred_iou": [per frame]}]}``; extra keys are ignored (a detection's own ``video_id``, if any, must be the
+    line's; files of older rounds, with ``before_nms`` and post-NMS tracks, read the same). With ``videos``
+    ({id: ytvis Video}) each line's video must be there, appear once, and every track must have one mask of
+    the video's size per frame. Errors name the file, the line and the field.
+    """
     path = Path(path)
     try:
         f = open(path)
     except OSError as e:
         raise AutoQVISError(f"{path}: cannot read detections ({e.strerror or e})") from None
+    seen: set[int] = set()
     with f:
         for lineno, line in enumerate(f, 1):
+            where = f"{path}: line {lineno}"
+            if not line.strip():
+                continue
             try:
                 rec = json.loads(line)
-                dets = [detection_from_dict(d, f"{path}: line {lineno}") for d in rec["detections"]]
-                yield int(rec["video_id"]), int(rec["before_nms"]), dets
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise AutoQVISError(f"{path}: line {lineno}: not a detections record ({e})") from None
+                video_id = rec["video_id"]
+                raw = rec["detections"]
+            except json.JSONDecodeError as e:
+                raise AutoQVISError(f"{where}: not JSON ({e.msg})") from None
+            except (KeyError, TypeError) as e:
+                raise AutoQVISError(f"{where}: not a detections record (missing {e})") from None
+            if not isinstance(video_id, int) or isinstance(video_id, bool) or not isinstance(raw, list):
+                raise AutoQVISError(f"{where}: 'video_id' must be an integer and 'detections' a list")
+            dets = []
+            for k, d in enumerate(raw):
+                if not isinstance(d, dict):
+                    raise AutoQVISError(f"{where}: detections[{k}] must be an object")
+                if d.get("video_id", video_id) != video_id:
+                    raise AutoQVISError(f"{where}: detections[{k}]: video_id {d['video_id']} is not the line's {video_id}")
+                dets.append(detection_from_dict({**d, "video_id": video_id}, f"{where}: detections[{k}]"))
+            if videos is not None:
+                _check_against_video(dets, videos, video_id, where)
+                if video_id in seen:
+                    raise AutoQVISError(f"{where}: video {video_id} appears a second time")
+                seen.add(video_id)
+            yield video_id, dets
+
+
+def _check_against_video(dets: list[Detection], videos: dict[int, Any], video_id: int, where: str) -> None:
+    if video_id not in videos:
+        raise AutoQVISError(f"{where}: video_id {video_id} is not a video of the unlabeled set")
+    video = videos[video_id]
+    for k, d in enumerate(dets):
+        loc = f"{where}: detections[{k}]"
+        if d.num_frames != video.length:
+            raise AutoQVISError(f"{loc}: segmentations has {d.num_frames} entries, video {video_id} has "
+                                f"{video.length} frames")
+        d.segmentations = ytvis.check_track_masks(d.segmentations, [video.height, video.width], loc)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in d.pred_iou):
+            raise AutoQVISError(f"{loc}: pred_iou must hold finite numbers")
+        if not (isinstance(d.score, float) and np.isfinite(d.score)):
+            raise AutoQVISError(f"{loc}: score must be a finite number")
 
 
 def group_by_video(detections: Iterable[Detection]) -> dict[int, list[Detection]]:

@@ -69,22 +69,28 @@ def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any
 def _selected_flags(item: Any) -> list[int]:
     """S^t of a Detection, a ytvis ``Annotation`` (extra["selected"]) or an annotation dict.
 
-    An annotation without flags (ground truth) is selected in every frame.
+    A frame where the mask is empty counts as selected whatever the flag says (the official ``mark_results``);
+    an annotation without flags (ground truth) is selected in every frame.
     """
     if isinstance(item, Detection):
-        flags, n = item.selected, item.num_frames
+        flags, segs = item.selected, item.segmentations
     elif isinstance(item, dict):
-        flags, n = item.get("selected"), len(item["segmentations"])
+        flags, segs = item.get("selected"), item["segmentations"]
     else:
-        flags, n = (getattr(item, "extra", None) or {}).get("selected"), len(item.segmentations)
-    return [1] * n if not flags else [int(s) for s in flags]
+        flags, segs = (getattr(item, "extra", None) or {}).get("selected"), item.segmentations
+    if not flags:
+        return [1] * len(segs)
+    if len(flags) != len(segs):
+        raise AutoQVISError(f"eligible_frames: {len(flags)} selected flags for {len(segs)} frames")
+    return [int(bool(s) or seg is None) for s, seg in zip(flags, segs)]
 
 
 def eligible_frames(annotations_of_one_video: Sequence[Any]) -> list[int]:
-    """Eq. 14: frame indices t where every detection of the video has S^t = 1.
+    """Eq. 14: frame indices t where every detection of the video has S^t = 1 (an empty mask counts as 1).
 
     annotations_of_one_video: Detections, ytvis Annotations or annotation dicts of ONE video (same T).
-    A video without any detection has no eligible frame (it is not in the training set, eq. 4).
+    A video without any detection has no eligible frame (it is not in the training set, eq. 4). A frame where
+    every track is empty is eligible (it trains "nothing here"), as in the official code.
     """
     flags = [_selected_flags(a) for a in annotations_of_one_video]
     if not flags:
@@ -92,3 +98,10 @@ def eligible_frames(annotations_of_one_video: Sequence[Any]) -> list[int]:
     if len({len(f) for f in flags}) != 1:
         raise AutoQVISError(f"eligible_frames: the annotations disagree on the number of frames {sorted({len(f) for f in flags})}")
     return [t for t in range(len(flags[0])) if all(f[t] for f in flags)]
+
+
+def training_frames(annotations_of_one_video: Sequence[Any], min_eligible_frames: int = 2) -> list[int]:
+    """The frames a video trains on: its eligible frames (eq. 14), or none when there are fewer than
+    ``min_eligible_frames`` (the official ``filter_marked_results`` asks for 2)."""
+    frames = eligible_frames(annotations_of_one_video)
+    return frames if len(frames) >= min_eligible_frames else []
