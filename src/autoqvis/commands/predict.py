@@ -44,7 +44,8 @@ DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTube
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="autoqvis .pt (or detectron2 .pth with --config)")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="autoqvis .pt, detectron2 .pth, or hf://OWNER/REPO/FILE (Hugging Face hub, cached; "
+                             "HF_HUB_OFFLINE=1 reads the cache only)")
     parser.add_argument("--input", required=True, metavar="IN", help="VIDEO | FRAMES_DIR | VIDEOS_DIR | YTVIS.json")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--fps", type=float, default=None, help="resample to this rate first (YouTubeVIS: 6)")
@@ -60,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as AP needs)")
     parser.add_argument("--overlay-threshold", type=float, default=0.5,
                         help="draw only instances scoring at least this in the overlays")
-    parser.add_argument("--config", default=None, metavar="CFG", help="config (default: the one in the checkpoint)")
+    parser.add_argument("--config", default=None, metavar="CFG",
+                        help="config (default: the one in the checkpoint, else inferred from its keys: R50 "
+                             "VideoCutLER / AutoQ-VIS -> ytvis19_r50)")
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay videos")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
@@ -182,26 +185,18 @@ QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
 
 
 def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
-    """(model in eval mode on ``device``, its config). The config comes from ``config`` or the checkpoint. A file
+    """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
+    config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
     that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
     gives a model without one (no per-frame quality), rather than an untrained one."""
     import torch
 
     from .. import build_model
-    from ..config import config_from_dict, load_config
     from ..errors import AutoQVISError
-    from ..model.checkpoint import load_checkpoint, map_key, read_checkpoint
+    from ..model.checkpoint import checkpoint_config, load_checkpoint, map_key, resolve_checkpoint
 
-    _, meta = read_checkpoint(checkpoint)
-    if config is not None:
-        cfg = load_config(config)
-    elif isinstance(meta.get("config"), dict):
-        try:
-            cfg = config_from_dict(meta["config"])
-        except AutoQVISError as e:
-            raise AutoQVISError(f"{checkpoint}: its stored config is not valid here ({e}); pass --config") from None
-    else:
-        raise AutoQVISError(f"{checkpoint}: holds no config (a detectron2 file?); pass --config CFG")
+    checkpoint = str(resolve_checkpoint(checkpoint))
+    cfg = checkpoint_config(checkpoint, config)
     model = build_model(cfg)
     report = load_checkpoint(model, checkpoint)
     # entries a file never carries (map_key drops them, e.g. BatchNorm counters) are not "missing"
