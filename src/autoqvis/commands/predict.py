@@ -23,6 +23,12 @@ videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
   videos.json    a YouTubeVIS json describing the inputs (ids, sizes, frames), so that
                  `autoqvis evaluate` and `autoqvis visualize --videos DIR/videos.json` can use the results
   overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
+  Annotations/<video>/<frame>.png   with --save-masks png: DAVIS-layout palette PNGs, pixel value = the
+                 instance's id in the overlays (1 = best score; 0 = background; overlaps go to the higher
+                 score), read by DAVIS/VOS evaluation and annotation tools (`autoqvis convert-masks` turns
+                 such a folder into YouTubeVIS json and back)
+  masks/<video>.npz                 with --save-masks npz: the same label maps for numpy users: labels uint8
+                 (T, H, W), ids, scores, quality (n, T; NaN without quality predictor), frames (names)
 Video ids are 1, 2, ... in name order (a YTVIS json keeps its own ids).
 
 Long videos: the model sees the whole video in one pass unless it has more than 100 frames (fewer for frames
@@ -60,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop instances scoring below this from results.json (default 0: keep the top-k, "
                              "as AP needs)")
     parser.add_argument("--overlay-threshold", type=float, default=0.5,
-                        help="draw only instances scoring at least this in the overlays")
+                        help="draw (and with --save-masks, save) only instances scoring at least this")
+    parser.add_argument("--save-masks", action="append", choices=("png", "npz"), default=[],
+                        help="also write the masks per frame: png = DAVIS layout OUT/Annotations/<video>/<frame>.png, "
+                             "npz = OUT/masks/<video>.npz (repeat for both)")
     parser.add_argument("--config", default=None, metavar="CFG",
                         help="config (default: the one in the checkpoint, else inferred from its keys: R50 "
                              "VideoCutLER / AutoQ-VIS -> ytvis19_r50)")
@@ -267,6 +276,34 @@ def check_out_dir(out: Path, inputs_path: Path) -> None:
         raise AutoQVISError(f"{out}: --out must differ from --input")
 
 
+def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], formats: list[str]) -> None:
+    """One video's instances (ids 1, 2, ... as in the overlays) as DAVIS PNGs and/or an npz of label maps."""
+    import numpy as np
+
+    from ..data.davis import MAX_ID, video_label_maps, write_davis_video
+    from ..errors import AutoQVISError
+
+    if len(shown) > MAX_ID:
+        raise AutoQVISError(f"{video.name}: {len(shown)} instances to save, a palette PNG holds {MAX_ID}; "
+                            "raise --overlay-threshold")
+    info = video.reader.info
+    labels = video_label_maps(shown, len(video.file_names), (info.height, info.width),
+                              ids=range(1, len(shown) + 1))
+    if "png" in formats:
+        write_davis_video(stage / "Annotations", video.name, video.file_names, labels)
+    if "npz" in formats:
+        from ..fileio import atomic_open
+
+        quality = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
+        for i, r in enumerate(shown):
+            if r.get("quality") is not None:
+                quality[i] = r["quality"]
+        with atomic_open(stage / "masks" / f"{video.name}.npz") as f:
+            np.savez_compressed(f, labels=labels, ids=np.arange(1, len(shown) + 1, dtype=np.int32),
+                                scores=np.asarray([r["score"] for r in shown], np.float32), quality=quality,
+                                frames=np.asarray(video.file_names))
+
+
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     from ..engine import dist
@@ -308,8 +345,10 @@ def _run(args: argparse.Namespace, device) -> int:
     with staged_output(out) if main else contextlib.nullcontext() as stage:
         for video, found in dist.ordered_map(predict_one, inputs):
             results.extend(found)
+            shown = [r for r in found if r["score"] >= args.overlay_threshold]
+            if args.save_masks:
+                save_masks(stage, video, shown, args.save_masks)
             if not args.no_overlays:
-                shown = [r for r in found if r["score"] >= args.overlay_threshold]
                 write_overlay(stage / "overlays" / f"{video.name}.mp4", iter(video.reader),
                               tracks_from_results(shown), video.fps)
         if not main:
