@@ -22,6 +22,8 @@ videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
                  is the predicted mask IoU of each frame (autoqvis's quality predictor)
   videos.json    a YouTubeVIS json describing the inputs (ids, sizes, frames), so that
                  `autoqvis evaluate` and `autoqvis visualize --videos DIR/videos.json` can use the results
+  report.html    a page to open in a browser: each video scrubbable frame by frame with its instances
+                 (as in the overlays) and each instance's quality over time (`autoqvis report`)
   overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
   Annotations/<video>/<frame>.png   with --save-masks png: DAVIS-layout palette PNGs, pixel value = the
                  instance's id in the overlays (1 = best score; 0 = background; overlaps go to the higher
@@ -74,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config (default: the one in the checkpoint, else inferred from its keys: R50 "
                              "VideoCutLER / AutoQ-VIS -> ytvis19_r50)")
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay videos")
+    parser.add_argument("--no-report", action="store_true", help="skip report.html (the page to browse the results)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -355,6 +358,10 @@ def _run(args: argparse.Namespace, device) -> int:
             return 0
         atomic_write_json(stage / "results.json", results)
         atomic_write_json(stage / "videos.json", videos_json(inputs, image_root))
+        if not args.no_report:
+            from ..viz.report_html import ReportOptions, write_report
+
+            write_report(stage, ReportOptions(score_threshold=args.overlay_threshold), shown_as=out.resolve())
     print(f"{len(inputs)} video(s), {len(results)} instance(s) -> {out / 'results.json'}, {out / 'videos.json'}"
           + ("" if args.no_overlays else f", overlays in {out / 'overlays'}"))
     return 0

@@ -331,8 +331,9 @@ def detect_kind(folder: Path) -> str:
 
 
 def write_report(folder: str | Path, opts: ReportOptions | None = None, unlabeled: str | Path | None = None,
-                 out: str | Path | None = None) -> Path:
-    """Write ``folder/report.html`` (or ``out``) for a self-training run, a demo or a predict folder; returns it."""
+                 out: str | Path | None = None, shown_as: str | Path | None = None) -> Path:
+    """Write ``folder/report.html`` (or ``out``) for a self-training run, a demo or a predict folder; returns it.
+    ``shown_as``: the folder's name on the page (when ``folder`` is a staging folder that will be renamed)."""
     folder = Path(folder)
     opts = opts or ReportOptions()
     if not folder.is_dir():
@@ -340,6 +341,8 @@ def write_report(folder: str | Path, opts: ReportOptions | None = None, unlabele
     kind = detect_kind(folder)
     if kind == "predict":
         data = predict_data(folder, opts)
+        if shown_as is not None:
+            data.update(title=f"predictions {Path(shown_as).name}", source=str(shown_as))
     elif kind == "demo":
         world = folder / "world" / "train.json"
         plots = [(f"val metrics per round", folder / "plots" / "metrics_per_round.png")]
