@@ -140,3 +140,26 @@ def test_predict_infers_the_config_of_a_bare_detectron2_file(tmp_path, repo_root
     assert used.model.quality.enabled is False
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in state.items() if not k.endswith("num_batches_tracked"))
+
+
+def test_train_and_selftrain_take_hub_names(tmp_path, toy_bytes):
+    """train --init and selftrain --init go through the same resolver: a cached file trains, a missing one is the
+    hub's one-line error (not 'file not found' on a mangled path)."""
+    from autoqvis.data.toyworld import write_toyworld
+
+    write_toyworld(tmp_path / "world", size="small", seed=0)
+    fill_hub_cache(tmp_path / "hub", "someone/autoqvis-toy", "toy.pt", toy_bytes)
+    env = hub_env(tmp_path)
+    ok = _cli(["train", "--config", "toy", "--synthetic", str(tmp_path / "world" / "source.json"), "--init",
+               "hf://someone/autoqvis-toy/toy.pt", "--max-iters", "1", "--out", str(tmp_path / "t"), "--no-progress",
+               "--device", "cpu", "train.batch_size=1"], env, tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (tmp_path / "t" / "model_final.pt").exists()
+    for cmd in (["train", "--config", "toy", "--synthetic", str(tmp_path / "world" / "source.json"),
+                 "--out", str(tmp_path / "t2")],
+                ["selftrain", "--config", "toy", "--synthetic", str(tmp_path / "world" / "source.json"),
+                 "--unlabeled", str(tmp_path / "world" / "train.json"), "--out", str(tmp_path / "s")]):
+        bad = _cli([*cmd, "--init", "hf://someone/autoqvis-toy/missing.pt"], env, tmp_path)
+        assert bad.returncode != 0
+        assert "someone/autoqvis-toy file missing.pt is not in the hub cache" in bad.stderr, bad.stderr[-2000:]
+        assert not (tmp_path / "t2").exists() and not (tmp_path / "s").exists()
