@@ -85,8 +85,9 @@ def round_candidates(det_path: Path, score_threshold: float, nms_iou: float) -> 
     (NMS on the score-sorted list, then the filter). Idempotent on a file that already holds filtered tracks."""
     from ..selftrain.pseudo_label import filter_by_score, iter_detection_file, spatiotemporal_nms
 
-    return {vid: filter_by_score(spatiotemporal_nms(dets, nms_iou), score_threshold)
-            for vid, _, dets in iter_detection_file(det_path)}
+    # a record is (video_id, [before_nms,] detections): first and last, whichever form the reader yields
+    return {rec[0]: filter_by_score(spatiotemporal_nms(rec[-1], nms_iou), score_threshold)
+            for rec in iter_detection_file(det_path)}
 
 
 # ---------------------------------------------------------------------------------------- pictures
