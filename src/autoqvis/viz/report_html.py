@@ -286,8 +286,11 @@ def predict_data(pred_dir: Path, opts: ReportOptions, title: str | None = None) 
         shown = list(range(0, v.length, step))
         rec = records[v.id]
         if rec.get("source"):  # a video file: decode it again at the rate predict used
-            reader = VideoReader(rec["source"], fps=rec.get("fps"))
-            frames = [jpeg_url(f, size) for t, f in enumerate(reader) if t % step == 0][: len(shown)]
+            try:
+                reader = VideoReader(rec["source"], fps=rec.get("fps"))
+                frames = [jpeg_url(f, size) for t, f in enumerate(reader) if t % step == 0][: len(shown)]
+            except AutoQVISError:  # moved or deleted since: the page still shows the tracks' numbers
+                frames = None
         else:
             frames = video_frames(dataset, v, size, shown)
         videos.append({"id": v.id, "name": str(rec.get("name") or v.id), "w": size[1], "h": size[0], "length": len(shown),
