@@ -52,7 +52,8 @@ DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTube
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="autoqvis .pt, detectron2 .pth, or hf://OWNER/REPO/FILE (Hugging Face hub, cached; "
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="autoqvis .pt, detectron2 .pth, or hf://OWNER/REPO/FILE (Hugging Face hub, cached; "
                              "HF_HUB_OFFLINE=1 reads the cache only)")
     parser.add_argument("--input", required=True, metavar="IN", help="VIDEO | FRAMES_DIR | VIDEOS_DIR | YTVIS.json")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")

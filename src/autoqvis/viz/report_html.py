@@ -256,7 +256,8 @@ def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | N
         rounds.append(rnd)
     plots = [{"title": t, "src": png_url(p)} for t, p in extra_plots if p.exists()]
     if (run_dir / "area_distribution.png").exists():
-        plots.append({"title": "pseudo-label areas per round (Fig. 7)", "src": png_url(run_dir / "area_distribution.png")})
+        plots.append({"title": "pseudo-label areas per round (Fig. 7)",
+                      "src": png_url(run_dir / "area_distribution.png")})
     return {"kind": "selftrain", "title": title or f"self-training run {run_dir.name}", "source": str(run_dir),
             "rule": rule, "videos": videos, "rounds": rounds, "plots": plots, "metric_keys": list(METRIC_KEYS),
             "notes": [f"{len(shown_ids)} of {len(all_ids)} videos drawn (--max-videos); the counts cover all."]
@@ -293,7 +294,8 @@ def predict_data(pred_dir: Path, opts: ReportOptions, title: str | None = None) 
                 frames = None
         else:
             frames = video_frames(dataset, v, size, shown)
-        videos.append({"id": v.id, "name": str(rec.get("name") or v.id), "w": size[1], "h": size[0], "length": len(shown),
+        videos.append({"id": v.id, "name": str(rec.get("name") or v.id), "w": size[1], "h": size[0],
+                       "length": len(shown),
                        "frame_numbers": shown, "frames": frames, "shown": True})
         tracks[str(v.id)] = []
         for i, r in enumerate(by_video.get(v.id, [])):
