@@ -53,6 +53,8 @@ def test_demo_writes_report_plots_overlays(demo_dir: Path):
     gifs = sorted((demo_dir / "overlays").glob("*.gif"))
     assert [g.name for g in gifs] == ["val_0001_round_0.gif", "val_0001_round_2.gif",
                                       "val_0002_round_0.gif", "val_0002_round_2.gif"]
+    page = (demo_dir / "report.html").read_text()  # the page to browse (tests/test_report_browser.py opens one)
+    assert len(page) < 20e6 and '"kind":"selftrain"' in page and page.count('data:image/jpeg;base64,') > 0
 
 
 def test_report_metrics_match_the_run(demo_dir: Path):

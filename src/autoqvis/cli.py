@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "class-agnostic YouTubeVIS AP/AR of a results json against ground truth"),
     "visualize": ("visualize", "render overlay videos for any YTVIS results file"),
     "convert-checkpoint": ("convert_checkpoint", "convert a detectron2 VideoMaskFormer/VideoCutLER .pth to autoqvis .pt"),
+    "convert-masks": ("convert_masks", "convert masks: DAVIS-style PNG folder <-> YouTubeVIS json (not weights)"),
+    "report": ("report", "write DIR/report.html: a self-contained page to browse a selftrain/predict/demo folder"),
 }
 
 DESCRIPTION = """\

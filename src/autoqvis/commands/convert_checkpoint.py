@@ -16,20 +16,22 @@ Files are read with weights_only semantics: no code in them runs.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="IN.pth", help="detectron2 checkpoint (.pth / .pkl)")
+    parser.add_argument("input", metavar="IN.pth", help="detectron2 checkpoint (.pth / .pkl) or hf://OWNER/REPO/FILE")
     parser.add_argument("output", metavar="OUT.pt", help="autoqvis checkpoint to write")
-    parser.add_argument("--config", default="ytvis19_r50", help="model config to check against (default: %(default)s)")
+    parser.add_argument("--config", default=None,
+                        help="model config to check against (default: the file's own, else inferred from its keys: "
+                             "R50 VideoCutLER / AutoQ-VIS -> ytvis19_r50, quality predictor on only if the file has it)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..model.checkpoint import convert_checkpoint
+    from ..model.checkpoint import checkpoint_config, convert_checkpoint, resolve_checkpoint
     from ..model.vis_model import build_model
 
-    cfg = load_config(args.config, overrides=args.overrides)
+    src = resolve_checkpoint(args.input)
+    cfg = checkpoint_config(src, args.config, args.overrides)
     model = build_model(cfg)
-    report = convert_checkpoint(args.input, args.output, model=model, config=cfg.to_dict())
+    report = convert_checkpoint(src, args.output, model=model, config=cfg.to_dict())
     print(report.summary())
     if report.ignored:
         print(f"dropped {len(report.ignored)} non-weight entries: {', '.join(report.ignored[:5])}")

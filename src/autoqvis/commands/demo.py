@@ -20,7 +20,8 @@ The whole AutoQ-VIS loop on the built-in toy world, on a CPU:
      from VideoCutLER's released checkpoint; with --from-scratch it is trained here first;
   3. 2 self-training rounds (pseudo-label, select by quality, fuse, retrain), each model evaluated
      on the val split (class-agnostic YouTubeVIS AP/AR);
-  4. the report: DIR/report.md (metrics per round, Spearman of Q and of s with the true IoU, plots),
+  4. the report: DIR/report.md (metrics per round, Spearman of Q and of s with the true IoU, plots) and
+     DIR/report.html (the same run to browse: frames, pseudo-labels, Q, a tau slider; `autoqvis report`),
      DIR/plots/*.png (Fig. 5/6/7-style), DIR/overlays/*.gif (+ .png previews, Fig. 3-style).
 
 DIR also keeps the toy world (DIR/world/) and the run (DIR/run/round_k/model.pt, pseudo_labels.json, ...).
@@ -214,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
         if (out / "demo.json").exists():  # written last: the report of this run is complete
             print(f"    {out / 'report.md'} is up to date (delete {out / 'demo.json'} to rebuild it)", flush=True)
             summary = read_json(out / "demo.json", "demo summary")
+            if not (out / "report.html").exists():
+                from ..viz.report_html import write_report
+
+                write_report(out)
         else:
             summary = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
     print_summary(out, summary, sum(timings.values()))
@@ -281,6 +286,9 @@ def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path 
         "peak_rss_mb": round(peak_rss_mb()),
         "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
                     "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in rounds]}
+    from ..viz.report_html import write_report
+
+    write_report(out)  # report.html: the same run to browse, with the tau slider
     atomic_write_json(out / "demo.json", summary, indent=1)
     return summary
 
@@ -309,7 +317,7 @@ def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
         print(f"{name:<18} {r['val']['AP50']:.3f}   {r['val']['AP']:.3f}   {r['val']['AR10']:.3f}   "
               f"{rho[0]}   {rho[1]}")
     n_gif = sum(len(r["overlays"]) for r in rounds)
-    print(f"\nreport:   {out / 'report.md'}")
+    print(f"\nreport:   {out / 'report.md'}; to browse: {out / 'report.html'}")
     print(f"plots:    {out / 'plots'}/ (metrics per round, Fig. 5/6 per round, Fig. 7)")
     print(f"overlays: {out / 'overlays'}/ ({n_gif} GIFs + PNG previews)")
     final = out / "run" / f"round_{rounds[-1]['round']}" / "model.pt"

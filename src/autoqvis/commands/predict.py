@@ -22,7 +22,15 @@ videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
                  is the predicted mask IoU of each frame (autoqvis's quality predictor)
   videos.json    a YouTubeVIS json describing the inputs (ids, sizes, frames), so that
                  `autoqvis evaluate` and `autoqvis visualize --videos DIR/videos.json` can use the results
+  report.html    a page to open in a browser: each video scrubbable frame by frame with its instances
+                 (as in the overlays) and each instance's quality over time (`autoqvis report`)
   overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
+  Annotations/<video>/<frame>.png   with --save-masks png: DAVIS-layout palette PNGs, pixel value = the
+                 instance's id in the overlays (1 = best score; 0 = background; overlaps go to the higher
+                 score), read by DAVIS/VOS evaluation and annotation tools (`autoqvis convert-masks` turns
+                 such a folder into YouTubeVIS json and back)
+  masks/<video>.npz                 with --save-masks npz: the same label maps for numpy users: labels uint8
+                 (T, H, W), ids, scores, quality (n, T; NaN without quality predictor), frames (names)
 Video ids are 1, 2, ... in name order (a YTVIS json keeps its own ids).
 
 Long videos: the model sees the whole video in one pass unless it has more than 100 frames (fewer for frames
@@ -44,7 +52,9 @@ DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTube
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="autoqvis .pt (or detectron2 .pth with --config)")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="autoqvis .pt, detectron2 .pth, or hf://OWNER/REPO/FILE (Hugging Face hub, cached; "
+                             "HF_HUB_OFFLINE=1 reads the cache only)")
     parser.add_argument("--input", required=True, metavar="IN", help="VIDEO | FRAMES_DIR | VIDEOS_DIR | YTVIS.json")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--fps", type=float, default=None, help="resample to this rate first (YouTubeVIS: 6)")
@@ -59,9 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop instances scoring below this from results.json (default 0: keep the top-k, "
                              "as AP needs)")
     parser.add_argument("--overlay-threshold", type=float, default=0.5,
-                        help="draw only instances scoring at least this in the overlays")
-    parser.add_argument("--config", default=None, metavar="CFG", help="config (default: the one in the checkpoint)")
+                        help="draw (and with --save-masks, save) only instances scoring at least this")
+    parser.add_argument("--save-masks", action="append", choices=("png", "npz"), default=[],
+                        help="also write the masks per frame: png = DAVIS layout OUT/Annotations/<video>/<frame>.png, "
+                             "npz = OUT/masks/<video>.npz (repeat for both)")
+    parser.add_argument("--config", default=None, metavar="CFG",
+                        help="config (default: the one in the checkpoint, else inferred from its keys: R50 "
+                             "VideoCutLER / AutoQ-VIS -> ytvis19_r50)")
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay videos")
+    parser.add_argument("--no-report", action="store_true", help="skip report.html (the page to browse the results)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -182,26 +198,18 @@ QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
 
 
 def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
-    """(model in eval mode on ``device``, its config). The config comes from ``config`` or the checkpoint. A file
+    """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
+    config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
     that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
     gives a model without one (no per-frame quality), rather than an untrained one."""
     import torch
 
     from .. import build_model
-    from ..config import config_from_dict, load_config
     from ..errors import AutoQVISError
-    from ..model.checkpoint import load_checkpoint, map_key, read_checkpoint
+    from ..model.checkpoint import checkpoint_config, load_checkpoint, map_key, resolve_checkpoint
 
-    _, meta = read_checkpoint(checkpoint)
-    if config is not None:
-        cfg = load_config(config)
-    elif isinstance(meta.get("config"), dict):
-        try:
-            cfg = config_from_dict(meta["config"])
-        except AutoQVISError as e:
-            raise AutoQVISError(f"{checkpoint}: its stored config is not valid here ({e}); pass --config") from None
-    else:
-        raise AutoQVISError(f"{checkpoint}: holds no config (a detectron2 file?); pass --config CFG")
+    checkpoint = str(resolve_checkpoint(checkpoint))
+    cfg = checkpoint_config(checkpoint, config)
     model = build_model(cfg)
     report = load_checkpoint(model, checkpoint)
     # entries a file never carries (map_key drops them, e.g. BatchNorm counters) are not "missing"
@@ -272,6 +280,34 @@ def check_out_dir(out: Path, inputs_path: Path) -> None:
         raise AutoQVISError(f"{out}: --out must differ from --input")
 
 
+def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], formats: list[str]) -> None:
+    """One video's instances (ids 1, 2, ... as in the overlays) as DAVIS PNGs and/or an npz of label maps."""
+    import numpy as np
+
+    from ..data.davis import MAX_ID, video_label_maps, write_davis_video
+    from ..errors import AutoQVISError
+
+    if len(shown) > MAX_ID:
+        raise AutoQVISError(f"{video.name}: {len(shown)} instances to save, a palette PNG holds {MAX_ID}; "
+                            "raise --overlay-threshold")
+    info = video.reader.info
+    labels = video_label_maps(shown, len(video.file_names), (info.height, info.width),
+                              ids=range(1, len(shown) + 1))
+    if "png" in formats:
+        write_davis_video(stage / "Annotations", video.name, video.file_names, labels)
+    if "npz" in formats:
+        from ..fileio import atomic_open
+
+        quality = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
+        for i, r in enumerate(shown):
+            if r.get("quality") is not None:
+                quality[i] = r["quality"]
+        with atomic_open(stage / "masks" / f"{video.name}.npz") as f:
+            np.savez_compressed(f, labels=labels, ids=np.arange(1, len(shown) + 1, dtype=np.int32),
+                                scores=np.asarray([r["score"] for r in shown], np.float32), quality=quality,
+                                frames=np.asarray(video.file_names))
+
+
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     from ..engine import dist
@@ -313,14 +349,20 @@ def _run(args: argparse.Namespace, device) -> int:
     with staged_output(out) if main else contextlib.nullcontext() as stage:
         for video, found in dist.ordered_map(predict_one, inputs):
             results.extend(found)
+            shown = [r for r in found if r["score"] >= args.overlay_threshold]
+            if args.save_masks:
+                save_masks(stage, video, shown, args.save_masks)
             if not args.no_overlays:
-                shown = [r for r in found if r["score"] >= args.overlay_threshold]
                 write_overlay(stage / "overlays" / f"{video.name}.mp4", iter(video.reader),
                               tracks_from_results(shown), video.fps)
         if not main:
             return 0
         atomic_write_json(stage / "results.json", results)
         atomic_write_json(stage / "videos.json", videos_json(inputs, image_root))
+        if not args.no_report:
+            from ..viz.report_html import ReportOptions, write_report
+
+            write_report(stage, ReportOptions(score_threshold=args.overlay_threshold), shown_as=out.resolve())
     print(f"{len(inputs)} video(s), {len(results)} instance(s) -> {out / 'results.json'}, {out / 'videos.json'}"
           + ("" if args.no_overlays else f", overlays in {out / 'overlays'}"))
     return 0

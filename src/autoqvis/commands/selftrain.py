@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabeled", required=True, metavar="U.json|VIDEO_DIR",
                         help="YouTubeVIS json of the unlabeled videos, or a folder of video files / frame folders")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--init", help="initial-stage weights (our .pt or a detectron2 .pth); default: train them first")
+    parser.add_argument("--init", help="initial-stage weights (our .pt, a detectron2 .pth, or hf://OWNER/REPO/FILE from the "
+                             "Hugging Face hub); default: train them first")
     parser.add_argument("--val", help="YouTubeVIS json with ground truth: evaluate every round's model")
     parser.add_argument("--unlabeled-gt", help="ground truth of the unlabeled videos, for the analysis only (Fig. 5-7)")
     parser.add_argument("--rounds", type=int, help="self-training rounds K (default selftrain.rounds = 2)")
@@ -169,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..engine import dist
     from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
-    from ..model.checkpoint import read_checkpoint
+    from ..model.checkpoint import read_checkpoint, resolve_checkpoint
     from ..selftrain.loop import SelfTrainInputs, run_selftrain
 
     cfg = build_config(args)
@@ -177,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     src = Path(args.unlabeled)
     if not src.exists():
         raise AutoQVISError(f"{src}: --unlabeled not found (a YouTubeVIS json or a folder of videos)")
+    if args.init:
+        args.init = str(resolve_checkpoint(args.init))
     for name in ("synthetic", "init"):
         p = getattr(args, name)
         if p is not None and not Path(p).exists():

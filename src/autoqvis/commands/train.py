@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config YAML (a path or a packaged name: toy, ytvis19_r50, ...)")
     parser.add_argument("--synthetic", required=True, help="COCO json of stills + masks, or YouTubeVIS json of synthetic videos")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--init", help="initial weights: our .pt or a detectron2 VideoCutLER/AutoQ-VIS .pth")
+    parser.add_argument("--init", help="initial weights: our .pt, a detectron2 VideoCutLER/AutoQ-VIS .pth, or "
+                                       "hf://OWNER/REPO/FILE (Hugging Face hub, cached)")
     parser.add_argument("--max-iters", type=int, help="override train.max_iter")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--val", help="YouTubeVIS json with ground truth: evaluate the final model on it")
@@ -66,6 +67,10 @@ def _run(args: argparse.Namespace, device) -> int:
     from ..fileio import atomic_write_json
 
     cfg = load_config(args.config, args.overrides)
+    if args.init:
+        from ..model.checkpoint import resolve_checkpoint
+
+        args.init = str(resolve_checkpoint(args.init))
     if args.max_iters is not None:
         if args.max_iters < 1:
             raise AutoQVISError(f"--max-iters must be >= 1, got {args.max_iters}")

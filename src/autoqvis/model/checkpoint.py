@@ -224,3 +224,104 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model: nn.Module | None
                "round": 0, "config": config, "converted_from": str(src)}
     atomic_torch_save(payload, dst)
     return report
+
+
+# ------------------------------------------------------------------------------------------ by name
+HF_SCHEME = "hf://"
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint argument -> a local file. ``hf://OWNER/REPO/FILE`` (``hf://OWNER/REPO@REVISION/FILE`` for a
+    branch, tag or commit) is fetched once by ``huggingface_hub`` into its cache (``HF_HOME`` / ``HF_HUB_CACHE``)
+    and read from there afterwards; ``HF_HUB_OFFLINE=1`` uses the cache only. Anything else is a local path.
+
+    Raises:
+        AutoQVISError: a malformed name, or the file is neither cached nor downloadable (one line naming the
+            repository, the file and the cache looked in).
+    """
+    text = str(spec)
+    if not text.startswith(HF_SCHEME):
+        return Path(text)
+    parts = text[len(HF_SCHEME):].split("/")
+    if len(parts) < 3 or not all(parts):
+        raise AutoQVISError(f"{text}: a hub checkpoint is named hf://OWNER/REPO/FILE (FILE may have folders)")
+    repo, revision = parts[1], None
+    if "@" in repo:
+        repo, revision = repo.split("@", 1)
+    repo_id, filename = f"{parts[0]}/{repo}", "/".join(parts[2:])
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, errors
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise AutoQVISError(f"{text}: needs the huggingface_hub package (pip install huggingface_hub)") from None
+    where = f"{repo_id} file {filename}" + (f" at {revision}" if revision else "")
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+    except errors.LocalEntryNotFoundError:
+        mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        raise AutoQVISError(f"{text}: {where} is not in the hub cache {constants.HF_HUB_CACHE} and {mode}; "
+                            "download it once with network access (or copy it into that cache)") from None
+    except errors.RepositoryNotFoundError:
+        raise AutoQVISError(f"{text}: repository {repo_id} not found on the hub (private or misspelt?)") from None
+    except errors.RevisionNotFoundError:
+        raise AutoQVISError(f"{text}: revision {revision} not found in {repo_id}") from None
+    except errors.EntryNotFoundError:
+        raise AutoQVISError(f"{text}: {repo_id} has no file {filename}") from None
+    except (errors.HfHubHTTPError, OSError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        raise AutoQVISError(f"{text}: could not fetch {where} ({msg[:200]})") from None
+
+
+# detectron2 checkpoints carry no config: the architectures we know by their key shapes
+_R50_SIGNATURE = {
+    "backbone.res5.2.conv3.weight": (2048, 512, 1, 1),
+    "sem_seg_head.predictor.query_feat.weight": (100, 256),
+    "sem_seg_head.predictor.class_embed.weight": (2, 256),
+}
+QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> tuple[str, bool] | None:
+    """(packaged config name, whether the file holds the quality predictor) for a state dict without a stored
+    config, from its key shapes: the R50 VideoMask2Former of VideoCutLER (no predictor) and of AutoQ-VIS (with
+    it) -> ``ytvis19_r50``. None when the keys match no known architecture."""
+    mapped, _ = map_state_dict(state)
+    if all(k in mapped and tuple(mapped[k].shape) == s for k, s in _R50_SIGNATURE.items()):
+        return "ytvis19_r50", any(k.startswith(QUALITY_PREFIX) for k in mapped)
+    return None
+
+
+def checkpoint_config(path: str | Path, config: str | Path | None = None, overrides: list[str] | None = None):
+    """The config for ``path``'s weights: ``config`` if given, else the one stored in the checkpoint, else the one
+    inferred from its keys (``infer_config``; a file without the quality predictor gets it switched off).
+
+    Raises:
+        AutoQVISError: the stored config is invalid, or there is none and the keys match no known architecture.
+    """
+    from dataclasses import replace
+
+    from ..config import config_from_dict, load_config
+
+    if config is not None:
+        return load_config(config, overrides)
+    state, meta = read_checkpoint(path)
+    if isinstance(meta.get("config"), dict):
+        try:
+            cfg = config_from_dict(meta["config"])
+        except AutoQVISError as e:
+            raise AutoQVISError(f"{path}: its stored config is not valid here ({e}); pass --config") from None
+        if overrides:
+            raise AutoQVISError(f"{path}: key=value overrides need --config (the checkpoint's own config is used as is)")
+        return cfg
+    found = infer_config(state)
+    if found is None:
+        raise AutoQVISError(f"{path}: holds no config and its keys match no known architecture (R50 VideoCutLER "
+                            "/ AutoQ-VIS); pass --config CFG")
+    name, has_quality = found
+    cfg = load_config(name, overrides)
+    if not has_quality and cfg.model.quality.enabled:
+        cfg = replace(cfg, model=replace(cfg.model, quality=replace(cfg.model.quality, enabled=False)))
+    log.info("%s: no stored config; keys match %s (%s quality predictor)", path, name,
+             "with" if has_quality else "without")
+    return cfg
+
