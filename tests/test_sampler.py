@@ -63,12 +63,37 @@ def test_same_seed_and_iteration_give_the_same_batch():
     assert any([s["k"] for s in a.batch(i)] != [s["k"] for s in other_seed.batch(i)] for i in range(5))
 
 
-def test_ranks_share_the_source_but_not_the_clips():
-    ranks = [BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=1, rank=r, world_size=2) for r in range(2)]
+def test_per_step_ranks_share_the_source_but_not_the_clips():
+    ranks = [BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=1, rank=r, world_size=2,
+                             source_draw="per_step") for r in range(2)]
     for i in range(30):
         b0, b1 = ranks[0].batch(i), ranks[1].batch(i)
         assert b0[0]["source"] == b1[0]["source"]
         assert [s["k"] for s in b0] != [s["k"] for s in b1]
+
+
+def test_per_rank_each_rank_draws_its_own_source():
+    """The official CombinedLoader: random.random() < 0.5 on each GPU for each batch (issue 14, item 3)."""
+    def draws(mode, seed=1):
+        ranks = [BalancedBatches(_sources(), [0.5, 0.5], batch_size=1, seed=seed, rank=r, world_size=4,
+                                 source_draw=mode) for r in range(4)]
+        return np.array([[b.source_index(i) for b in ranks] for i in range(2000)])  # (steps, ranks)
+
+    per_rank = draws("per_rank")
+    differ = (per_rank != per_rank[:, :1]).any(axis=1)
+    assert 0.80 <= differ.mean() <= 0.95  # independent fair coins on 4 ranks disagree in 7/8 of the steps
+    assert np.all(np.abs((per_rank == 0).mean(axis=0) - 0.5) <= 0.04)  # each rank ~50 % synthetic
+    assert 0.40 <= np.mean(per_rank[:, 1] == per_rank[:, 2]) <= 0.60  # ranks are independent of each other
+    assert np.array_equal(per_rank, draws("per_rank"))  # a pure function of (seed, iteration, rank)
+    assert not np.array_equal(per_rank, draws("per_rank", seed=2))
+    per_step = draws("per_step")
+    assert not (per_step != per_step[:, :1]).any()  # the old behaviour: one draw for every rank
+    assert np.array_equal(per_rank[:, 0], per_step[:, 0])  # rank 0 (a one-process run) is the same in both
+    # the batch follows the rank's own draw
+    b = BalancedBatches(_sources(), [0.5, 0.5], batch_size=2, seed=1, rank=3, world_size=4)
+    assert all(b.batch(i)[0]["source"] == ("synthetic", "pseudo")[per_rank[i, 3]] for i in range(40))
+    with pytest.raises(AutoQVISError, match="selftrain.source_draw"):
+        BalancedBatches(_sources(), [0.5, 0.5], batch_size=1, seed=0, source_draw="per_batch")
 
 
 def test_loader_with_workers_matches_direct_batches():

@@ -84,11 +84,11 @@ def test_results_and_dataset_stream(model, cfg, tmp_path):
     assert not isinstance(stream, (list, tuple))  # a generator: videos are predicted one at a time
     (video_id, pred), = list(stream)
     assert video_id == 5
-    results = results_from_prediction(video_id, pred)
+    results = results_from_prediction(video_id, pred, keep_empty_tracks=False)
     kept = [i for i, s in enumerate(pred["segmentations"]) if any(x is not None for x in s)]
     assert len(results) == len(kept)
     assert all(r["category_id"] == 1 and len(r["quality"]) == 3 for r in results)
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert len(load_results(results, ds)) == len(results)  # valid YTVIS results for that dataset
-    dense = results_from_prediction(video_id, predict_video(model, frames, cfg))
+    dense = results_from_prediction(video_id, predict_video(model, frames, cfg), keep_empty_tracks=False)
     assert [r["segmentations"] for r in dense] == [r["segmentations"] for r in results]

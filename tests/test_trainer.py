@@ -247,7 +247,7 @@ def test_real_toy_model_trains_resumes_exactly_and_reloads(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_bf16_autocast_on_cuda(tmp_path):
+def test_autocast_on_cuda(tmp_path):
     seen = []
 
     class Recording(StandIn):
@@ -255,13 +255,15 @@ def test_bf16_autocast_on_cuda(tmp_path):
             seen.append(self.backbone[0](batch[0]["frames"]).dtype)
             return super().forward_train(batch)
 
-    for amp in (True, False):
+    for amp, dtype in ((True, "bfloat16"), (True, "float16"), (False, "float16")):
         seen.clear()
         model = Recording().cuda()
         before = model.backbone[0].weight.detach().clone()
-        _run(tmp_path / str(amp), model=model, cfg=replace(CFG, amp=amp, max_iter=3))
-        assert set(seen) == {torch.bfloat16 if amp else torch.float32}
+        _run(tmp_path / f"{amp}{dtype}", model=model, cfg=replace(CFG, amp=amp, amp_dtype=dtype, max_iter=3))
+        assert set(seen) == {getattr(torch, dtype) if amp else torch.float32}
         assert not torch.equal(before, model.backbone[0].weight)
+        state = safe_torch_load(tmp_path / f"{amp}{dtype}" / "model_final.pt")
+        assert ("grad_scaler" in state) == (amp and dtype == "float16")
     toy, cfg = _toy_model_and_cfg()
     toy.cuda()
     batches = BalancedBatches([ToyClips()], [1.0], batch_size=2, seed=0)
@@ -291,3 +293,55 @@ def test_train_command_end_to_end_on_a_small_toy_world(tmp_path, capsys):
     assert main(argv) == 2  # the folder holds checkpoints: refuse without --resume
     assert "pass --resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0  # finished: nothing to train, evaluates again
+
+
+# ------------------------------------------------------------------------------- AMP dtype (issue 14, item 8)
+def test_grad_scaler_is_built_for_float16_on_cuda_only():
+    import warnings
+
+    with warnings.catch_warnings():  # a CPU-only torch disables a CUDA scaler with a warning; it is still built
+        warnings.simplefilter("ignore")
+        assert isinstance(trainer.grad_scaler(TrainConfig(amp_dtype="float16"), torch.device("cuda")), torch.amp.GradScaler)
+    assert TrainConfig().amp_dtype == "float16"  # the official detectron2 AMP trainer
+    assert trainer.grad_scaler(TrainConfig(amp_dtype="bfloat16"), torch.device("cuda")) is None
+    assert trainer.grad_scaler(TrainConfig(amp_dtype="float16", amp=False), torch.device("cuda")) is None
+    assert trainer.grad_scaler(TrainConfig(amp_dtype="float16"), torch.device("cpu")) is None  # CPU: no autocast
+    with pytest.raises(AutoQVISError, match="train.amp_dtype"):
+        TrainConfig(amp_dtype="float32")
+
+
+def test_amp_dtype_reaches_autocast(tmp_path, monkeypatch):
+    import contextlib
+
+    seen = []
+
+    def recording_autocast(device, enabled, dtype=None):
+        seen.append(dtype)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(trainer.fast_path, "autocast", recording_autocast)
+    for dtype in ("float16", "bfloat16"):
+        seen.clear()
+        _run(tmp_path / dtype, cfg=replace(CFG, amp_dtype=dtype, max_iter=2))
+        assert seen == [getattr(torch, dtype)] * 2
+
+
+def test_grad_scaler_steps_clip_unscaled_gradients_and_resume_exactly(tmp_path, monkeypatch):
+    """The float16 path on CPU (a CPU GradScaler stands in for the CUDA one): a power-of-two scale is undone
+    before clipping, so the weights equal the unscaled run bit for bit; its state rides in the checkpoints."""
+    monkeypatch.setattr(trainer, "grad_scaler", lambda cfg, device: torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
+    scaled, _ = _run(tmp_path / "scaled")
+    state = safe_torch_load(tmp_path / "scaled" / "model_final.pt")
+    assert state["grad_scaler"]["scale"] == 2.0 ** 12
+    monkeypatch.undo()
+    plain, _ = _run(tmp_path / "plain")
+    assert "grad_scaler" not in safe_torch_load(tmp_path / "plain" / "model_final.pt")
+    for a, b in zip(scaled.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(trainer, "grad_scaler", lambda cfg, device: torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
+    _run(tmp_path / "resumed", max_iter=4)
+    monkeypatch.setattr(trainer, "grad_scaler", lambda cfg, device: torch.amp.GradScaler("cpu", init_scale=2.0 ** 3))
+    resumed, _ = _run(tmp_path / "resumed", model=_model(1), resume=True)
+    for a, b in zip(scaled.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert safe_torch_load(tmp_path / "resumed" / "model_final.pt")["grad_scaler"]["scale"] == 2.0 ** 12  # restored

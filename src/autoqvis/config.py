@@ -20,6 +20,17 @@ import yaml
 from .errors import AutoQVISError
 
 
+REAL_CLIP_AUGMENTATIONS = ("official", "resize_flip")
+AMP_DTYPES = ("float16", "bfloat16")
+SOURCE_DRAWS = ("per_rank", "per_step")
+FRAME_SAMPLINGS = ("eligible_positions", "frame_numbers")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AutoQVISError(f"config key {key}: {value!r} is not one of {', '.join(choices)}")
+
+
 # --------------------------------------------------------------------------------------------- model
 @dataclass
 class BackboneConfig:
@@ -88,7 +99,9 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
-    drop_loss: bool = True
+    # DropLoss in the initial stage: off, as the official initial stage (imgnet_iou_pred_all.yaml sets no
+    # USE_DROPLOSS); the rounds follow selftrain.drop_loss
+    drop_loss: bool = False
     drop_loss_iou: float = 0.01  # pairs whose soft IoU is <= this get no mask loss
 
 
@@ -104,6 +117,15 @@ class InputConfig:
     max_size_test: int = 1333
     test_window: int = 0  # 0: whole video in one pass; N: windows of N frames (long videos)
     test_window_overlap: int = 4
+    # augmentation of real training clips (pseudo-labelled or ground truth):
+    # "official": the synthetic clips' per-frame chain of data/synth.py with the synth.* settings (crop, shortest
+    #   edge synth.min_size / synth.max_size and flip once per clip, brightness, contrast, rotation per frame), as
+    #   the official YTVISDatasetMapper sends both sets through one augmentation list;
+    # "resize_flip": only the shortest-edge resize (min_size_train, max_size_train) and the flip above
+    real_clip_augmentation: str = "official"
+
+    def __post_init__(self) -> None:
+        _check_choice("input.real_clip_augmentation", self.real_clip_augmentation, REAL_CLIP_AUGMENTATIONS)
 
 
 @dataclass
@@ -147,7 +169,9 @@ class TrainConfig:
     gamma: float = 0.1
     checkpoint_period: int = 1000
     log_period: int = 20
-    amp: bool = True  # bf16 autocast in training on GPU; ignored on CPU
+    amp: bool = True  # autocast in training on GPU; ignored on CPU
+    # autocast dtype of training: "float16" with a GradScaler (the official detectron2 AMP trainer) or "bfloat16"
+    amp_dtype: str = "float16"
     # fast-path switches (engine/fast_path.py); numbers in benchmarks/RESULTS.md, "Scale-out"
     amp_inference: bool = False  # bf16 autocast at inference (predict, pseudo-labels, val) on GPU; ignored on CPU
     channels_last: bool = False  # backbone convolutions in channels-last memory format
@@ -155,6 +179,9 @@ class TrainConfig:
     num_workers: int = 0
     freeze_quality_predictor: bool = False
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("train.amp_dtype", self.amp_dtype, AMP_DTYPES)
 
 
 @dataclass
@@ -171,6 +198,13 @@ class SelfTrainConfig:
     fusion_match: str = "first"
     min_eligible_frames: int = 2  # videos with fewer eligible frames (eq. 14) are skipped
     synthetic_ratio: float = 0.5  # probability a batch is drawn from the synthetic set
+    # who draws the synthetic-or-pseudo choice: "per_rank" (each process for its own batch, as the official
+    # CombinedLoader on each GPU) or "per_step" (one draw per iteration shared by every rank)
+    source_draw: str = "per_rank"
+    # the +-input.sampling_frame_range window and the other frames of a pseudo-labelled clip act on
+    # "eligible_positions" (positions in the list of eligible frames, drawn with replacement: the official json
+    # keeps only eligible frames) or "frame_numbers" (frame numbers, distinct frames while enough are in range)
+    frame_sampling: str = "eligible_positions"
     max_iter: int = 10000  # per round
     batch_size: int = 4
     lr: float = 2e-5
@@ -187,6 +221,19 @@ class SelfTrainConfig:
     # Table 2 "practical limit" oracle: S^t = (true IoU^t >= 0.5) against the unlabeled videos' ground truth
     oracle_selection: bool = False
 
+    def __post_init__(self) -> None:
+        _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)
+        _check_choice("selftrain.frame_sampling", self.frame_sampling, FRAME_SAMPLINGS)
+
+
+@dataclass
+class InferenceConfig:
+    """Prediction output (predict, validation, evaluation)."""
+
+    # keep top-k tracks whose masks are empty in every frame (the official output lists all top-k tracks);
+    # false drops them from the results
+    keep_empty_tracks: bool = True
+
 
 @dataclass
 class Config:
@@ -196,6 +243,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     seed: int = 0
     name: str = "ytvis19_r50"
 
@@ -378,6 +426,7 @@ __all__ = [
     "SynthConfig",
     "TrainConfig",
     "SelfTrainConfig",
+    "InferenceConfig",
     "Config",
     "load_config",
     "config_from_dict",

@@ -342,7 +342,8 @@ def _run(args: argparse.Namespace, device) -> int:
                   disable=not main) as bar:
             pred = predict_video_rle(model, iter(video.reader), run_cfg, on_frames=bar.update)
             bar.update(bar.total - bar.n)
-        return [r for r in results_from_prediction(video.video_id, pred) if r["score"] >= args.score_threshold]
+        return [r for r in results_from_prediction(video.video_id, pred, cfg.inference.keep_empty_tracks)
+                if r["score"] >= args.score_threshold]
 
     results: list[dict[str, Any]] = []
     # under torchrun the ranks share the videos; rank 0 alone stages and writes the outputs

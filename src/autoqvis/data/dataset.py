@@ -4,9 +4,11 @@ Every source returns the sample dict of docs/CONTRACTS.md ("Clips for training")
 ``frames`` float32 (T, 3, H, W) RGB 0..255, ``masks`` bool (N, T, H, W), ``labels`` int64 (N,) all 0,
 ``source`` "synthetic" | "pseudo" | "gt". A sample depends only on the generator it is given.
 
-Real-video augmentation follows VideoCutLER / Mask2Former-video training: T frames, sorted, within
-``sampling_frame_range`` of a reference frame; one shortest-edge size and one horizontal flip for the
-whole clip. Instances absent from every sampled frame are dropped (N may be 0).
+Real-video clips follow the official YTVISDatasetMapper: T frames, sorted, within ``sampling_frame_range`` of
+a reference frame (``selftrain.frame_sampling``: positions in the list of eligible frames or frame numbers),
+then ``input.real_clip_augmentation``: the synthetic clips' per-frame chain (data/synth.py) or only one
+shortest-edge size and one horizontal flip for the whole clip. Instances absent from every sampled frame
+are dropped (N may be 0).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..errors import AutoQVISError
 from ..fileio import read_json
 from ..selftrain.selection import eligible_frames
 from .coco import load_coco
+from .synth import augment_frames
+from .synth import check_config as check_synth_config
 from .ytvis import Annotation, Video, YTVISDataset, decode_rle, load_ytvis
 
 
@@ -36,14 +40,26 @@ def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tu
 
 
 def sample_frame_indices(
-    candidates: Sequence[int], num: int, frame_range: int, rng: np.random.Generator
+    candidates: Sequence[int], num: int, frame_range: int, rng: np.random.Generator,
+    mode: str = "frame_numbers",
 ) -> list[int]:
     """``num`` sorted frame indices from ``candidates``: a reference frame and ``num - 1`` others.
 
-    The others lie within ``frame_range`` frames of the reference (all candidates when it is <= 0)
-    and are distinct when enough candidates exist, repeated otherwise (eq. 15 with VideoCutLER's range).
+    mode "eligible_positions" (the official mapper on a json that keeps only the candidate frames): the
+    others are drawn with replacement among the candidates whose *position* in the sorted list lies within
+    ``frame_range`` of the reference's, so frames far apart in the video can pair up.
+    mode "frame_numbers": the others lie within ``frame_range`` frame numbers of the reference (all
+    candidates when it is <= 0) and are distinct when enough candidates exist, repeated otherwise.
     """
     cands = np.asarray(sorted(candidates), dtype=np.int64)
+    if mode == "eligible_positions":
+        pos = int(rng.integers(len(cands)))
+        lo, hi = (max(0, pos - frame_range), min(len(cands), pos + frame_range + 1)) if frame_range > 0 else (0, len(cands))
+        near = np.concatenate([cands[lo:pos], cands[pos + 1:hi]])
+        others = rng.choice(near, size=num - 1) if len(near) else np.full(num - 1, cands[pos])
+        return sorted(int(t) for t in [cands[pos], *others])
+    if mode != "frame_numbers":
+        raise AutoQVISError(f"config key selftrain.frame_sampling: {mode!r} is not one of eligible_positions, frame_numbers")
     ref = cands[rng.integers(len(cands))]
     near = cands[cands != ref]
     if frame_range > 0:
@@ -107,18 +123,26 @@ class VideoClips:
 
     Args:
         dataset: the videos and their annotation tracks.
-        cfg: uses ``cfg.input`` (frames per clip, range, sizes, flip) and
-            ``cfg.selftrain.min_eligible_frames``.
+        cfg: uses ``cfg.input`` (frames per clip, range, sizes, flip, ``real_clip_augmentation``),
+            ``cfg.synth`` (the "official" augmentation), ``cfg.selftrain.min_eligible_frames`` and
+            ``cfg.selftrain.frame_sampling``.
         eligible: sample only eligible frames (eq. 14: every track of the video is selected there;
             tracks without ``selected`` flags, i.e. ground truth, are selected everywhere) and skip
             videos with fewer than ``min_eligible_frames`` of them or with no annotation at all.
             False: any frame of any video.
         source: the ``source`` tag of the samples; default "pseudo" when the annotations carry
             ``selected`` flags, else "gt".
+        augmentation, frame_sampling: override ``cfg.input.real_clip_augmentation`` and
+            ``cfg.selftrain.frame_sampling`` (a pre-rendered synthetic set is already augmented).
     """
 
-    def __init__(self, dataset: YTVISDataset, cfg: Config, eligible: bool = True, source: str | None = None) -> None:
+    def __init__(self, dataset: YTVISDataset, cfg: Config, eligible: bool = True, source: str | None = None,
+                 augmentation: str | None = None, frame_sampling: str | None = None) -> None:
         self.dataset, self.cfg = dataset, cfg
+        self.augmentation = augmentation or cfg.input.real_clip_augmentation
+        self.frame_sampling = frame_sampling or cfg.selftrain.frame_sampling
+        if self.augmentation == "official":
+            check_synth_config(cfg.synth)  # a bad synth.* value fails here, not at the first clip
         self.entries: list[tuple[Video, list[int], list[Annotation]]] = []
         for video in dataset.videos:
             anns = dataset.annotations_of(video.id)
@@ -138,13 +162,17 @@ class VideoClips:
         if not self.entries:
             raise AutoQVISError(f"{self.dataset.name}: no video to sample a training clip from")
         video, candidates, anns = self.entries[int(rng.integers(len(self.entries)))]
-        idx = sample_frame_indices(candidates, self.cfg.input.sampling_frame_num, self.cfg.input.sampling_frame_range, rng)
+        idx = sample_frame_indices(candidates, self.cfg.input.sampling_frame_num, self.cfg.input.sampling_frame_range, rng,
+                                   self.frame_sampling)
         frames = np.stack([self.dataset.read_frame(video, t) for t in idx])
         masks = np.zeros((len(anns), len(idx), video.height, video.width), dtype=bool)
         for i, ann in enumerate(anns):
             for j, t in enumerate(idx):
                 if ann.segmentations[t] is not None:
                     masks[i, j] = self._decode(ann, t, video)
+        if self.augmentation == "official":
+            x, m = augment_frames(frames, masks, self.cfg.synth, rng)
+            return make_sample(x.transpose(0, 3, 1, 2), m, self.source)
         x, m = augment_clip(frames, masks, self.cfg, rng)
         return make_sample(x, m, self.source)
 
@@ -176,7 +204,9 @@ class SyntheticClips:
         path = Path(coco_or_ytvis_path)
         data = read_json(path, "synthetic training set")
         if isinstance(data, dict) and "videos" in data:
-            self.videos: VideoClips | None = VideoClips(load_ytvis(path), cfg, eligible=False, source="synthetic")
+            # the clips were augmented when `autoqvis synth` rendered them: resize and flip only, every frame kept
+            self.videos: VideoClips | None = VideoClips(load_ytvis(path), cfg, eligible=False, source="synthetic",
+                                                        augmentation="resize_flip", frame_sampling="frame_numbers")
             return
         if not (isinstance(data, dict) and "images" in data):
             raise AutoQVISError(f"{path}: neither a COCO json ('images') nor a YouTubeVIS json ('videos')")

@@ -1,9 +1,11 @@
 """Balanced batches that are a pure function of (seed, iteration, rank).
 
 Each batch is drawn whole from one source (e.g. 50% synthetic clips, 50% pseudo-labelled clips,
-AutoQ-VIS Sec. 4 "balanced sampling"). The source is chosen by a generator seeded with
-(seed, iteration), identical on every rank, so all ranks of one step train on the same domain; the
-clips come from a generator seeded with (seed, iteration, rank), so ranks see different clips.
+AutoQ-VIS Sec. 4 "balanced sampling"). ``source_draw`` "per_rank": each rank draws its own batch's source
+from a generator seeded with (seed, iteration, rank), as the official CombinedLoader does on each GPU, so
+one step may mix domains across ranks; "per_step": one draw seeded with (seed, iteration) for every rank.
+Rank 0 draws the same either way, so a one-process run does not depend on the setting. The clips come
+from a generator seeded with (seed, iteration, rank), so ranks see different clips.
 Nothing is carried from one batch to the next: resuming at iteration i, or splitting the work over
 ranks, needs no loader state.
 """
@@ -16,6 +18,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..config import SOURCE_DRAWS
 from ..errors import AutoQVISError
 
 # Tags that keep the source stream and the clip stream of one iteration independent.
@@ -40,6 +43,7 @@ class BalancedBatches:
         batch_size: clips per batch on this rank.
         seed: the run's seed; with ``iteration`` and ``rank`` it fixes the batch.
         rank, world_size: this process's rank among ``world_size`` (rank 0 of 1 without DDP).
+        source_draw: "per_rank" (each rank picks its batch's source) or "per_step" (one pick for all ranks).
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class BalancedBatches:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        source_draw: str = "per_rank",
     ) -> None:
         if not sources:
             raise AutoQVISError("balanced batches: no clip source given")
@@ -66,7 +71,10 @@ class BalancedBatches:
             raise AutoQVISError(f"balanced batches: seed must be >= 0, got {seed}")
         if not 0 <= rank < world_size:
             raise AutoQVISError(f"balanced batches: rank {rank} is outside world size {world_size}")
+        if source_draw not in SOURCE_DRAWS:
+            raise AutoQVISError(f"config key selftrain.source_draw: {source_draw!r} is not one of {', '.join(SOURCE_DRAWS)}")
         self.sources = list(sources)
+        self.source_draw = source_draw
         self.probs = np.asarray(probs, dtype=np.float64) / float(sum(probs))
         self.batch_size = batch_size
         self.seed = seed
@@ -74,8 +82,11 @@ class BalancedBatches:
         self.world_size = world_size
 
     def source_index(self, iteration: int) -> int:
-        """Which source feeds ``iteration`` (the same on every rank)."""
-        rng = np.random.default_rng([self.seed, iteration, _SOURCE_STREAM])
+        """Which source feeds this rank's batch of ``iteration``."""
+        key = [self.seed, iteration, _SOURCE_STREAM]
+        if self.source_draw == "per_rank" and self.rank > 0:
+            key.append(self.rank)  # rank 0 keeps the per-step stream: one process is the same in both modes
+        rng = np.random.default_rng(key)
         return int(rng.choice(len(self.sources), p=self.probs))
 
     def batch(self, iteration: int) -> list[dict[str, Any]]:

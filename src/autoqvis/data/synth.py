@@ -96,15 +96,19 @@ def _sample_view(hw: tuple[int, int], size_of_crop, flip: bool, cfg: SynthConfig
     return ViewParams(crop, size_of_crop(crop[2], crop[3]), flip, angle, center, brightness, contrast)
 
 
+def sample_frame_views(cfg: SynthConfig, frame_hws: list[tuple[int, int]], rng: np.random.Generator) -> list[ViewParams]:
+    """One view per frame of a clip whose source frames have sizes ``frame_hws``: the shortest-edge size and the
+    flip drawn once for the clip, crop, rotation and photometric factors per frame (VideoCutLER's mapper)."""
+    short_edge = int(rng.choice(cfg.min_size))
+    flip = bool(rng.random() < cfg.hflip_prob)
+    return [_sample_view(hw, lambda h, w: resized_size(h, w, short_edge, cfg.max_size), flip, cfg, rng)
+            for hw in frame_hws]
+
+
 def sample_clip_params(cfg: SynthConfig, image_hw: tuple[int, int], paste_hw: tuple[int, int] | None,
                        rng: np.random.Generator) -> ClipParams:
     """Draw every random choice of a clip, always in the same order (a seed fixes the clip)."""
-    short_edge = int(rng.choice(cfg.min_size))
-    flip = bool(rng.random() < cfg.hflip_prob)
-    frames = [
-        _sample_view(image_hw, lambda h, w: resized_size(h, w, short_edge, cfg.max_size), flip, cfg, rng)
-        for _ in range(cfg.num_frames)
-    ]
+    frames = sample_frame_views(cfg, [image_hw] * cfg.num_frames, rng)
     if paste_hw is None or not cfg.copy_paste or not rng.random() < cfg.copy_paste_prob:
         return ClipParams(frames, None, [])
     paste_flip = bool(rng.random() < cfg.hflip_prob)
@@ -257,7 +261,7 @@ class ImageCut2Video:
     """
 
     def __init__(self, cfg: SynthConfig) -> None:
-        _check_config(cfg)
+        check_config(cfg)
         self.cfg = cfg
 
     def __call__(self, image: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
@@ -273,18 +277,14 @@ class ImageCut2Video:
     def render(self, image: np.ndarray, masks: np.ndarray, params: ClipParams,
                paste: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic part: draw the clip described by ``params`` (shapes as in ``__call__``)."""
-        canvas = (max(v.size[0] for v in params.frames), max(v.size[1] for v in params.frames))
+        canvas = _canvas(params.frames)
         source = _Source(image, max(_zoom(v) for v in params.frames))
         packed = _PackedMasks(masks)
         n, n_paste = len(masks), (len(paste[1]) if paste is not None and params.paste is not None else 0)
         frames = np.zeros((len(params.frames),) + canvas + (3,), dtype=np.float32)  # (T, H', W', 3)
         tubes = np.zeros((n + n_paste, len(params.frames)) + canvas, dtype=bool)  # room for pasted ones
         for t, view in enumerate(params.frames):
-            h, w = view.size  # the frame sits at the canvas' top-left, the rest stays zero padding
-            xs, ys, valid = _sample_points(np.linalg.inv(view_matrix(view)), (0, 0, h, w), view.crop)
-            pixels = _photometric(_bilinear(source.tensor, xs, ys, source.factor), view, source.crop_mean(view.crop))
-            np.multiply(pixels, valid[..., None], out=frames[t, :h, :w])
-            tubes[:n, t, :h, :w] = packed.sample(xs, ys, valid)
+            _draw_view(source, packed, view, frames[t], tubes[:n, t])
         if n_paste and not self._paste(frames, tubes, n, params, paste):
             tubes = tubes[:n]
         if self.cfg.min_mask_area <= 1:
@@ -326,6 +326,42 @@ class ImageCut2Video:
         return True
 
 
+def _canvas(views: list[ViewParams]) -> tuple[int, int]:
+    return max(v.size[0] for v in views), max(v.size[1] for v in views)
+
+
+def _draw_view(source: _Source, packed: _PackedMasks, view: ViewParams, frame: np.ndarray, masks: np.ndarray) -> None:
+    """Render one view into ``frame`` float (H', W', 3) and ``masks`` bool (N, H', W') of a zeroed canvas: the
+    view sits at the top-left, the rest stays zero padding."""
+    h, w = view.size
+    xs, ys, valid = _sample_points(np.linalg.inv(view_matrix(view)), (0, 0, h, w), view.crop)
+    pixels = _photometric(_bilinear(source.tensor, xs, ys, source.factor), view, source.crop_mean(view.crop))
+    np.multiply(pixels, valid[..., None], out=frame[:h, :w])
+    masks[:, :h, :w] = packed.sample(xs, ys, valid)
+
+
+def augment_frames(frames: np.ndarray, masks: np.ndarray, cfg: SynthConfig,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The per-frame chain of ImageCut2Video applied to the distinct frames of a real clip (no copy-paste): the
+    official loader sends real clips through the same augmentation list as the synthetic ones.
+
+    Args:
+        frames: uint8 (T, H, W, 3) RGB; masks: bool (N, T, H, W); cfg: sizes, crop, flip, photometric, rotation
+            (``num_frames`` and the copy-paste settings are not used).
+    Returns:
+        frames uint8 (T, H', W', 3) and masks bool (N, T, H', W'): frame t at the top-left of the common canvas.
+    """
+    check_config(cfg)
+    views = sample_frame_views(cfg, [f.shape[:2] for f in frames], rng)
+    canvas = _canvas(views)
+    out = np.zeros((len(frames),) + canvas + (3,), dtype=np.float32)
+    tubes = np.zeros((masks.shape[0], len(frames)) + canvas, dtype=bool)
+    for t, view in enumerate(views):
+        _draw_view(_Source(frames[t], _zoom(view)), _PackedMasks(masks[:, t]), view, out[t], tubes[:, t])
+    out += 0.5  # values lie in [0, 255]: rounding is truncation of x + 0.5
+    return out.astype(np.uint8), tubes
+
+
 def _covers_existing(pasted: np.ndarray, existing: np.ndarray, areas: np.ndarray, max_overlap: float) -> bool:
     """True when some pasted mask covers >= ``max_overlap`` of some non-empty existing mask.
 
@@ -341,7 +377,7 @@ def _covers_existing(pasted: np.ndarray, existing: np.ndarray, areas: np.ndarray
 
 
 # ------------------------------------------------------------------------------------ checks
-def _check_config(cfg: SynthConfig) -> None:
+def check_config(cfg: SynthConfig) -> None:
     def bad(key: str, why: str) -> AutoQVISError:
         return AutoQVISError(f"config key synth.{key}: {why}")
 
@@ -385,10 +421,13 @@ def _check_inputs(image: np.ndarray, masks: np.ndarray, what: str) -> None:
 
 __all__ = [
     "ClipParams",
+    "augment_frames",
+    "check_config",
     "ImageCut2Video",
     "ViewParams",
     "resized_size",
     "sample_clip_params",
     "sample_crop",
+    "sample_frame_views",
     "view_matrix",
 ]

@@ -1,4 +1,5 @@
-"""GPU fast-path switches: bf16 autocast, channels-last backbone, ``torch.compile``.
+"""GPU fast-path switches: autocast (training: ``train.amp_dtype``; inference bf16), channels-last backbone,
+``torch.compile``.
 
 All are off by default except training autocast (``train.amp``), and each falls back cleanly: autocast is
 a no-op off CUDA, channels-last is only a memory layout (same numbers up to float rounding), and compile
@@ -21,9 +22,9 @@ from ..config import TrainConfig
 _MARK = "_autoqvis_fast_path"  # attribute set on a prepared model: the switches it was prepared with
 
 
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bf16 autocast on CUDA when ``enabled``; a disabled context elsewhere (CPU bf16 is slower without AMX)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+def autocast(device: torch.device, enabled: bool, dtype: torch.dtype = torch.bfloat16) -> torch.autocast:
+    """``dtype`` autocast on CUDA when ``enabled``; a disabled context elsewhere (CPU bf16 is slower without AMX)."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled and device.type == "cuda")
 
 
 def can_compile(device: torch.device) -> bool:

@@ -226,11 +226,12 @@ def predict_dataset(model: torch.nn.Module, dataset: YTVISDataset, cfg: Config, 
         bar.close()
 
 
-def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[str, Any]]:
+def results_from_prediction(video_id: int, pred: dict[str, Any], keep_empty_tracks: bool) -> list[dict[str, Any]]:
     """One video's prediction (dense or RLE form) -> YTVIS result dicts, best score first.
 
     Each: {"video_id", "score", "category_id": 1, "segmentations": [RLE | None per frame], "quality": [per frame]}
-    (``quality`` only when the model has a quality predictor). Tracks empty in every frame are dropped.
+    (``quality`` only when the model has a quality predictor). Tracks empty in every frame are kept (all
+    null; ``inference.keep_empty_tracks``, as the official output lists every top-k track) or dropped.
     """
     if "segmentations" in pred:
         segs = pred["segmentations"]
@@ -239,7 +240,7 @@ def results_from_prediction(video_id: int, pred: dict[str, Any]) -> list[dict[st
     quality = pred.get("quality")
     out = []
     for i in np.argsort(-np.asarray(pred["scores"]), kind="stable"):
-        if all(s is None for s in segs[i]):
+        if not keep_empty_tracks and all(s is None for s in segs[i]):
             continue
         rec = {"video_id": int(video_id), "score": float(pred["scores"][i]), "category_id": 1,
                "segmentations": list(segs[i])}
@@ -264,7 +265,7 @@ def evaluate_model(model: torch.nn.Module, val: YTVISDataset, cfg: Config, resul
 
     results: list[dict[str, Any]] = []
     for video_id, pred in predict_dataset(model, val, cfg, progress=progress, desc=desc):
-        results.extend(results_from_prediction(video_id, pred))
+        results.extend(results_from_prediction(video_id, pred, cfg.inference.keep_empty_tracks))
     if not dist.is_main_process():
         return {}
     if results_path is not None:

@@ -1,8 +1,9 @@
 """One training loop for every stage: the initial stage and each self-training round.
 
 AdamW with Mask2Former's parameter groups (backbone lr x ``backbone_lr_mult``; no weight decay on
-norm layers and embeddings), full-model grad-norm clipping, a warm-up-free step schedule, bf16
-autocast on CUDA, atomic checkpoints every ``checkpoint_period`` iterations and exact resume.
+norm layers and embeddings), full-model grad-norm clipping, a warm-up-free step schedule, autocast on
+CUDA (``train.amp_dtype``: float16 with a GradScaler, as detectron2's AMP trainer, or bfloat16), atomic
+checkpoints every ``checkpoint_period`` iterations and exact resume (the GradScaler's state included).
 
 Exact resume works because nothing random is carried between iterations: the batch of iteration
 ``i`` comes from ``batches.batch(i)`` and torch's generator is re-seeded from (seed, i, rank) before
@@ -110,6 +111,18 @@ def freeze_quality_predictor(model: nn.Module) -> int:
     return len(params)
 
 
+def amp_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The autocast dtype of ``train.amp_dtype``."""
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.amp_dtype]
+
+
+def grad_scaler(cfg: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
+    """A GradScaler when training autocasts to float16 on CUDA (fp16 gradients underflow without one); else None."""
+    if cfg.amp and device.type == "cuda" and amp_dtype(cfg) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
 def iteration_seed(seed: int, iteration: int, rank: int) -> int:
     """Seed of torch's generator for one step: a pure function of (seed, iteration, rank)."""
     return int(np.random.SeedSequence([seed, iteration, _TORCH_STREAM, rank]).generate_state(1)[0])
@@ -148,16 +161,19 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _restore(model: nn.Module, optimizer, state: dict[str, Any], path: Path) -> None:
+def _restore(model: nn.Module, optimizer, state: dict[str, Any], path: Path, scaler=None) -> None:
     try:
         dist.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AutoQVISError(f"{path}: cannot resume, the checkpoint does not fit this model/config ({first})") from None
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, meta: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, meta: dict[str, Any],
+                     scaler=None) -> None:
     state = {
         "model": dist.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -165,6 +181,8 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, me
         "round": meta.get("round", 0),
         "config": meta.get("config"),
     }
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
     atomic_torch_save(state, path)
 
 
@@ -261,9 +279,11 @@ def _to_device(batch: list[dict[str, Any]], device: torch.device) -> list[dict[s
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in s.items()} for s in batch]
 
 
-def _step(model: nn.Module, ddp: nn.Module | None, batch: list[dict[str, Any]], use_amp: bool) -> dict[str, torch.Tensor]:
-    """Forward the batch (through DDP when there are several ranks); returns the weighted loss terms."""
-    with fast_path.autocast(next(model.parameters()).device, use_amp):
+def _step(model: nn.Module, ddp: nn.Module | None, batch: list[dict[str, Any]], use_amp: bool,
+          dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Forward the batch (through DDP when there are several ranks) under ``dtype`` autocast when ``use_amp``;
+    returns the weighted loss terms."""
+    with fast_path.autocast(next(model.parameters()).device, use_amp, dtype):
         losses = ddp(batch) if ddp is not None else dist.unwrap(model).forward_train(batch)
     if not losses:
         raise AutoQVISError("train: the model returned no loss term")
@@ -318,10 +338,11 @@ def train_loop(
     if found is None and init_state is not None:
         dist.unwrap(model).load_state_dict(init_state)
     optimizer = build_optimizer(model, cfg)
+    scaler = grad_scaler(cfg, next(model.parameters()).device)
     start, last_good = 0, None
     if found is not None:
         last_good, state = found
-        _restore(model, optimizer, state, last_good)
+        _restore(model, optimizer, state, last_good, scaler)
         start = int(state["iteration"])
     _check_same_start(start, out_dir, desc)
 
@@ -331,10 +352,10 @@ def train_loop(
     try:
         if start < max_iter or last_good != final:
             last_good = _run(
-                model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good
+                model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good, scaler
             )
             if main:
-                _save_checkpoint(final, model, optimizer, max(start, max_iter), meta)
+                _save_checkpoint(final, model, optimizer, max(start, max_iter), meta, scaler)
         if val_fn is not None:
             _validate(model, val_fn, max(start, max_iter), log)
     finally:
@@ -344,10 +365,10 @@ def train_loop(
     return final
 
 
-def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good):
+def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good, scaler):
     """Iterations ``start .. max_iter-1``; returns the path of the last checkpoint written."""
     device = next(model.parameters()).device
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp, dtype = cfg.amp and device.type == "cuda", amp_dtype(cfg)
     rank, main = dist.get_rank(), dist.is_main_process()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     fast_path.prepare(dist.unwrap(model), cfg)
@@ -362,7 +383,7 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
             data_time = time.perf_counter() - t_data
             torch.manual_seed(iteration_seed(batches.seed, it, rank))
             lr = set_lr(optimizer, cfg, it)
-            losses = _step(model, ddp, _to_device(batch, device), use_amp)
+            losses = _step(model, ddp, _to_device(batch, device), use_amp, dtype)
             total = sum(losses.values())
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["total_loss"] = float(total.detach())
@@ -373,10 +394,18 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
                 kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
                 raise AutoQVISError(f"{desc}: iteration {it + 1}: the loss is not finite ({bad}); stopped, {kept}")
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-            optimizer.step()
+            if scaler is None:
+                total.backward()
+                if cfg.clip_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+                optimizer.step()
+            else:  # clip the true gradients; a step with inf/NaN gradients is skipped and the scale lowered
+                scaler.scale(total).backward()
+                scaler.unscale_(optimizer)
+                if cfg.clip_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
             done = it + 1
             # wall and CPU seconds per iteration: on a shared machine the CPU time is the stable one
             window.add({**values, "time": time.perf_counter() - t_data, "cpu_time": time.process_time() - c_data,
@@ -392,7 +421,7 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
                             tb.add_scalar(k, v, done)
             if main and done % cfg.checkpoint_period == 0 and done < max_iter:
                 last_good = checkpoint_path(out_dir, done)
-                _save_checkpoint(last_good, model, optimizer, done, meta)
+                _save_checkpoint(last_good, model, optimizer, done, meta, scaler)
             t_data, c_data = time.perf_counter(), time.process_time()
     finally:
         bar.close()
@@ -417,6 +446,8 @@ __all__ = [
     "set_lr",
     "freeze_quality_predictor",
     "iteration_seed",
+    "amp_dtype",
+    "grad_scaler",
     "find_last_checkpoint",
     "checkpoint_path",
     "data_parallel",

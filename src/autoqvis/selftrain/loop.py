@@ -53,6 +53,10 @@ from .selection import num_selected_nonempty, training_frames
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
+PRE_ISSUE14 = (("input", "real_clip_augmentation", "resize_flip"), ("selftrain", "source_draw", "per_step"),
+               ("selftrain", "frame_sampling", "frame_numbers"), ("train", "amp_dtype", "bfloat16"),
+               ("inference", "keep_empty_tracks", False),
+               ("selftrain", "fusion_match", "best_iou"))
 
 
 @dataclass
@@ -90,8 +94,11 @@ def _upgrade_saved_config(old: dict[str, Any]) -> dict[str, Any]:
     st = old.setdefault("selftrain", {})
     if isinstance(st, dict) and "steps" not in st:  # before selftrain.steps, rounds used train.steps
         st["steps"] = list(old.get("train", {}).get("steps", []))
-    if isinstance(st, dict) and "fusion_match" not in st:  # before it, fusion took the highest-IoU track
-        st["fusion_match"] = "best_iou"
+    # issue 14's switches: a run saved before them ran the behaviour that is now the non-official choice
+    for section, key, before in PRE_ISSUE14:
+        part = old.setdefault(section, {})
+        if isinstance(part, dict):
+            part.setdefault(key, before)
     try:
         return config_from_dict(old).to_dict()  # the other missing keys: their defaults
     except AutoQVISError:
@@ -323,7 +330,7 @@ class SelfTraining:
         model = self._build(rc)
         _load_weights(model, start)
         batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k,
-                                  dist.get_rank(), dist.get_world_size())
+                                  dist.get_rank(), dist.get_world_size(), self.cfg.selftrain.source_draw)
         final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
                            checkpoint_meta={"round": k, "config": rc.to_dict()})
