@@ -1,6 +1,6 @@
 """``autoqvis report``: the page is self-contained, and in a real headless browser (Debian's ``chromium``) it loads
-without a console error, shows the right numbers of videos and rounds, and its tau slider gives the kept-frame
-counts that the package's selection functions give in Python (``selection_counts``).
+without a console error, shows the right numbers of videos and rounds, and its tau slider gives the counts of the
+PL.json that ``autoqvis select --detections round_k/detections.jsonl --tau T`` (no ``--previous``) writes.
 
 The run folder is written by the real self-training loop (``run_selftrain``) on the small toy world, with the
 model's predictions (ground-truth tracks with random per-frame predicted IoU, plus a duplicate for NMS and a
@@ -12,7 +12,10 @@ low-score track) and the training replaced by stubs, so it takes seconds. The br
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import html
+import io
 import json
 import os
 import re
@@ -28,7 +31,8 @@ from _selftrain_cases import TINY_OVERRIDES
 from autoqvis import load_config
 from autoqvis.cli import main
 from autoqvis.data.ytvis import load_ytvis
-from autoqvis.viz.report_html import round_candidates, selection_counts
+from autoqvis.selftrain.curate import SelectionRule
+from autoqvis.viz.report_html import round_selection, slider_counts
 
 TAU = 0.7
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,7 +74,9 @@ def _stub_predictions(gt: dict, seed: int = 0):
         truth = gt.get(str(dataset.path), dataset)
         ids = [v.id for v in dataset.videos] if video_ids is None else list(video_ids)
         for vid in ids:
-            tracks = [a.segmentations for a in truth.annotations_of(vid)]
+            tracks = [list(a.segmentations) for a in truth.annotations_of(vid)]
+            for track in tracks[1::2]:  # every second object missing in a middle frame: empty masks count as marked
+                track[len(track) // 2] = None
             segs = tracks + tracks[:1] + tracks[:1]  # a duplicate (NMS drops it) and a low-score copy
             scores = [0.97 - 0.04 * i for i in range(len(tracks))] + ([0.3, 0.1] if tracks else [])
             base = rng.uniform(0.7, 1.0, (len(segs), 1))  # a track's level, then per-frame wobble
@@ -115,9 +121,38 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def python_counts(run: Path, k: int, tau: float) -> dict:
-    counts = selection_counts(round_candidates(run / f"round_{k}" / "detections.jsonl", 0.25, 0.5), tau)
-    counts.pop("videos")
-    return counts
+    """What the report computes in Python for round k at ``tau`` (the run's other selection numbers)."""
+    rule = dataclasses.replace(SelectionRule.from_config(load_config(run / "config.yaml")), tau=tau)
+    return slider_counts(round_selection(run / f"round_{k}" / "detections.jsonl", rule), rule)
+
+
+SELECT_CASES = ((0, 0.5), (0, 0.83), (1, 0.62))  # (round, tau)
+
+
+@pytest.fixture(scope="module")
+def select_counts(run_dir, tmp_path_factory) -> dict[tuple[int, float], dict]:
+    """{(round, tau): the counts of the PL.json that the real ``autoqvis select`` writes for the round's
+    detections at tau without --previous}, read from the raw json (and the candidates from its report line)."""
+    out = tmp_path_factory.mktemp("select")
+    found = {}
+    for k, tau in SELECT_CASES:
+        pl = out / f"pl_r{k}_{tau}.json"
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["select", "--detections", str(run_dir / f"round_{k}" / "detections.jsonl"),
+                         "--unlabeled", str(run_dir.parent / "world" / "train.json"), "--out", str(pl),
+                         "--tau", str(tau), "--config", str(run_dir / "config.yaml")]) == 0
+        data = json.loads(pl.read_text())
+        assert data["info"]["selection"]["tau"] == tau
+        candidates = re.search(r"(\d+) with score >= ", printed.getvalue())
+        found[k, tau] = {
+            "tau": tau, "candidates": int(candidates.group(1)),
+            "retained": len(data["annotations"]),
+            "selected_frames": sum(1 for a in data["annotations"]
+                                   for s, m in zip(a["selected"], a["segmentations"]) if s and m is not None),
+            "eligible_videos": sum(1 for v in data["videos"] if v["eligible_frames"]),
+            "eligible_frames": sum(len(v["eligible_frames"]) for v in data["videos"])}
+    return found
 
 
 # ----------------------------------------------------------------------------------- without a browser
@@ -139,15 +174,24 @@ def test_slider_rule_at_the_run_tau_is_round_0s_training_set(run_dir):
     assert c["eligible_videos"] == stats["training_set"]["eligible_videos"]
     assert c["eligible_frames"] == stats["training_set"]["eligible_frames"]
     # the data must make tau matter (eligible frames need not be monotone in tau: dropping a track can make
-    # more frames eligible; here 17 at 0.5, 12 at 0.7, 4 at 0.9)
+    # more frames eligible; here 17 at 0.5, 14 at 0.7, 4 at 0.9)
     lo, hi = python_counts(run_dir, 0, 0.5), python_counts(run_dir, 0, 0.9)
     assert lo["eligible_frames"] > c["eligible_frames"] > hi["eligible_frames"]
+
+
+def test_python_slider_counts_are_autoqvis_selects(run_dir, select_counts):
+    """The report's Python counts (checked by the page on load) = the PL.json of `autoqvis select --tau T`."""
+    for (k, tau), expected in select_counts.items():
+        assert python_counts(run_dir, k, tau) == expected, (k, tau)
+    # tau matters in the cases compared (else the comparison could not tell one tau from another)
+    assert select_counts[0, 0.5]["retained"] > select_counts[0, 0.83]["retained"]
+    assert select_counts[0, 0.5]["eligible_frames"] != select_counts[0, 0.83]["eligible_frames"]
 
 
 # ------------------------------------------------------------------------------------------ in a browser
 @needs_browser
 def test_page_in_headless_chromium(run_dir, tmp_path):
-    videos = len(round_candidates(run_dir / "round_0" / "detections.jsonl", 0.25, 0.5))
+    videos = len(round_selection(run_dir / "round_0" / "detections.jsonl", SelectionRule()).candidates)
     state = browse(run_dir / "report.html", "", tmp_path)
     assert state["errors"] == []
     assert state["kind"] == "selftrain" and state["videos"] == videos and state["rounds"] == 2
@@ -159,6 +203,16 @@ def test_page_in_headless_chromium(run_dir, tmp_path):
         expected = python_counts(run_dir, k, tau)
         assert state["counts"] == expected, (k, tau)
     assert python_counts(run_dir, 0, 0.5)["eligible_frames"] != python_counts(run_dir, 0, 0.83)["eligible_frames"]
+
+
+@needs_browser
+def test_slider_in_headless_chromium_equals_autoqvis_select(run_dir, select_counts, tmp_path):
+    """Issue 18: the slider's numbers at tau (kept tracks, selected frames, eligible videos and frames) are
+    the PL.json's of the real `autoqvis select --detections round_k/detections.jsonl --tau T`."""
+    for (k, tau), expected in select_counts.items():
+        state = browse(run_dir / "report.html", f"round={k}&tau={tau}", tmp_path)
+        assert state["errors"] == [] and state["round"] == k and state["tau"] == tau
+        assert state["counts"] == expected, (k, tau)
 
 
 @needs_browser

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
-    from ..selftrain.curate import SelectionRule, read_training_set, select_round, write_training_set
+    from ..selftrain.curate import (SelectionRule, read_training_set, select_round, training_set_counts,
+                                    write_training_set)
     from ..selftrain.pseudo_label import iter_detection_file
-    from ..selftrain.selection import training_frames
 
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
@@ -81,11 +81,10 @@ def run(args: argparse.Namespace) -> int:
     labels = select_round(iter_detection_file(args.detections, videos), previous, rule)
     write_training_set(labels.state, unlabeled, args.out, rule,
                        f"autoqvis select: {args.detections}" + (f" fused with {args.previous}" if args.previous else ""))
-    c = labels.counts
-    frames = [training_frames(d, rule.min_eligible_frames) for d in labels.state.values()]
+    c, ts = labels.counts, training_set_counts(labels.state, rule.min_eligible_frames)
     print(f"{c['videos']} videos: {c['tracks_before_nms']} tracks, {c['tracks_after_nms']} after NMS, "
           f"{c['tracks_after_score_filter']} with score >= {rule.score_threshold}, {c['retained']} retained at "
           f"tau {rule.tau}")
-    print(f"training set: {sum(len(d) for d in labels.state.values())} tracks in {len(labels.state)} videos, "
-          f"{sum(1 for f in frames if f)} videos with {sum(len(f) for f in frames)} eligible frames -> {args.out}")
+    print(f"training set: {ts['tracks']} tracks in {ts['videos']} videos, "
+          f"{ts['eligible_videos']} videos with {ts['eligible_frames']} eligible frames -> {args.out}")
     return 0

@@ -117,6 +117,15 @@ def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: di
     return RoundLabels(dict(sorted(candidates.items())), dict(sorted(retained.items())), state, counts)
 
 
+def training_set_counts(state: dict[int, list[Detection]], min_eligible_frames: int = 2) -> dict[str, int]:
+    """Counts of a state T^(k) as its PL.json holds them: videos, tracks, selected non-empty frames, and the
+    videos that train (>= ``min_eligible_frames`` eligible frames) with their eligible frames."""
+    frames = [training_frames(dets, min_eligible_frames) for dets in state.values()]
+    return {"videos": len(state), "tracks": sum(len(d) for d in state.values()),
+            "selected_frames": sum(num_selected_nonempty(x) for d in state.values() for x in d),
+            "eligible_videos": sum(1 for f in frames if f), "eligible_frames": sum(len(f) for f in frames)}
+
+
 # ------------------------------------------------------------------------------------ PL.json
 def normalized_flags(det: Detection) -> Detection:
     """S^t with every empty frame selected (how the official code reads a mark), all 1 without flags."""
@@ -175,5 +184,5 @@ def read_training_set(path: str | Path, image_root: str | Path | None = None,
     return ds, dict(sorted(state.items()))
 
 
-__all__ = ["RoundLabels", "SelectionRule", "VideoLabels", "curate_video", "read_training_set", "select_round", "training_set_json",
-           "write_training_set"]
+__all__ = ["RoundLabels", "SelectionRule", "VideoLabels", "curate_video", "read_training_set", "select_round",
+           "training_set_counts", "training_set_json", "write_training_set"]

@@ -47,9 +47,9 @@ from ..data.ytvis import YTVISDataset, load_ytvis
 from ..engine import dist
 from ..errors import AutoQVISError
 from ..fileio import atomic_torch_save, atomic_write_json, read_json
-from .curate import RoundLabels, SelectionRule, read_training_set, select_round, write_training_set
+from .curate import (RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts,
+                     write_training_set)
 from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
-from .selection import num_selected_nonempty, training_frames
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
@@ -401,13 +401,8 @@ class SelfTraining:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
         from ..eval.analysis import LOG_AREA_EDGES, log_area_histogram
 
-        eligible = {v: training_frames(d, self.cfg.selftrain.min_eligible_frames) for v, d in train_set.items()}
         return {"training_set": {
-            "videos": len(train_set),
-            "tracks": sum(len(d) for d in train_set.values()),
-            "selected_frames": sum(num_selected_nonempty(x) for d in train_set.values() for x in d),
-            "eligible_videos": sum(1 for e in eligible.values() if e),
-            "eligible_frames": sum(len(e) for e in eligible.values()),
+            **training_set_counts(train_set, self.cfg.selftrain.min_eligible_frames),
             "area_histogram": {"log_area_edges": LOG_AREA_EDGES.tolist(),
                                "counts": log_area_histogram(x.segmentations for d in train_set.values() for x in d)},
         }}

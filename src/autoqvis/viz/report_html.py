@@ -7,15 +7,17 @@ Self-training run (``autoqvis.selftrain.loop`` layout): val metrics and pseudo-l
 plots, and per unlabeled video the frames with each candidate pseudo-label track of the chosen round drawn,
 every (track, frame) marked selected or rejected with its Q, each track's Q over time, and a tau slider.
 
-The slider re-runs the official selection on the round's own detections (``round_k/detections.jsonl``):
-NMS and the score filter (independent of tau, applied here in Python), then in the page Q = s * IoU (from the
-stored values, exact float64), a frame is marked where the mask is empty or Q >= tau, a track is retained with
->= ``min_selected_frames`` marked non-empty frames, a frame is eligible where every retained track is marked,
-a video counts with >= ``min_eligible_frames`` eligible frames. That is what ``autoqvis select --tau T`` gives
-WITHOUT ``--previous``: the slider leaves out the fusion with round k-1's labels (rounds >= 1 of the run did
-fuse; the page shows the stored, fused training set at the run's tau beside it). Round 0 fuses with nothing,
-so there the slider at the run's tau equals the stored training set. ``selection_counts`` computes the same
-numbers in Python; the page re-checks itself against them at the run's tau on load.
+The slider re-selects the round's own detections (``round_k/detections.jsonl``) WITHOUT fusion with the
+previous round: what ``autoqvis select --detections round_k/detections.jsonl --tau T`` (no ``--previous``)
+writes. The Python side is that command's code, ``selftrain.curate.select_round`` with an empty previous state:
+it runs spatiotemporal NMS in list order and then the score filter (neither depends on tau) and computes
+Q = s * IoU; the page gets those candidate tracks with their Q. The script then applies the tau-dependent
+rest of the chain: a frame is marked where the mask is empty or Q >= tau (the stored float64 values, exact), a
+track is retained with >= ``min_selected_frames`` marked non-empty frames, a frame is eligible where every
+retained track is marked, a video trains with >= ``min_eligible_frames`` eligible frames. Rounds >= 1 of the
+run did fuse with round k-1's labels; the page shows that stored, fused training set at the run's tau beside
+the slider. Round 0 fuses with nothing, so there the slider at the run's tau equals the stored training set.
+On load the page checks its own counts at the run's tau against ``slider_counts`` (Python) for every round.
 
 Predict folder (``results.json`` + ``videos.json``): each video scrubbable frame by frame with its tracks and
 every track's predicted quality (mask IoU) over time.
@@ -35,9 +37,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..data.ytvis import YTVISDataset, decode_rle, load_ytvis
+from ..config import config_from_dict, load_config
+from ..data.video_io import VideoReader
+from ..data.ytvis import YTVISDataset, decode_rle, load_results, load_ytvis
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_text, read_json
+from ..selftrain.curate import RoundLabels, SelectionRule, select_round, training_set_counts
+from ..selftrain.pseudo_label import iter_detection_file
 from .overlay import instance_color, label_anchor
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10")
@@ -54,40 +60,20 @@ class ReportOptions:
 
 
 # ------------------------------------------------------------------------------------ the selection rule
-def selection_counts(candidates: dict[int, list], tau: float, min_selected_frames: int = 2,
-                     min_eligible_frames: int = 2, use_quality_predictor: bool = True) -> dict[str, Any]:
-    """The slider's numbers computed with the package's selection functions: per video the retained tracks and
-    eligible frames of ``candidates`` ({video_id: Detections after NMS + score filter}) at ``tau``, no fusion.
-
-    Returns {"candidates", "retained", "selected_frames", "eligible_videos", "eligible_frames", "videos": {id:
-    {"retained": [indices], "eligible": [frames]}}}."""
-    from ..selftrain.selection import eligible_frames, num_selected_nonempty, retain, score_and_select
-
-    out: dict[str, Any] = {"tau": tau, "candidates": 0, "retained": 0, "selected_frames": 0, "eligible_videos": 0,
-                           "eligible_frames": 0, "videos": {}}
-    for vid, dets in candidates.items():
-        scored = score_and_select(dets, tau, use_quality_predictor)
-        kept = retain(scored, min_selected_frames)
-        index = [i for i, d in enumerate(scored) if any(d is k for k in kept)]
-        eligible = eligible_frames(kept)
-        out["candidates"] += len(dets)
-        out["retained"] += len(kept)
-        out["selected_frames"] += sum(num_selected_nonempty(d) for d in kept)
-        if len(eligible) >= min_eligible_frames:
-            out["eligible_videos"] += 1
-            out["eligible_frames"] += len(eligible)
-        out["videos"][int(vid)] = {"retained": index, "eligible": eligible}
-    return out
+def round_selection(det_path: Path, rule: SelectionRule) -> RoundLabels:
+    """A round's raw detections selected at ``rule.tau`` on their own (an empty previous state): exactly what
+    ``autoqvis select --detections det_path --tau T`` computes without ``--previous``. Its ``candidates``
+    (after NMS and the score filter, with Q) are what the page's slider re-selects."""
+    return select_round(iter_detection_file(det_path), {}, rule)
 
 
-def round_candidates(det_path: Path, score_threshold: float, nms_iou: float) -> dict[int, list]:
-    """A round's detections file -> {video_id: tracks after NMS and the score filter}, in the official order
-    (NMS on the score-sorted list, then the filter). Idempotent on a file that already holds filtered tracks."""
-    from ..selftrain.pseudo_label import filter_by_score, iter_detection_file, spatiotemporal_nms
-
-    # a record is (video_id, [before_nms,] detections): first and last, whichever form the reader yields
-    return {rec[0]: filter_by_score(spatiotemporal_nms(rec[-1], nms_iou), score_threshold)
-            for rec in iter_detection_file(det_path)}
+def slider_counts(labels: RoundLabels, rule: SelectionRule) -> dict[str, Any]:
+    """The slider's numbers for a :func:`round_selection`: candidate tracks, retained tracks, their selected
+    non-empty frames, the videos that train and their eligible frames (as the PL.json of ``autoqvis select``)."""
+    ts = training_set_counts(labels.state, rule.min_eligible_frames)
+    return {"tau": rule.tau, "candidates": labels.counts["tracks_after_score_filter"], "retained": ts["tracks"],
+            "selected_frames": ts["selected_frames"], "eligible_videos": ts["eligible_videos"],
+            "eligible_frames": ts["eligible_frames"]}
 
 
 # ---------------------------------------------------------------------------------------- pictures
@@ -195,32 +181,26 @@ def find_unlabeled(run_dir: Path, unlabeled: str | Path | None) -> YTVISDataset 
 def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | None = None,
                    extra_plots: Iterable[tuple[str, Path]] = (), title: str | None = None) -> dict[str, Any]:
     """Everything the page shows of a self-training run, as json-ready data."""
-    from ..config import config_from_dict, load_config
-
     rounds_found = _round_dirs(run_dir)
     if not rounds_found:
         raise AutoQVISError(f"{run_dir}: no round_k/detections.jsonl (not a self-training run folder?)")
     cfg_path = run_dir / "config.yaml"
     cfg = load_config(cfg_path) if cfg_path.exists() else config_from_dict({})
-    st = cfg.selftrain
-    from ..selftrain.loop import selection_tau
-
-    tau = selection_tau(cfg)
-    rule = {"tau": tau, "min_selected_frames": st.min_selected_frames, "min_eligible_frames": st.min_eligible_frames,
-            "quality": "predictor" if st.use_quality_predictor else "score (no quality predictor)",
-            "score_threshold": st.score_threshold, "nms_iou": st.nms_iou}
+    sel = SelectionRule.from_config(cfg)
+    rule = {"tau": sel.tau, "min_selected_frames": sel.min_selected_frames,
+            "min_eligible_frames": sel.min_eligible_frames,
+            "quality": "predictor" if sel.use_quality_predictor else "score (no quality predictor)",
+            "score_threshold": sel.score_threshold, "nms_iou": sel.nms_iou}
     dataset = find_unlabeled(run_dir, unlabeled)
     rounds, all_ids = [], set()
-    per_round_candidates = []
-    for k, rdir in rounds_found:
-        cands = round_candidates(rdir / "detections.jsonl", st.score_threshold, st.nms_iou)
-        per_round_candidates.append(cands)
-        all_ids.update(cands)
+    per_round = [round_selection(rdir / "detections.jsonl", sel) for _, rdir in rounds_found]
+    for labels in per_round:
+        all_ids.update(labels.candidates)
     shown_ids = sorted(all_ids)[: opts.max_videos]
     videos, sizes = [], {}
     for vid in sorted(all_ids):
         rec: dict[str, Any] = {"id": vid, "name": f"video {vid}", "shown": vid in shown_ids}
-        length = max((d.num_frames for c in per_round_candidates for d in c.get(vid, [])), default=0)
+        length = max((d.num_frames for r in per_round for d in r.candidates.get(vid, [])), default=0)
         if dataset is not None and vid in {v.id for v in dataset.videos}:
             v = dataset.video(vid)
             length = v.length
@@ -231,23 +211,18 @@ def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | N
                 rec.update(w=size[1], h=size[0], frames=video_frames(dataset, v, size, range(v.length)))
         rec["length"] = length
         videos.append(rec)
-    for (k, rdir), cands in zip(rounds_found, per_round_candidates):
-        python = selection_counts(cands, tau, st.min_selected_frames, st.min_eligible_frames, st.use_quality_predictor)
-        python.pop("videos")
-        rnd: dict[str, Any] = {"round": k, "python": python, "tracks": {}}
+    for (k, rdir), labels in zip(rounds_found, per_round):
+        rnd: dict[str, Any] = {"round": k, "python": slider_counts(labels, sel), "tracks": {}}
         for name in ("metrics", "stats"):
             if (rdir / f"{name}.json").exists():
                 rnd[name] = read_json(rdir / f"{name}.json", f"round {k} {name}")
         rnd["plots"] = [{"title": f"round {k}: {t}", "src": png_url(rdir / f)}
                         for f, t in (("quality_vs_iou.png", "Q and s vs true IoU (Fig. 5)"),
                                      ("size_buckets.png", "IoU vs Q per mask size (Fig. 6)")) if (rdir / f).exists()]
-        from ..selftrain.selection import quality_scores
-
-        for vid, dets in cands.items():
+        for vid, dets in labels.candidates.items():
             tracks = []
             for i, d in enumerate(dets):
-                q = quality_scores(d, st.use_quality_predictor)
-                tr = {"id": i + 1, "score": d.score, "q": [float(x) for x in q],
+                tr = {"id": i + 1, "score": d.score, "q": [float(x) for x in d.quality],
                       "empty": [int(s is None) for s in d.segmentations]}
                 if vid in sizes:
                     tr.update(track_view(d.segmentations, sizes[vid], i + 1, range(d.num_frames)))
@@ -268,9 +243,6 @@ def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | N
 def predict_data(pred_dir: Path, opts: ReportOptions, title: str | None = None) -> dict[str, Any]:
     """Videos of a predict folder with their tracks scoring >= ``opts.score_threshold``, frames subsampled to
     at most ``opts.max_frames`` per video."""
-    from ..data.video_io import VideoReader
-    from ..data.ytvis import load_results
-
     videos_json = pred_dir / "videos.json"
     raw = read_json(videos_json, "predict videos.json")
     dataset = load_ytvis(videos_json, image_root=raw.get("image_root") or pred_dir)
@@ -456,9 +428,10 @@ function buildControls() {
   slider.oninput = () => { S.tau = Number(slider.value); refresh(); };
   box.append(btns, $("span", {}, "  τ ", slider, " ", $("b", {id: "tau-value"}, "")),
     $("div", {class: "counts", id: "counts"}),
-    $("div", {class: "note", id: "rule"}, "Slider: this round's own detections re-selected from the stored Q = s·IoU — a frame is marked where the mask is empty or Q ≥ τ; a track is retained with ≥ " +
+    $("div", {class: "note", id: "rule"}, "Slider: this round's own detections re-selected WITHOUT fusion with the previous round's labels (= `autoqvis select --detections round_k/detections.jsonl --tau τ` without --previous). " +
+      "Spatiotemporal NMS in list order, then score ≥ " + D.rule.score_threshold + " (both independent of τ); from the stored Q = s·IoU a frame is marked where the mask is empty or Q ≥ τ; a track is retained with ≥ " +
       D.rule.min_selected_frames + " marked non-empty frames; a frame is eligible where every retained track is marked; a video needs ≥ " + D.rule.min_eligible_frames +
-      " eligible frames. Equals `autoqvis select --tau τ` without --previous: fusion with round k−1 is left out (the run's rounds ≥ 1 did fuse: see 'stored training set'). Quality: " + D.rule.quality + "."),
+      " eligible frames. The run's rounds ≥ 1 did fuse with round k−1: see 'stored training set'. Quality: " + D.rule.quality + "."),
     ...(D.notes || []).map(n => $("div", {class: "note"}, n)));
 }
 function updateControls() {
@@ -617,5 +590,5 @@ buildControls(); buildMetrics(); buildPlots(); buildVideos(); fromHash(); refres
 window.addEventListener("hashchange", () => { fromHash(); refresh(); });
 """
 
-__all__ = ["ReportOptions", "detect_kind", "predict_data", "render_html", "round_candidates", "selection_counts",
-           "selftrain_data", "write_report"]
+__all__ = ["ReportOptions", "detect_kind", "predict_data", "render_html", "round_selection", "selftrain_data",
+           "slider_counts", "write_report"]
