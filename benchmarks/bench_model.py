@@ -246,7 +246,8 @@ def _timed(fn, clip) -> tuple[float, float, object]:
     return sec, (_rss_kb("VmHWM") - before) / 1024, out
 
 
-def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: str | None) -> list[dict]:
+def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: str | None,
+                 kinds: tuple[str, ...] = ("raw", "inference")) -> list[dict]:
     """Time autoqvis (default fast path), its float32 reference path (grid_sample sampling, every decoder
     layer's full-size masks), the official model and ``other_src`` on one clip per frame count."""
     import statistics
@@ -281,7 +282,7 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
         raw_ref = None
         for n_threads in threads:
             torch.set_num_threads(n_threads)
-            for mode in ("raw", "inference"):
+            for mode in kinds:
                 times = {name: [] for name in contenders}
                 mem = {name: [] for name in contenders}
                 outs = {}
@@ -337,9 +338,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads for --vs-official")
     ap.add_argument("--reps", type=int, default=3, help="alternating repetitions for --vs-official (medians)")
     ap.add_argument("--vs-src", default=None, help="with --vs-official: also time the autoqvis in this src folder")
+    ap.add_argument("--kinds", nargs="+", default=["raw", "inference"], choices=["raw", "inference"],
+                    help="with --vs-official: raw forward and/or full inference")
     args = ap.parse_args()
     if args.vs_official:
-        side_by_side(args.frames, args.threads, args.reps, args.vs_src)
+        side_by_side(args.frames, args.threads, args.reps, args.vs_src, tuple(args.kinds))
         return 0
     if args.one:
         iters = args.r50_train_iters if (args.one == ["ytvis19_r50", "train"]) else args.iters

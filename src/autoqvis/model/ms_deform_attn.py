@@ -54,6 +54,9 @@ def ms_deform_attn_sample(
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
+FLOAT32_EXACT_ROWS = 2**24  # row indices are computed in float32 below this many value rows (exact), else float64
+
+
 def ms_deform_attn_sample_gather(
     value: torch.Tensor,
     spatial_shapes: list[tuple[int, int]],
@@ -74,7 +77,7 @@ def ms_deform_attn_sample_gather(
                       for level, (h, w) in zip(levels, spatial_shapes)], 1)
     s_pad = rows.shape[1]
     dev, dtype = value.device, value.dtype
-    index_dtype = torch.float32 if n * s_pad * m < 2**24 else torch.float64  # exact integers
+    index_dtype = torch.float32 if n * s_pad * m < FLOAT32_EXACT_ROWS else torch.float64  # exact integers
 
     def per_level(values, dt) -> torch.Tensor:
         """(L,) -> (L, P), contiguous: broadcasting a contiguous block over (N, Lq, M) is vectorised, a
