@@ -36,7 +36,7 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Masked cross-attention from queries to memory tokens, residual, LayerNorm.
 
-    Forward: x (Q, B, C), memory (S, B, C), attn_mask bool (B * heads, Q, S) True = blocked,
+    Forward: x (Q, B, C), memory (S, B, C), attn_mask bool (B * heads, Q, S) or (Q, S) for all, True = blocked,
     pos (S, B, C), query_pos (Q, B, C) -> (Q, B, C).
     """
 
@@ -149,7 +149,8 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
                 wanted: bilinear resizing is linear per channel, so projecting the shrunk features gives the
                 resized mask logits (to float rounding) at a fraction of the cost; mask logits are then None.
         Returns:
-            logits (B, Q, K+1), mask logits (B, Q, T, h4, w4) or None, attention mask bool (B*heads, Q, T*h*w).
+            logits (B, Q, K+1), mask logits (B, Q, T, h4, w4) or None, attention mask bool (B, Q, T*h*w)
+            (True = blocked; the same for every head).
         """
         dec = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(dec)
@@ -163,7 +164,6 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
             b, q, t = masks.shape[:3]
             small = F.interpolate(masks.flatten(0, 1), size=attn_size, mode="bilinear", align_corners=False)
         blocked = small.detach().view(b, q, t * attn_size[0] * attn_size[1]).sigmoid() < 0.5
-        blocked = blocked[:, None].expand(b, self.num_heads, q, -1).flatten(0, 1)
         return logits, masks, blocked
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, num_frames: int,
@@ -205,8 +205,10 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
             lvl = i % NUM_LEVELS
             # a query whose mask is empty at this level attends everywhere instead of nowhere
             blocked = blocked & ~blocked.all(-1, keepdim=True)
+            # one (Q, S) mask serves every head of a single clip; batches need one per (clip, head)
+            attn_mask = blocked[0] if b == 1 else blocked[:, None].expand(b, self.num_heads, *blocked.shape[1:]).flatten(0, 1)
             src, pos = memories[lvl]
-            output = self.transformer_cross_attention_layers[i](output, src, blocked, pos, query_pos)
+            output = self.transformer_cross_attention_layers[i](output, src, attn_mask, pos, query_pos)
             output = self.transformer_self_attention_layers[i](output, query_pos)
             output = self.transformer_ffn_layers[i](output)
             last = i == self.num_layers - 1
