@@ -279,7 +279,7 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     rows = []
     for t in frames:
         clip = _clip(t, *CLIP["ytvis19_r50"][1:], seed=t)
-        raw_ref = None
+        refs = {}
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             for mode in kinds:
@@ -301,9 +301,8 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
                     if name != "autoqvis":
                         row[f"{name}_over_autoqvis"] = round(statistics.median(times[name]) / statistics.median(times["autoqvis"]), 2)
                 if mode == "raw":
-                    if raw_ref is None:
-                        with torch.no_grad():
-                            raw_ref = reference_raw(clip)
+                    with torch.no_grad():
+                        raw_ref = refs[n_threads] = reference_raw(clip)
                     mine = outs["autoqvis"]
                     row["max_diff_vs_reference_path"] = max(
                         (mine[k] - raw_ref[k]).abs().max().item() for k in ("pred_logits", "pred_masks"))
@@ -319,6 +318,12 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
                             row[f"max_score_diff_vs_{name}"] = (a["scores"] - b["scores"]).abs().max().item()
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+        if len(refs) > 1:  # the float32 noise floor: the reference path against itself at another thread count
+            (t1, a), (t2, b) = list(refs.items())[:2]
+            noise = {"frames": t, f"reference_path_{t1}_vs_{t2}_threads_max_diff": max(
+                (a[k] - b[k]).abs().max().item() for k in ("pred_logits", "pred_masks"))}
+            print(json.dumps(noise), flush=True)
+            rows.append(noise)
     return rows
 
 
