@@ -20,7 +20,7 @@ post-processing to the input size). Without the official code it prints a skip m
 deformable attention runs its pure-PyTorch fallback, as on any machine without its CUDA op: when
 ``MultiScaleDeformableAttention`` (the compiled op) cannot be imported, an empty stand-in module is registered
 so that the official import goes through and its forward falls back, exactly as its own code does.
-Numbers: median seconds per clip, official/ours ratios, max |difference| of the raw outputs, and the peak RSS
+Numbers: median wall and process-CPU seconds per clip, official/ours ratios (both), max |difference| of the raw outputs, and the peak RSS
 growth of each call (VmHWM reset through /proc/self/clear_refs).
 """
 
@@ -230,8 +230,9 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
-def _timed(fn, clip) -> tuple[float, float, object]:
-    """(seconds, peak RSS growth MB during the call, result); the high-water mark is reset first (Linux)."""
+def _timed(fn, clip) -> tuple[float, float, float, object]:
+    """(wall seconds, process CPU seconds, peak RSS growth MB during the call, result); the high-water mark is
+    reset first (Linux). On a shared machine CPU seconds are the steadier measure of one thread's work."""
     import torch
 
     try:
@@ -240,10 +241,10 @@ def _timed(fn, clip) -> tuple[float, float, object]:
         pass
     before = _rss_kb("VmRSS")
     with torch.no_grad():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(clip)
-        sec = time.perf_counter() - t0
-    return sec, (_rss_kb("VmHWM") - before) / 1024, out
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return sec, cpu, (_rss_kb("VmHWM") - before) / 1024, out
 
 
 def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: str | None,
@@ -284,22 +285,26 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
             torch.set_num_threads(n_threads)
             for mode in kinds:
                 times = {name: [] for name in contenders}
+                cpus = {name: [] for name in contenders}
                 mem = {name: [] for name in contenders}
                 outs = {}
                 names = list(contenders)
                 for rep in range(reps):
                     for name in names if rep % 2 == 0 else names[::-1]:  # alternate the order
                         fn = contenders[name][0 if mode == "raw" else 1]
-                        sec, grow, outs[name] = _timed(fn, clip)
+                        sec, cpu, grow, outs[name] = _timed(fn, clip)
                         times[name].append(sec)
+                        cpus[name].append(cpu)
                         mem[name].append(grow)
                 row = {"frames": t, "threads": n_threads, "mode": mode, "load": round(os.getloadavg()[0], 1),
                        **{f"{k}_s": round(statistics.median(v), 2) for k, v in times.items()},
                        **{f"{k}_all_s": [round(x, 2) for x in v] for k, v in times.items()},
+                       **{f"{k}_cpu_s": round(statistics.median(v), 2) for k, v in cpus.items()},
                        **{f"{k}_peak_growth_mb": round(max(v)) for k, v in mem.items()}}
                 for name in contenders:
                     if name != "autoqvis":
                         row[f"{name}_over_autoqvis"] = round(statistics.median(times[name]) / statistics.median(times["autoqvis"]), 2)
+                        row[f"{name}_over_autoqvis_cpu"] = round(statistics.median(cpus[name]) / statistics.median(cpus["autoqvis"]), 2)
                 if mode == "raw":
                     with torch.no_grad():
                         raw_ref = refs[n_threads] = reference_raw(clip)
