@@ -184,6 +184,7 @@ class MSDeformAttn(nn.Module):
         # offsets are in pixels of each level: divide by (w_l, h_l)
         normaliser = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
         locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
-        gather = self.gather_at_inference and not torch.is_grad_enabled()
+        # embedding_bag with per-sample weights exists on CPU and CUDA; elsewhere the official form
+        gather = self.gather_at_inference and not torch.is_grad_enabled() and query.device.type in ("cpu", "cuda")
         sample = ms_deform_attn_sample_gather if gather else ms_deform_attn_sample
         return self.output_proj(sample(value, spatial_shapes, locations, weights))
