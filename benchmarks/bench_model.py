@@ -14,8 +14,9 @@ Side by side with the official model (R50, CPU, one process, alternating runs, m
 
 times the official VideoMask2Former (detectron2 + CutLER's ``videocutler`` code, which must be importable:
 ``detectron2``, ``mask2former`` and ``mask2former_video`` on the path) and autoqvis on the same random R50
-weights and the same clip, float32: the raw forward (backbone -> head outputs) and the full inference (+ top-10
-post-processing to the input size). Without the official code it prints a skip message (and still times
+weights and the same clip, float32: the raw forward (backbone -> class and mask logits; autoqvis's quality
+predictor is not run, the official model has none) and the full inference (+ top-10 post-processing to the input
+size; autoqvis also scores the 10 kept queries' quality). Without the official code it prints a skip message (and still times
 ``--vs-src``, another autoqvis source tree, e.g. an older commit from ``git worktree add``). The official
 deformable attention runs its pure-PyTorch fallback, as on any machine without its CUDA op: when
 ``MultiScaleDeformableAttention`` (the compiled op) cannot be imported, an empty stand-in module is registered
@@ -27,6 +28,7 @@ growth of each call (VmHWM reset through /proc/self/clear_refs).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -195,9 +197,20 @@ def _official_runners(model):
     return raw, infer
 
 
+def _head_outputs(model, clip, aux: bool) -> dict:
+    """Backbone -> class and mask logits, as the official raw forward (no quality predictor: VideoMask2Former has
+    none; ``forward_raw`` would also score all 100 queries with it)."""
+    images, _ = model.preprocess([clip])
+    mask_features, multi_scale = model.encode(images)
+    predictor = model.sem_seg_head.predictor
+    extra = {"aux": aux} if "aux" in inspect.signature(predictor.forward).parameters else {}  # older autoqvis: no aux
+    out = predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False, **extra)
+    return {"pred_logits": out["pred_logits"][0], "pred_masks": out["pred_masks"][0]}
+
+
 def _ours_runners(model):
     def raw(clip):
-        return model.forward_raw(clip, with_aux=False)
+        return _head_outputs(model, clip, aux=False)
 
     def infer(clip):
         out = model.inference(clip)
@@ -268,7 +281,7 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     def reference_raw(clip):  # the float32 reference path: grid_sample, all predictions at full size
         MSDeformAttn.gather_at_inference = False
         try:
-            return ours.forward_raw(clip, with_aux=True)
+            return _head_outputs(ours, clip, aux=True)
         finally:
             MSDeformAttn.gather_at_inference = True
 
