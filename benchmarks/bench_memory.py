@@ -11,6 +11,14 @@ prediction is ``test_topk x T x H x W`` bools (10 x 12 x 240 x 320 = 9 MB): hold
 ``--control`` also runs, per N, a collect-then-write labeller (the same model's dense predictions of every video
 kept in a list): the measurement must see that one grow, or it could not see a leak either.
 ``child`` is the measured process (the parent runs it; it prints one json line).
+
+R50 ``autoqvis predict`` (issue 19): peak RSS of a fresh process segmenting one synthetic 360x640 video of T
+frames (a frames folder) with the paper's R50 config and seeded random weights, on CPU:
+
+    .venv/bin/python benchmarks/bench_memory.py r50 --frames 36 300 [--window 0|N] [--threads 2] [--src DIR]
+
+``--window 0``: the CLI's default (one pass up to 100 frames, windows of 36 above); ``--src``: run the autoqvis
+of another source tree (e.g. an older commit) instead, for a before/after.
 """
 
 from __future__ import annotations
@@ -96,8 +104,81 @@ def measure(world: Path, out: Path, mode: str = "selftrain", max_videos: int | N
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def make_r50_inputs(work: Path, num_frames: int) -> tuple[Path, Path]:
+    """(frames folder of ``num_frames`` 360x640 jpgs: noise + three moving boxes, R50 checkpoint with seeded
+    random weights), reused when present."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    frames = work / f"frames_r50_t{num_frames}"
+    if not (frames / f"{num_frames - 1:05d}.jpg").exists():
+        frames.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for t in range(num_frames):
+            img = rng.integers(60, 120, size=(360, 640, 3), dtype=np.uint8)
+            for i in range(3):
+                y, x = 40 + 100 * i, (20 + 4 * t + 150 * i) % 520
+                img[y:y + 80, x:x + 110] = (200, 60 + 60 * i, 40)
+            Image.fromarray(img).save(frames / f"{t:05d}.jpg", quality=90)
+    ckpt = work / "r50_random.pt"
+    if not ckpt.exists():
+        from autoqvis import build_model, load_config
+
+        torch.manual_seed(0)
+        model = build_model(load_config("ytvis19_r50"))
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        torch.save({"model": model.state_dict()}, ckpt)
+    return frames, ckpt
+
+
+def r50_child(frames: str, ckpt: str, out: str, window: int) -> dict:
+    from autoqvis.cli import main as cli
+
+    t0 = time.perf_counter()
+    args = ["predict", "--checkpoint", ckpt, "--config", "ytvis19_r50", "--input", frames, "--out", out,
+            "--no-overlays", "--device", "cpu"] + (["--window", str(window)] if window else [])
+    if cli(args) != 0:
+        raise RuntimeError("autoqvis predict failed")
+    tracks = len(json.loads((Path(out) / "results.json").read_text()))
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(), "tracks": tracks}
+
+
+def r50_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description="peak RSS of R50 autoqvis predict on CPU")
+    p.add_argument("--frames", type=int, nargs="+", default=[36, 300])
+    p.add_argument("--window", type=int, default=0, help="--window of predict (0: its default)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--src", default=None, help="an autoqvis source tree to run instead of this one")
+    p.add_argument("--work", default="/tmp/autoqvis_bench_memory")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    for t in args.frames:
+        frames, ckpt = make_r50_inputs(work, t)
+        out = work / f"r50_out_t{t}_{time.time_ns()}"
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
+        if args.src:
+            env["PYTHONPATH"] = args.src + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, __file__, "r50-child", str(frames), str(ckpt), str(out), str(args.window)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"bench_memory r50 child failed:\n{done.stderr[-3000:]}")
+        row = {"frames": t, "window": args.window, "threads": args.threads, "src": args.src or "this tree",
+               "load": round(os.getloadavg()[0], 1), **json.loads(done.stdout.strip().splitlines()[-1])}
+        print(json.dumps(row), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["r50"]:
+        return r50_main(argv[1:])
+    if argv[:1] == ["r50-child"]:
+        print(json.dumps(r50_child(argv[1], argv[2], argv[3], int(argv[4]))))
+        return 0
     if argv[:1] == ["child"]:
         print(json.dumps(child(Path(argv[1]), Path(argv[2]), argv[3], int(argv[4]) or None)))
         return 0

@@ -5,7 +5,8 @@
 #
 # 1. the reference comparisons on the GPU (check_model_device.py) and the CUDA-only test;
 # 2. the quality predictor and criterion at the R50 sizes, fp32 and bf16 (bench_criterion.py --check);
-# 3. where the model's time goes on the GPU (profile_model.py --write);
+# 3. where the model's time goes on the GPU (profile_model.py --write), and inference frames/s + training
+#    iterations/s against the device's peak, top kernels, official model side by side if installed (gpu_speed.py);
 # 4. the fast-path switches at the paper's sizes without torch.compile (bench_gpu.py --write), then
 # 5. torch.compile, with whatever is left of SECONDS (default 480): compilation alone takes minutes.
 # Each step has its own time limit, so a hanging step costs only its share; logs and the updated
@@ -47,6 +48,7 @@ step check_device 150 python3 benchmarks/check_model_device.py --device cuda
 step test_cuda 150 python3 -m pytest -q -p no:cacheprovider tests/test_trainer.py -k cuda
 step criterion 150 bash -c "python3 benchmarks/bench_criterion.py --device cuda --check && python3 benchmarks/bench_criterion.py --device cuda --amp"
 step profile 200 python3 benchmarks/profile_model.py --device cuda --train-batch 2 --write
+step gpu_speed 240 python3 benchmarks/gpu_speed.py --frames 36 --train-batch 2 --reps 5 --out "$out/gpu_speed.json"
 step bench_gpu 300 python3 benchmarks/bench_gpu.py --switches fp32 bf16 channels_last --write
 left=$(( budget - ($(date +%s) - start) ))
 if [ "$left" -gt 60 ]; then

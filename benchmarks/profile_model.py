@@ -11,11 +11,23 @@ Two measurements, one torch thread by default on CPU (the stable setting on a sh
    the deformable attention's sampling, and in training also the criterion's point sampling), convolutions,
    matrix products and the rest; plus the pixel decoder alone, forward and forward + backward.
 The decision it informs: a fused / Triton MSDeformAttn kernel only pays when grid_sample is a large share.
+
+Stage table (issue 19), CPU or GPU:
+
+    python benchmarks/profile_model.py --stages --frames 3 12 36 --threads 1 2 --path reference fast [--write]
+
+wall seconds and peak memory growth (CPU: VmHWM reset through /proc/self/clear_refs before each stage; GPU:
+max_memory_allocated) of every stage of ``model.inference`` on a clip of T x 360 x 640: backbone, pixel-decoder
+encoder (without its sampling), the deformable attention's sampling (inside the encoder, timed by wrapping the
+sampling function), transformer decoder, mask upsampling + post-processing, quality predictor on the kept
+queries. ``--path reference`` is the float32 reference path (grid_sample sampling, every decoder layer's masks
+at full size, as the official code); ``fast`` the default inference path.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -116,15 +128,173 @@ def pixel_decoder_grid_sample(model, clip, train: bool) -> tuple[float, float]:
     return shares.get(GRID, 0.0), sum(shares.values())
 
 
+def _reset_peak() -> int:
+    """Reset this process's peak RSS (Linux clear_refs 5) and return the current RSS in KiB."""
+    from pathlib import Path as P
+
+    try:
+        P("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_kb("VmRSS")
+
+
+def _status_kb(field: str) -> int:
+    from pathlib import Path as P
+
+    for line in P("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class StageClock:
+    """Accumulates wall seconds and the largest peak-memory growth (MB) per stage name."""
+
+    def __init__(self, device):
+        self.device, self.sec, self.mem = device, {}, {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        import torch
+
+        cuda = self.device.type == "cuda"
+        sync(self.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = _reset_peak()
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(self.device)
+        self.sec[name] = self.sec.get(name, 0.0) + time.perf_counter() - t0
+        grow = ((torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else (_status_kb("VmHWM") - base) / 1024)
+        self.mem[name] = max(self.mem.get(name, 0.0), grow)
+        return out
+
+
+ENCODER, SAMPLING = "pixel-decoder encoder (w/o sampling)", "deformable attention sampling"
+STAGES = ["backbone", ENCODER, SAMPLING, "transformer decoder", "mask upsampling + post-processing",
+          "quality predictor (kept queries)"]
+
+
+def stages(model, clip, path: str) -> tuple[dict, dict]:
+    """(seconds, peak growth MB) per stage of one ``model.inference``-equivalent pass over ``clip`` (T, 3, H, W)."""
+    import torch
+
+    from autoqvis.model import ms_deform_attn as mda
+    from autoqvis.model.vis_model import ENCODE_CHUNK, postprocess_video
+
+    clock = StageClock(clip.device)
+    fast = path == "fast"
+    mda.MSDeformAttn.gather_at_inference = fast
+    originals = (mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather)
+    sampling = [0.0]
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            sync(clip.device)
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync(clip.device)
+            sampling[0] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather = (timed(f) for f in originals)
+    try:
+        with torch.no_grad():
+            images, padded = model.preprocess([clip])
+            masks, levels = [], []
+            for chunk in images.split(ENCODE_CHUNK):  # as model.encode at inference
+                feats = clock.run("backbone", model.backbone, chunk)
+                m, ms = clock.run(ENCODER, model.sem_seg_head.pixel_decoder, feats)
+                masks.append(m)
+                levels.append(ms)
+                del feats
+            mask_features, multi_scale = torch.cat(masks), [torch.cat(x) for x in zip(*levels)]
+            del masks, levels
+            predictor = model.sem_seg_head.predictor
+            out = clock.run("transformer decoder", predictor, multi_scale, mask_features, clip.shape[0],
+                            score_all=False, score_last=False, aux=not fast)
+            res = clock.run("mask upsampling + post-processing", postprocess_video, out["pred_logits"][0],
+                            out["pred_masks"][0], tuple(clip.shape[-2:]), tuple(clip.shape[-2:]), model.test_topk,
+                            padded_size=padded)
+            if model.has_quality:
+                kept = out["pred_masks"][:, res["query_indices"]]
+                clock.run("quality predictor (kept queries)", predictor.maskiou_feature_extractor, multi_scale[0], kept)
+    finally:
+        mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather = originals
+        mda.MSDeformAttn.gather_at_inference = True
+    clock.sec[ENCODER] -= sampling[0]
+    clock.sec[SAMPLING] = sampling[0]
+    clock.mem[SAMPLING] = float("nan")  # inside the encoder's peak
+    return clock.sec, clock.mem
+
+
+def stage_table(args) -> str:
+    import os
+
+    import torch
+
+    from autoqvis import build_model, load_config
+    from bench_gpu import CLIP_HW
+    from results_md import machine
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(load_config(args.config)).to(device).eval()
+    hw = CLIP_HW if args.config != "toy" else (96, 128)
+    rows = []
+    for t in args.frames:
+        clip = torch.rand(t, 3, *hw, device=device) * 255
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for path in args.path:
+                stages(model, clip[:1], path)  # warm-up
+                load = os.getloadavg()[0]
+                sec, mem = stages(model, clip, path)
+                rss = _status_kb("VmRSS") / 1024
+                row = {"frames": t, "threads": threads, "path": path, "load": round(load, 1), "sec": sec, "mem": mem,
+                       "rss_mb": rss}
+                print(json.dumps({**row, "sec": {k: round(v, 3) for k, v in sec.items()},
+                                  "mem": {k: round(v) for k, v in mem.items() if v == v}}), flush=True)
+                rows.append(row)
+    lines = [f"`python benchmarks/profile_model.py {' '.join(sys.argv[1:])}` on {machine()}, {args.device}; "
+             f"{args.config}, clips T x {hw[0]} x {hw[1]}; seconds (share) and peak memory growth MB of each stage; "
+             "load = 1-min load average when the row started.", "",
+             "| T | threads | path | load | " + " | ".join(STAGES) + " | total s |",
+             "|---|---|---|---|" + "---|" * (len(STAGES) + 1)]
+    for r in rows:
+        total = sum(r["sec"].values())
+        cells = []
+        for st in STAGES:
+            v, m = r["sec"].get(st, 0.0), r["mem"].get(st, float("nan"))
+            cells.append(f"{v:.2f} ({100 * v / total:.0f}%)" + (f", {m:.0f} MB" if m == m else ""))
+        lines.append(f"| {r['frames']} | {r['threads']} | {r['path']} | {r['load']} | " + " | ".join(cells) + f" | {total:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="ytvis19_r50")
-    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--frames", type=int, nargs="+", default=[3], help="clip length(s) (several with --stages)")
     ap.add_argument("--train-batch", type=int, default=1, help="clips of the profiled training step (0: skip it)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads (several with --stages)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--write", action="store_true", help="add the tables to benchmarks/RESULTS.md (## Scale-out)")
+    ap.add_argument("--stages", action="store_true", help="the per-stage time / memory table (see above)")
+    ap.add_argument("--path", nargs="+", default=["reference", "fast"], choices=["reference", "fast"])
     args = ap.parse_args()
+    if args.stages:
+        text = stage_table(args)
+        print(text)
+        if args.write:
+            from results_md import write_block
+
+            write_block("Inference speed", f"profile_model:stages:{args.device}:{args.config}", text)
+        return 0
+    args.frames, args.threads = args.frames[0], args.threads[0]
 
     import torch
     from torch.profiler import profile

@@ -84,7 +84,9 @@ class Conv2dNorm(nn.Conv2d):
         x = super().forward(x)
         if self.norm is not None:
             x = self.norm(x)
-        return F.relu(x) if self.relu else x
+        if not self.relu:
+            return x
+        return F.relu(x) if torch.is_grad_enabled() else F.relu_(x)  # inference: no copy
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int, norm: str, relu: bool = False) -> Conv2dNorm:
@@ -130,7 +132,10 @@ class BottleneckBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        if torch.is_grad_enabled():
+            return F.relu(out + identity)
+        return F.relu_(out.add_(identity))  # inference: no copies
 
 
 class ResNet(nn.Module):

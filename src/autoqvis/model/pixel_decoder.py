@@ -43,7 +43,7 @@ class DeformableEncoderLayer(nn.Module):
         self, x: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor, shapes: list[tuple[int, int]]
     ) -> torch.Tensor:
         x = self.norm1(x + self.dropout1(self.self_attn(x + pos, reference_points, x, shapes)))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(x))))
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(x), inplace=not torch.is_grad_enabled())))
         return self.norm2(x + self.dropout3(ffn))
 
 

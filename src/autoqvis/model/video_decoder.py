@@ -36,7 +36,7 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Masked cross-attention from queries to memory tokens, residual, LayerNorm.
 
-    Forward: x (Q, B, C), memory (S, B, C), attn_mask bool (B * heads, Q, S) True = blocked,
+    Forward: x (Q, B, C), memory (S, B, C), attn_mask bool (B * heads, Q, S) or (Q, S) for all, True = blocked,
     pos (S, B, C), query_pos (Q, B, C) -> (Q, B, C).
     """
 
@@ -139,25 +139,35 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         src = src.view(b, t, -1, h * w).permute(1, 3, 0, 2).flatten(0, 1)
         return src, pos
 
-    def _heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]):
+    def _heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int],
+               shrunk_features: torch.Tensor | None = None):
         """Predictions from the query states.
 
         Args:
             output: (Q, B, C) query states; mask_features: (B, T, C_m, h4, w4); attn_size: (h, w) of the next level.
+            shrunk_features: mask_features already resized to ``attn_size`` when only the attention mask is
+                wanted: bilinear resizing is linear per channel, so projecting the shrunk features gives the
+                resized mask logits (to float rounding) at a fraction of the cost; mask logits are then None.
         Returns:
-            logits (B, Q, K+1), mask logits (B, Q, T, h4, w4), attention mask bool (B*heads, Q, T*h*w).
+            logits (B, Q, K+1), mask logits (B, Q, T, h4, w4) or None, attention mask bool (B, Q, T*h*w)
+            (True = blocked; the same for every head).
         """
         dec = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(dec)
-        masks = torch.einsum("bqc,btchw->bqthw", self.mask_embed(dec), mask_features)
-        b, q, t = masks.shape[:3]
-        small = F.interpolate(masks.flatten(0, 1), size=attn_size, mode="bilinear", align_corners=False)
+        embedding = self.mask_embed(dec)
+        if shrunk_features is not None:
+            masks = None
+            small = torch.einsum("bqc,btchw->bqthw", embedding, shrunk_features)
+            b, q, t = small.shape[:3]
+        else:
+            masks = torch.einsum("bqc,btchw->bqthw", embedding, mask_features)
+            b, q, t = masks.shape[:3]
+            small = F.interpolate(masks.flatten(0, 1), size=attn_size, mode="bilinear", align_corners=False)
         blocked = small.detach().view(b, q, t * attn_size[0] * attn_size[1]).sigmoid() < 0.5
-        blocked = blocked[:, None].expand(b, self.num_heads, q, -1).flatten(0, 1)
         return logits, masks, blocked
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor, num_frames: int,
-                score_all: bool | None = None, score_last: bool = True) -> dict:
+                score_all: bool | None = None, score_last: bool = True, aux: bool = True) -> dict:
         """
         Args:
             multi_scale: 3 maps (B*T, C, h_l, w_l), strides 32, 16, 8, frames of a clip consecutive.
@@ -165,9 +175,12 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
             num_frames: T.
             score_all: run the quality predictor on every prediction, not only the last (default: in training).
             score_last: run it on the last prediction (False: the caller scores only the queries it keeps).
+            aux: also return the earlier predictions. Without them (inference), the earlier layers only need
+                their attention masks, which come from mask features shrunk once per level (see ``_heads``).
         Returns:
             {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, T, H/4, W/4),
-             "aux_outputs": [dict of the same keys] * dec_layers (prediction 0 comes from the bare queries),
+             "aux_outputs": [dict of the same keys] * dec_layers (prediction 0 comes from the bare queries; [] without
+             ``aux``),
              "pred_maskiou": (B, Q, T) raw quality, when the model has a quality predictor;
              with ``score_all`` every aux dict has its own "pred_maskiou"}.
         """
@@ -180,20 +193,30 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight[:, None, :].expand(-1, b, -1)
         output = self.query_feat.weight[:, None, :].expand(-1, b, -1)
 
-        logits, masks, blocked = self._heads(output, mask_features, sizes[0])
+        aux = aux or self.training
+        shrunk = {}
+        if not aux:
+            flat = mask_features.flatten(0, 1)
+            shrunk = {size: F.interpolate(flat, size=size, mode="bilinear", align_corners=False).view(b, t, c_m, *size)
+                      for size in set(sizes)}
+        logits, masks, blocked = self._heads(output, mask_features, sizes[0], shrunk.get(sizes[0]))
         preds = [(logits, masks)]
         for i in range(self.num_layers):
             lvl = i % NUM_LEVELS
             # a query whose mask is empty at this level attends everywhere instead of nowhere
             blocked = blocked & ~blocked.all(-1, keepdim=True)
+            # one (Q, S) mask serves every head of a single clip; batches need one per (clip, head)
+            attn_mask = blocked[0] if b == 1 else blocked[:, None].expand(b, self.num_heads, *blocked.shape[1:]).flatten(0, 1)
             src, pos = memories[lvl]
-            output = self.transformer_cross_attention_layers[i](output, src, blocked, pos, query_pos)
+            output = self.transformer_cross_attention_layers[i](output, src, attn_mask, pos, query_pos)
             output = self.transformer_self_attention_layers[i](output, query_pos)
             output = self.transformer_ffn_layers[i](output)
-            logits, masks, blocked = self._heads(output, mask_features, sizes[(i + 1) % NUM_LEVELS])
+            last = i == self.num_layers - 1
+            size = sizes[(i + 1) % NUM_LEVELS]
+            logits, masks, blocked = self._heads(output, mask_features, size, None if last else shrunk.get(size))
             preds.append((logits, masks))
 
-        outs = [{"pred_logits": lg, "pred_masks": mk} for lg, mk in preds]
+        outs = [{"pred_logits": lg, "pred_masks": mk} for lg, mk in (preds if aux else preds[-1:])]
         if self.maskiou_feature_extractor is not None:
             # scored with the stride-32 map: only the last prediction in eval, every one in training
             scored = outs if (self.training if score_all is None else score_all) else outs[-1:] if score_last else []

@@ -90,11 +90,12 @@ class VideoMaskFormer(nn.Module):
         parts = [self.sem_seg_head.pixel_decoder(self.backbone(chunk)) for chunk in images.split(ENCODE_CHUNK)]
         return torch.cat([p[0] for p in parts]), [torch.cat(level) for level in zip(*[p[1] for p in parts])]
 
-    def forward_batch(self, images: torch.Tensor, num_frames: int, score_all: bool | None = None) -> dict:
+    def forward_batch(self, images: torch.Tensor, num_frames: int, score_all: bool | None = None,
+                      aux: bool = True) -> dict:
         """images (B*T, 3, Hp, Wp) normalised and padded -> the decoder's batched outputs (see
         ``VideoMultiScaleMaskedTransformerDecoder.forward``; quality under ``"pred_maskiou"``)."""
         mask_features, multi_scale = self.encode(images)
-        return self.sem_seg_head.predictor(multi_scale, mask_features, num_frames, score_all=score_all)
+        return self.sem_seg_head.predictor(multi_scale, mask_features, num_frames, score_all=score_all, aux=aux)
 
     def forward_raw(self, clip: torch.Tensor, with_aux: bool | None = None) -> dict:
         """Raw head outputs for one clip.
@@ -110,7 +111,7 @@ class VideoMaskFormer(nn.Module):
         _check_clip(clip)
         with_aux = self.training if with_aux is None else with_aux
         images, _ = self.preprocess([clip])
-        out = self.forward_batch(images, clip.shape[0])
+        out = self.forward_batch(images, clip.shape[0], aux=with_aux)
         result = _unbatch(out)
         if with_aux:
             result["aux_outputs"] = [_unbatch(a) for a in out["aux_outputs"]]
@@ -135,7 +136,7 @@ class VideoMaskFormer(nn.Module):
         images, padded = self.preprocess([clip])
         mask_features, multi_scale = self.encode(images)
         predictor = self.sem_seg_head.predictor
-        out = predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False)
+        out = predictor(multi_scale, mask_features, clip.shape[0], score_all=False, score_last=False, aux=False)
         image_size = (clip.shape[-2], clip.shape[-1])
         res = postprocess_video(out["pred_logits"][0], out["pred_masks"][0], image_size, out_size or image_size,
                                 self.test_topk, padded_size=padded)
