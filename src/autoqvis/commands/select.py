@@ -57,19 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data.ytvis import load_ytvis
     from ..errors import AutoQVISError
-    from ..selftrain.curate import (SelectionRule, read_training_set, select_round, training_set_counts,
+    from ..selftrain.curate import (SelectionRule, read_training_set, select_round, set_tau, training_set_counts,
                                     write_training_set)
     from ..selftrain.pseudo_label import iter_detection_file
 
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
     if args.tau is not None:
-        if not 0.0 <= args.tau <= 1.0:
-            raise AutoQVISError(f"--tau must be in [0, 1], got {args.tau}")
-        if st.use_quality_predictor:
-            st.tau = args.tau
-        else:
-            st.tau_without_quality = args.tau
+        set_tau(st, args.tau)
     if args.score_threshold is not None:
         if not 0.0 <= args.score_threshold <= 1.0:
             raise AutoQVISError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", help="YouTubeVIS json with ground truth: evaluate every round's model")
     parser.add_argument("--unlabeled-gt", help="ground truth of the unlabeled videos, for the analysis only (Fig. 5-7)")
     parser.add_argument("--rounds", type=int, help="self-training rounds K (default selftrain.rounds = 2)")
-    parser.add_argument("--tau", type=float, help="quality threshold of eq. 21 (default: the config's selftrain.tau, 0.75 in ytvis19_r50, 0.5 in toy; 0.85 with --no-quality-predictor)")
+    parser.add_argument("--tau", type=float, help="quality threshold of eq. 21 (default: the config's selftrain.tau, 0.75 in ytvis19_r50, 0.7 in toy; 0.85 with --no-quality-predictor)")
     parser.add_argument("--max-iters", type=int, help="iterations of the initial stage and of each round (quick trials)")
     parser.add_argument("--max-videos", type=int, help="pseudo-label only the first N unlabeled videos (quick trials)")
     parser.add_argument("--fps", type=float, help="with VIDEO_DIR: sample video files at this rate (default: every frame)")
@@ -79,6 +79,7 @@ def build_config(args: argparse.Namespace):
     """The config with the command-line switches applied (they are part of the saved config)."""
     from ..config import load_config
     from ..errors import AutoQVISError
+    from ..selftrain.curate import set_tau
 
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
@@ -96,12 +97,7 @@ def build_config(args: argparse.Namespace):
     st.freeze_predictor = st.freeze_predictor and not args.no_freeze
     st.drop_loss = st.drop_loss and not args.no_droploss
     if args.tau is not None:
-        if not 0.0 <= args.tau <= 1.0:
-            raise AutoQVISError(f"--tau must be in [0, 1], got {args.tau}")
-        if st.use_quality_predictor:
-            st.tau = args.tau
-        else:
-            st.tau_without_quality = args.tau
+        set_tau(st, args.tau)
     if args.max_videos is not None and args.max_videos < 1:
         raise AutoQVISError(f"--max-videos must be >= 1, got {args.max_videos}")
     return cfg

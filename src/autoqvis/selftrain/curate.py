@@ -81,6 +81,16 @@ class VideoLabels(NamedTuple):
     retained: list[Detection]  # of those, >= min_selected_frames selected non-empty frames
 
 
+def set_tau(st: Any, tau: float) -> None:
+    """A command line's --tau: the threshold of the selection in use (Q, or the score alone without predictor)."""
+    if not 0.0 <= tau <= 1.0:
+        raise AutoQVISError(f"--tau must be in [0, 1], got {tau}")
+    if st.use_quality_predictor:
+        st.tau = tau
+    else:
+        st.tau_without_quality = tau
+
+
 def curate_video(dets: list[Detection], rule: SelectionRule,
                  oracle_gt: Sequence[Sequence[Any]] | None = None) -> VideoLabels:
     """Steps 1-3 for the raw tracks of one video (in the model's order).
