@@ -165,6 +165,21 @@ def test_page_is_self_contained(run_dir):
                                                                                       "train.json").videos)
 
 
+def test_report_without_unlabeled_names_and_draws_every_video(run_dir, tmp_path):
+    """The run keeps its unlabeled videos' index: a report made from the run folder alone names and draws every
+    video, also those that never reach a pseudo-label file."""
+    from autoqvis.viz.report_html import ReportOptions, selftrain_data
+
+    videos = load_ytvis(run_dir.parent / "world" / "train.json").videos
+    data = selftrain_data(run_dir, ReportOptions())
+    drawn = {v["id"]: v for v in data["videos"]}
+    assert {v.id for v in videos} >= set(drawn)
+    for v in videos:
+        if v.id in drawn:
+            assert drawn[v.id]["name"] == Path(v.file_names[0]).parent.name
+            assert len(drawn[v.id]["frames"]) == v.length
+
+
 def test_slider_rule_at_the_run_tau_is_round_0s_training_set(run_dir):
     """Round 0 fuses with nothing: the slider's rule at the run's tau must give the stored training set."""
     stats = json.loads((run_dir / "round_0" / "stats.json").read_text())

@@ -53,6 +53,7 @@ from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
+UNLABELED_INDEX = "unlabeled_videos.json"  # the run's unlabeled videos, for reports
 PRE_ISSUE14 = (("input", "real_clip_augmentation", "resize_flip"), ("selftrain", "source_draw", "per_step"),
                ("selftrain", "frame_sampling", "frame_numbers"), ("train", "amp_dtype", "bfloat16"),
                ("inference", "keep_empty_tracks", False),
@@ -271,6 +272,19 @@ class SelfTraining:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
+            self._save_video_index()
+
+    def _save_video_index(self) -> None:
+        """The unlabeled videos' records and frame root, so that a report names and draws every video, also those
+        that never reach a pseudo-label file (no annotations: the index holds no labels)."""
+        path = self.out / UNLABELED_INDEX
+        if path.exists():
+            return
+        data = self.inputs.unlabeled
+        root = data.image_root.resolve() if data.image_root is not None else None
+        atomic_write_json(path, {"info": {"image_root": str(root) if root else None},
+                                 "videos": [v.to_dict() for v in data.videos], "annotations": [],
+                                 "categories": data.categories})
 
     def _build(self, cfg: Config) -> torch.nn.Module:
         from ..model.vis_model import build_model

@@ -43,6 +43,7 @@ from ..data.ytvis import YTVISDataset, decode_rle, load_results, load_ytvis
 from ..errors import AutoQVISError
 from ..fileio import atomic_write_text, read_json
 from ..selftrain.curate import RoundLabels, SelectionRule, select_round, training_set_counts
+from ..selftrain.loop import UNLABELED_INDEX
 from ..selftrain.pseudo_label import iter_detection_file
 from .overlay import instance_color, label_anchor
 
@@ -163,6 +164,12 @@ def find_unlabeled(run_dir: Path, unlabeled: str | Path | None) -> YTVISDataset 
     index = run_dir / "unlabeled" / "unlabeled.json"
     if index.exists():
         return load_ytvis(index, image_root=index.parent / "JPEGImages")
+    saved = run_dir / UNLABELED_INDEX
+    if saved.exists():
+        raw = read_json(saved, "unlabeled video index")
+        root = (raw.get("info") or {}).get("image_root")
+        if root and Path(root).is_dir():
+            return load_ytvis(raw, image_root=root)
     videos: dict[int, Any] = {}
     root = None
     for _, rdir in _round_dirs(run_dir):
