@@ -22,8 +22,10 @@ from .errors import AutoQVISError
 
 REAL_CLIP_AUGMENTATIONS = ("official", "resize_flip")
 AMP_DTYPES = ("float16", "bfloat16")
+INFERENCE_AMP_DTYPES = ("float16", "bfloat16", "none")
 SOURCE_DRAWS = ("per_rank", "per_step")
 FRAME_SAMPLINGS = ("eligible_positions", "frame_numbers")
+NONFINITE_LOSS = ("skip", "stop")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -172,8 +174,12 @@ class TrainConfig:
     amp: bool = True  # autocast in training on GPU; ignored on CPU
     # autocast dtype of training: "float16" with a GradScaler (the official detectron2 AMP trainer) or "bfloat16"
     amp_dtype: str = "float16"
+    # a non-finite loss: "skip" the iteration's update and go on (the official AMP trainer), counted as
+    # skipped_steps in the log; "stop" with an error naming the losses
+    nonfinite_loss: str = "skip"
     # fast-path switches (engine/fast_path.py); numbers in benchmarks/RESULTS.md, "Scale-out"
-    amp_inference: bool = False  # bf16 autocast at inference (predict, pseudo-labels, val) on GPU; ignored on CPU
+    # the switch before inference.amp_dtype, still read for old configs: true -> inference.amp_dtype "bfloat16"
+    amp_inference: bool = False
     channels_last: bool = False  # backbone convolutions in channels-last memory format
     compile: bool = False  # torch.compile the backbone and the pixel decoder (CPU needs a C++ compiler)
     num_workers: int = 0
@@ -182,6 +188,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("train.amp_dtype", self.amp_dtype, AMP_DTYPES)
+        _check_choice("train.nonfinite_loss", self.nonfinite_loss, NONFINITE_LOSS)
 
 
 @dataclass
@@ -233,6 +240,12 @@ class InferenceConfig:
     # keep top-k tracks whose masks are empty in every frame (the official output lists all top-k tracks);
     # false drops them from the results
     keep_empty_tracks: bool = True
+    # autocast dtype of every test pass (predict, pseudo-labels, val) on CUDA; ignored on CPU. "float16": the
+    # official Trainer.test; "none": float32
+    amp_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        _check_choice("inference.amp_dtype", self.amp_dtype, INFERENCE_AMP_DTYPES)
 
 
 @dataclass
@@ -246,6 +259,10 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     seed: int = 0
     name: str = "ytvis19_r50"
+
+    def __post_init__(self) -> None:
+        if self.train.amp_inference:  # the old bf16-at-inference switch
+            self.inference.amp_dtype = "bfloat16"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
-"""GPU fast-path switches: autocast (training: ``train.amp_dtype``; inference bf16), channels-last backbone,
+"""GPU fast-path switches: autocast (training: ``train.amp_dtype``; test passes: ``inference.amp_dtype``), channels-last backbone,
 ``torch.compile``.
 
-All are off by default except training autocast (``train.amp``), and each falls back cleanly: autocast is
+All are off by default except autocast (``train.amp``, ``inference.amp_dtype``), and each falls back cleanly: autocast is
 a no-op off CUDA, channels-last is only a memory layout (same numbers up to float rounding), and compile
 is skipped with a warning where it cannot run (no C++ compiler for the CPU backend).
 

@@ -56,7 +56,8 @@ SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may 
 PRE_ISSUE14 = (("input", "real_clip_augmentation", "resize_flip"), ("selftrain", "source_draw", "per_step"),
                ("selftrain", "frame_sampling", "frame_numbers"), ("train", "amp_dtype", "bfloat16"),
                ("inference", "keep_empty_tracks", False),
-               ("selftrain", "fusion_match", "best_iou"))
+               ("selftrain", "fusion_match", "best_iou"), ("inference", "amp_dtype", "none"),
+               ("train", "nonfinite_loss", "stop"))
 
 
 @dataclass
