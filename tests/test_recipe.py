@@ -169,9 +169,13 @@ def test_inference_amp_dtype_is_checked_and_old_runs_resume_as_they_ran():
     with pytest.raises(AutoQVISError, match="train.nonfinite_loss"):
         load_config("ytvis19_r50", ["train.nonfinite_loss=ignore"])
     old = load_config("ytvis19_r50").to_dict()
-    del old["inference"]["amp_dtype"], old["train"]["nonfinite_loss"]
+    del old["inference"]["amp_dtype"], old["train"]["nonfinite_loss"], old["selftrain"]["clips_per_draw"]
     new = _upgrade_saved_config(old)
     assert new["inference"]["amp_dtype"] == "none" and new["train"]["nonfinite_loss"] == "stop"
+    assert new["selftrain"]["clips_per_draw"] == 0
+    with pytest.raises(AutoQVISError, match="clips_per_draw"):
+        load_config("ytvis19_r50", ["selftrain.clips_per_draw=3"])
+    assert load_config("ytvis19_r50", ["selftrain.batch_size=1"]).selftrain.clips_per_draw == 2  # one group
 
 
 @pytest.mark.parametrize("name", ["ytvis19_r50", "uvo_dense_r50", "toy"])
@@ -180,3 +184,4 @@ def test_fidelity_switches_in_the_presets(name):
     toy = name == "toy"
     assert cfg.inference.amp_dtype == ("none" if toy else "float16")  # F2
     assert cfg.train.nonfinite_loss == ("stop" if toy else "skip")  # F6
+    assert cfg.selftrain.clips_per_draw == (0 if toy else 2) and cfg.selftrain.batch_size == 4  # F1

@@ -28,6 +28,13 @@ FRAME_SAMPLINGS = ("eligible_positions", "frame_numbers")
 NONFINITE_LOSS = ("skip", "stop")
 
 
+def check_clips_per_draw(clips_per_draw: int, batch_size: int) -> None:
+    """The groups of selftrain.clips_per_draw must tile the batch: 0, >= the batch size, or a divisor of it."""
+    if clips_per_draw < 0 or (0 < clips_per_draw < batch_size and batch_size % clips_per_draw):
+        raise AutoQVISError(f"config key selftrain.clips_per_draw: {clips_per_draw} must be 0, >= the batch size "
+                            f"or divide it (batch size {batch_size})")
+
+
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise AutoQVISError(f"config key {key}: {value!r} is not one of {', '.join(choices)}")
@@ -208,6 +215,10 @@ class SelfTrainConfig:
     # who draws the synthetic-or-pseudo choice: "per_rank" (each process for its own batch, as the official
     # CombinedLoader on each GPU) or "per_step" (one draw per iteration shared by every rank)
     source_draw: str = "per_rank"
+    # clips of a process's batch drawn together (one source, one clip stream), as the batch of one GPU: the
+    # official rounds draw per GPU batch of 2 (IMS_PER_BATCH 4 over 2 GPUs), so one process of 4 in groups of 2
+    # is the same; 0: the whole per-process batch is one draw
+    clips_per_draw: int = 0
     # the +-input.sampling_frame_range window and the other frames of a pseudo-labelled clip act on
     # "eligible_positions" (positions in the list of eligible frames, drawn with replacement: the official json
     # keeps only eligible frames) or "frame_numbers" (frame numbers, distinct frames while enough are in range)
@@ -231,6 +242,7 @@ class SelfTrainConfig:
     def __post_init__(self) -> None:
         _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)
         _check_choice("selftrain.frame_sampling", self.frame_sampling, FRAME_SAMPLINGS)
+        check_clips_per_draw(self.clips_per_draw, self.batch_size)
 
 
 @dataclass
