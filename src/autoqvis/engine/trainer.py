@@ -4,6 +4,8 @@ AdamW with Mask2Former's parameter groups (backbone lr x ``backbone_lr_mult``; n
 norm layers and embeddings), full-model grad-norm clipping, a warm-up-free step schedule, autocast on
 CUDA (``train.amp_dtype``: float16 with a GradScaler, as detectron2's AMP trainer, or bfloat16), atomic
 checkpoints every ``checkpoint_period`` iterations and exact resume (the GradScaler's state included).
+A non-finite loss skips the iteration's update (``train.nonfinite_loss: skip``, the official AMP trainer goes on)
+or stops the run with an error (``stop``).
 
 Exact resume works because nothing random is carried between iterations: the batch of iteration
 ``i`` comes from ``batches.batch(i)`` and torch's generator is re-seeded from (seed, i, rank) before
