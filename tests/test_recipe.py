@@ -185,3 +185,18 @@ def test_fidelity_switches_in_the_presets(name):
     assert cfg.inference.amp_dtype == ("none" if toy else "float16")  # F2
     assert cfg.train.nonfinite_loss == ("stop" if toy else "skip")  # F6
     assert cfg.selftrain.clips_per_draw == (0 if toy else 2) and cfg.selftrain.batch_size == 4  # F1
+
+
+def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
+    from autoqvis.fileio import atomic_torch_save
+    from autoqvis.model.checkpoint import checkpoint_config
+
+    for amp_inference, expected in ((False, "none"), (True, "bfloat16")):
+        stored = load_config("ytvis19_r50", [f"train.amp_inference={str(amp_inference).lower()}"]).to_dict()
+        del stored["inference"]["amp_dtype"]
+        path = tmp_path / f"old_{amp_inference}.pt"
+        atomic_torch_save({"model": {"w": torch.zeros(1)}, "iteration": 1, "config": stored}, path)
+        assert checkpoint_config(path).inference.amp_dtype == expected
+    new = tmp_path / "new.pt"
+    atomic_torch_save({"model": {"w": torch.zeros(1)}, "iteration": 1, "config": load_config("ytvis19_r50").to_dict()}, new)
+    assert checkpoint_config(new).inference.amp_dtype == "float16"
