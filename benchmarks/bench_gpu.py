@@ -107,7 +107,11 @@ def build(config: str, switch: str, device, stage: str = "initial", checkpoint: 
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.selftrain.loop import round_config
 
-    cfg = load_config(config, [f"train.{k}={str(v).lower()}" for k, v in SWITCHES[switch].items()])
+    values = SWITCHES[switch]
+    # the names promise float32 or bf16: pin both autocast dtypes (the presets' are float16)
+    overrides = [f"train.{k}={str(v).lower()}" for k, v in values.items() if k != "amp_inference"]
+    overrides += ["train.amp_dtype=bfloat16", f"inference.amp_dtype={'bfloat16' if values['amp_inference'] else 'none'}"]
+    cfg = load_config(config, overrides)
     if stage == "round":
         cfg = round_config(cfg)
     torch.manual_seed(0)

@@ -121,3 +121,82 @@ def test_evaluate_model_follows_inference_keep_empty_tracks(monkeypatch):
     for keep, ap50 in ((True, 0.5), (False, 1.0)):
         cfg = load_config("ytvis19_r50", [f"inference.keep_empty_tracks={str(keep).lower()}"])
         assert inference.evaluate_model(None, gt, cfg, progress=False)["AP50"] == pytest.approx(ap50)
+
+
+# --------------------------------------------------------------------- fidelity items F2 and F6 (docs/fidelity.md)
+class _Probe(torch.nn.Module):
+    """Records the autocast state its inference runs under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list = []
+
+    def inference(self, clip, out_size):
+        return {}
+
+
+@pytest.mark.parametrize("name,overrides,expected", [
+    ("ytvis19_r50", [], (True, torch.float16)),  # the official Trainer.test: fp16 autocast
+    ("uvo_dense_r50", [], (True, torch.float16)),
+    ("toy", [], (False, torch.float32)),  # the toy's float32, as before the switch
+    ("ytvis19_r50", ["inference.amp_dtype=bfloat16"], (True, torch.bfloat16)),
+    ("ytvis19_r50", ["inference.amp_dtype=none"], (False, torch.float32)),
+    ("toy", ["train.amp_inference=true"], (True, torch.bfloat16)),  # the old switch still reads as bf16
+])
+def test_inference_amp_dtype_reaches_autocast(name, overrides, expected, monkeypatch):
+    import contextlib
+
+    from autoqvis.engine import inference
+
+    seen = []
+
+    def recording_autocast(device, enabled, dtype=torch.bfloat16):
+        seen.append((enabled, dtype))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(inference.fast_path, "autocast", recording_autocast)
+    cfg = load_config(name, overrides)
+    inference._run_model(_Probe(), np.zeros((2, 8, 8, 3), np.uint8), cfg)
+    assert seen == [expected]
+
+
+def test_inference_amp_dtype_is_checked_and_old_runs_resume_as_they_ran():
+    from autoqvis.selftrain.loop import _upgrade_saved_config
+
+    with pytest.raises(AutoQVISError, match="inference.amp_dtype"):
+        load_config("ytvis19_r50", ["inference.amp_dtype=float32"])
+    with pytest.raises(AutoQVISError, match="train.nonfinite_loss"):
+        load_config("ytvis19_r50", ["train.nonfinite_loss=ignore"])
+    old = load_config("ytvis19_r50").to_dict()
+    del old["inference"]["amp_dtype"], old["train"]["nonfinite_loss"], old["selftrain"]["clips_per_draw"]
+    new = _upgrade_saved_config(old)
+    assert new["inference"]["amp_dtype"] == "none" and new["train"]["nonfinite_loss"] == "stop"
+    assert new["selftrain"]["clips_per_draw"] == 0
+    with pytest.raises(AutoQVISError, match="clips_per_draw"):
+        load_config("ytvis19_r50", ["selftrain.clips_per_draw=3"])
+    assert load_config("ytvis19_r50", ["selftrain.batch_size=1"]).selftrain.clips_per_draw == 2  # one group
+
+
+@pytest.mark.parametrize("name", ["ytvis19_r50", "uvo_dense_r50", "toy"])
+def test_fidelity_switches_in_the_presets(name):
+    cfg = load_config(name)
+    toy = name == "toy"
+    assert cfg.inference.amp_dtype == ("none" if toy else "float16")  # F2
+    assert cfg.train.nonfinite_loss == ("stop" if toy else "skip")  # F6
+    assert cfg.selftrain.clips_per_draw == (0 if toy else 2) and cfg.selftrain.batch_size == 4  # F1
+
+
+def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
+    from autoqvis.fileio import atomic_torch_save
+    from autoqvis.model.checkpoint import checkpoint_config
+
+    for amp_inference, expected in ((False, "none"), (True, "bfloat16")):
+        stored = load_config("ytvis19_r50", [f"train.amp_inference={str(amp_inference).lower()}"]).to_dict()
+        del stored["inference"]["amp_dtype"]
+        path = tmp_path / f"old_{amp_inference}.pt"
+        atomic_torch_save({"model": {"w": torch.zeros(1)}, "iteration": 1, "config": stored}, path)
+        assert checkpoint_config(path).inference.amp_dtype == expected
+    new = tmp_path / "new.pt"
+    atomic_torch_save({"model": {"w": torch.zeros(1)}, "iteration": 1, "config": load_config("ytvis19_r50").to_dict()}, new)
+    assert checkpoint_config(new).inference.amp_dtype == "float16"

@@ -122,3 +122,28 @@ def test_bad_arguments_are_clear_errors(sources, probs, match):
 def test_empty_source_with_zero_probability_is_allowed():
     batches = BalancedBatches([CountingSource("a"), CountingSource("b", 0)], [1.0, 0.0], batch_size=2, seed=0)
     assert all(s["source"] == "a" for i in range(20) for s in batches.batch(i))
+
+
+def test_clips_per_draw_makes_one_process_draw_as_two_gpus():
+    """Fidelity F1: the official rounds draw a source per GPU batch of 2 (IMS_PER_BATCH 4 on 2 GPUs); one process
+    with a batch of 4 in groups of 2 gets exactly ranks 0 and 1's batches, so its 4 clips mix sources."""
+    grouped = BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=11, clips_per_draw=2)
+    gpus = [BalancedBatches(_sources(), [0.5, 0.5], batch_size=2, seed=11, rank=r, world_size=2) for r in (0, 1)]
+    whole = BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=11)  # clips_per_draw 0: one draw
+    mixed = 0
+    for i in range(200):
+        batch = grouped.batch(i)
+        assert [(s["source"], s["k"]) for s in batch] == [(s["source"], s["k"]) for g in gpus for s in g.batch(i)]
+        assert len({s["source"] for s in batch[:2]}) == 1 and len({s["source"] for s in batch[2:]}) == 1
+        mixed += len({s["source"] for s in batch}) == 2
+        assert len({s["source"] for s in whole.batch(i)}) == 1
+    assert 70 <= mixed <= 130  # two independent fair coins differ half the time
+    # a group as large as the batch is the whole batch: today's draw
+    same = BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=11, clips_per_draw=4)
+    assert all([s["k"] for s in same.batch(i)] == [s["k"] for s in whole.batch(i)] for i in range(20))
+    # rank 1 of two processes in groups of 2 continues the numbering: the 4 GPUs of a total of 8
+    second = BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=11, rank=1, world_size=2, clips_per_draw=2)
+    four = [BalancedBatches(_sources(), [0.5, 0.5], batch_size=2, seed=11, rank=r, world_size=4) for r in (2, 3)]
+    assert [s["k"] for s in second.batch(3)] == [s["k"] for g in four for s in g.batch(3)]
+    with pytest.raises(AutoQVISError, match="clips_per_draw"):
+        BalancedBatches(_sources(), [0.5, 0.5], batch_size=4, seed=0, clips_per_draw=3)

@@ -149,11 +149,40 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     model = _model()
     model.nan_at_call = 6
     with pytest.raises(AutoQVISError, match=r"iteration 6: the loss is not finite \(loss_mask, total_loss\).*model_0000004\.pt"):
-        _run(tmp_path, model=model)
+        _run(tmp_path, model=model, cfg=replace(CFG, nonfinite_loss="stop"))
     assert not (tmp_path / "model_final.pt").exists()
     good = safe_torch_load(tmp_path / "model_0000004.pt")
     assert good["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in good["model"].values())
+
+
+def test_non_finite_loss_is_skipped_counted_and_resumes_exactly(tmp_path):
+    """train.nonfinite_loss "skip" (the official AMP trainer goes on): iteration 6 makes no update, the log counts
+    it, the other iterations see their own batches, and a run resumed before the bad step ends bit for bit equal."""
+    assert TrainConfig().nonfinite_loss == "skip"
+    straight = _model()
+    straight.nan_at_call = 6
+    _run(tmp_path / "a", model=straight)
+    log = _log(tmp_path / "a")
+    assert [r.get("skipped_steps", 0) for r in log] == [0, 0, 0, 1, 0]  # lines at 1, 2, 4, 6, 8
+    assert math.isfinite(log[3]["total_loss"])  # the line of 6 averages the losses of iteration 5 alone
+    assert all(math.isfinite(r["total_loss"]) for r in log if "total_loss" in r)
+    assert all(torch.isfinite(v).all() for v in straight.state_dict().values())
+    # the skipped update: iterations 1-5, then 6 without a step, equal 1-5 and 7-8 trained on from there
+    six = _model()
+    six.nan_at_call = 6
+    _run(tmp_path / "six", model=six, max_iter=6)
+    five, _ = _run(tmp_path / "five", max_iter=5)
+    for a, b in zip(six.state_dict().values(), five.state_dict().values()):
+        assert torch.equal(a, b)
+    clean, _ = _run(tmp_path / "clean")
+    assert not torch.equal(clean.backbone[0].weight, straight.backbone[0].weight)
+    half, _ = _run(tmp_path / "b", max_iter=4)
+    resumed = _model(seed=123)
+    resumed.nan_at_call = 2  # the resumed process's second call is iteration 6
+    _run(tmp_path / "b", model=resumed, resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_frozen_parameters_stay_untouched(tmp_path):

@@ -22,8 +22,17 @@ from .errors import AutoQVISError
 
 REAL_CLIP_AUGMENTATIONS = ("official", "resize_flip")
 AMP_DTYPES = ("float16", "bfloat16")
+INFERENCE_AMP_DTYPES = ("float16", "bfloat16", "none")
 SOURCE_DRAWS = ("per_rank", "per_step")
 FRAME_SAMPLINGS = ("eligible_positions", "frame_numbers")
+NONFINITE_LOSS = ("skip", "stop")
+
+
+def check_clips_per_draw(clips_per_draw: int, batch_size: int) -> None:
+    """The groups of selftrain.clips_per_draw must tile the batch: 0, >= the batch size, or a divisor of it."""
+    if clips_per_draw < 0 or (0 < clips_per_draw < batch_size and batch_size % clips_per_draw):
+        raise AutoQVISError(f"config key selftrain.clips_per_draw: {clips_per_draw} must be 0, >= the batch size "
+                            f"or divide it (batch size {batch_size})")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -172,8 +181,12 @@ class TrainConfig:
     amp: bool = True  # autocast in training on GPU; ignored on CPU
     # autocast dtype of training: "float16" with a GradScaler (the official detectron2 AMP trainer) or "bfloat16"
     amp_dtype: str = "float16"
+    # a non-finite loss: "skip" the iteration's update and go on (the official AMP trainer), counted as
+    # skipped_steps in the log; "stop" with an error naming the losses
+    nonfinite_loss: str = "skip"
     # fast-path switches (engine/fast_path.py); numbers in benchmarks/RESULTS.md, "Scale-out"
-    amp_inference: bool = False  # bf16 autocast at inference (predict, pseudo-labels, val) on GPU; ignored on CPU
+    # the switch before inference.amp_dtype, still read for old configs: true -> inference.amp_dtype "bfloat16"
+    amp_inference: bool = False
     channels_last: bool = False  # backbone convolutions in channels-last memory format
     compile: bool = False  # torch.compile the backbone and the pixel decoder (CPU needs a C++ compiler)
     num_workers: int = 0
@@ -182,6 +195,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("train.amp_dtype", self.amp_dtype, AMP_DTYPES)
+        _check_choice("train.nonfinite_loss", self.nonfinite_loss, NONFINITE_LOSS)
 
 
 @dataclass
@@ -201,6 +215,10 @@ class SelfTrainConfig:
     # who draws the synthetic-or-pseudo choice: "per_rank" (each process for its own batch, as the official
     # CombinedLoader on each GPU) or "per_step" (one draw per iteration shared by every rank)
     source_draw: str = "per_rank"
+    # clips of a process's batch drawn together (one source, one clip stream), as the batch of one GPU: the
+    # official rounds draw per GPU batch of 2 (IMS_PER_BATCH 4 over 2 GPUs), so one process of 4 in groups of 2
+    # is the same; 0: the whole per-process batch is one draw
+    clips_per_draw: int = 0
     # the +-input.sampling_frame_range window and the other frames of a pseudo-labelled clip act on
     # "eligible_positions" (positions in the list of eligible frames, drawn with replacement: the official json
     # keeps only eligible frames) or "frame_numbers" (frame numbers, distinct frames while enough are in range)
@@ -224,6 +242,7 @@ class SelfTrainConfig:
     def __post_init__(self) -> None:
         _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)
         _check_choice("selftrain.frame_sampling", self.frame_sampling, FRAME_SAMPLINGS)
+        check_clips_per_draw(self.clips_per_draw, self.batch_size)
 
 
 @dataclass
@@ -233,6 +252,12 @@ class InferenceConfig:
     # keep top-k tracks whose masks are empty in every frame (the official output lists all top-k tracks);
     # false drops them from the results
     keep_empty_tracks: bool = True
+    # autocast dtype of every test pass (predict, pseudo-labels, val) on CUDA; ignored on CPU. "float16": the
+    # official Trainer.test; "none": float32
+    amp_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        _check_choice("inference.amp_dtype", self.amp_dtype, INFERENCE_AMP_DTYPES)
 
 
 @dataclass
@@ -246,6 +271,10 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     seed: int = 0
     name: str = "ytvis19_r50"
+
+    def __post_init__(self) -> None:
+        if self.train.amp_inference:  # the old bf16-at-inference switch
+            self.inference.amp_dtype = "bfloat16"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,6 +6,9 @@ from a generator seeded with (seed, iteration, rank), as the official CombinedLo
 one step may mix domains across ranks; "per_step": one draw seeded with (seed, iteration) for every rank.
 Rank 0 draws the same either way, so a one-process run does not depend on the setting. The clips come
 from a generator seeded with (seed, iteration, rank), so ranks see different clips.
+``clips_per_draw`` > 0 splits each rank's batch into groups of that many clips, each drawn as the batch of a
+rank of its own (group g of rank r is "rank" r x groups + g): one process with a batch of 4 in groups of 2
+gets exactly the two batches of 2 that two processes of 2 would (the official IMS_PER_BATCH 4 on 2 GPUs).
 Nothing is carried from one batch to the next: resuming at iteration i, or splitting the work over
 ranks, needs no loader state.
 """
@@ -18,7 +21,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from ..config import SOURCE_DRAWS
+from ..config import SOURCE_DRAWS, check_clips_per_draw
 from ..errors import AutoQVISError
 
 # Tags that keep the source stream and the clip stream of one iteration independent.
@@ -44,6 +47,7 @@ class BalancedBatches:
         seed: the run's seed; with ``iteration`` and ``rank`` it fixes the batch.
         rank, world_size: this process's rank among ``world_size`` (rank 0 of 1 without DDP).
         source_draw: "per_rank" (each rank picks its batch's source) or "per_step" (one pick for all ranks).
+        clips_per_draw: clips per group drawn as one rank's batch; 0 (or >= batch_size): the whole batch.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class BalancedBatches:
         rank: int = 0,
         world_size: int = 1,
         source_draw: str = "per_rank",
+        clips_per_draw: int = 0,
     ) -> None:
         if not sources:
             raise AutoQVISError("balanced batches: no clip source given")
@@ -73,6 +78,7 @@ class BalancedBatches:
             raise AutoQVISError(f"balanced batches: rank {rank} is outside world size {world_size}")
         if source_draw not in SOURCE_DRAWS:
             raise AutoQVISError(f"config key selftrain.source_draw: {source_draw!r} is not one of {', '.join(SOURCE_DRAWS)}")
+        check_clips_per_draw(clips_per_draw, batch_size)
         self.sources = list(sources)
         self.source_draw = source_draw
         self.probs = np.asarray(probs, dtype=np.float64) / float(sum(probs))
@@ -80,22 +86,30 @@ class BalancedBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.group_size = clips_per_draw if 0 < clips_per_draw < batch_size else batch_size
 
-    def source_index(self, iteration: int) -> int:
-        """Which source feeds this rank's batch of ``iteration``."""
+    def source_index(self, iteration: int, group: int = 0) -> int:
+        """Which source feeds group ``group`` of this rank's batch of ``iteration`` (the whole batch: group 0)."""
         key = [self.seed, iteration, _SOURCE_STREAM]
-        if self.source_draw == "per_rank" and self.rank > 0:
-            key.append(self.rank)  # rank 0 keeps the per-step stream: one process is the same in both modes
+        draw_rank = self._draw_rank(group)
+        if self.source_draw == "per_rank" and draw_rank > 0:
+            key.append(draw_rank)  # rank 0 keeps the per-step stream: one process is the same in both modes
         rng = np.random.default_rng(key)
         return int(rng.choice(len(self.sources), p=self.probs))
+
+    def _draw_rank(self, group: int) -> int:
+        return self.rank * (self.batch_size // self.group_size) + group
 
     def batch(self, iteration: int) -> list[dict[str, Any]]:
         """The ``batch_size`` samples of ``iteration`` on this rank (sample dicts of CONTRACTS)."""
         if iteration < 0:
             raise AutoQVISError(f"balanced batches: iteration must be >= 0, got {iteration}")
-        source = self.sources[self.source_index(iteration)]
-        rng = np.random.default_rng([self.seed, iteration, _CLIP_STREAM, self.rank])
-        return [source.sample(rng) for _ in range(self.batch_size)]
+        out = []
+        for group in range(self.batch_size // self.group_size):
+            source = self.sources[self.source_index(iteration, group)]
+            rng = np.random.default_rng([self.seed, iteration, _CLIP_STREAM, self._draw_rank(group)])
+            out += [source.sample(rng) for _ in range(self.group_size)]
+        return out
 
 
 def _name(src: object) -> str:

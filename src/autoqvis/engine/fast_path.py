@@ -1,8 +1,8 @@
-"""GPU fast-path switches: autocast (training: ``train.amp_dtype``; inference bf16), channels-last backbone,
-``torch.compile``.
+"""GPU fast-path switches: autocast (training: ``train.amp_dtype``; test passes: ``inference.amp_dtype``),
+channels-last backbone, ``torch.compile``.
 
-All are off by default except training autocast (``train.amp``), and each falls back cleanly: autocast is
-a no-op off CUDA, channels-last is only a memory layout (same numbers up to float rounding), and compile
+All are off by default except autocast (``train.amp``, ``inference.amp_dtype``), and each falls back cleanly:
+autocast is a no-op off CUDA, channels-last is only a memory layout (same numbers up to float rounding), and compile
 is skipped with a warning where it cannot run (no C++ compiler for the CPU backend).
 
 ``prepare(model, cfg.train)`` applies the layout and compile switches once per model (it marks the model);

@@ -12,7 +12,7 @@ Two forms of a video's prediction:
 
 Under torchrun, ``predict_dataset`` splits the videos over the ranks and gathers their RLE predictions on
 rank 0 in the dataset's order (``engine.dist.ordered_map``): rank 0 sees the same stream as one process.
-The fast-path switches of ``cfg.train`` apply (``engine.fast_path``): bf16 autocast with ``amp_inference``
+The fast-path switches of ``cfg.train`` apply (``engine.fast_path``): autocast with ``inference.amp_dtype``
 on GPU, channels-last backbone, torch.compile.
 """
 
@@ -59,8 +59,14 @@ def _run_model(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[
     device = _device(model)
     fast_path.prepare(model, cfg.train)
     clip = resize_for_test(frames, cfg, device)
-    with fast_path.autocast(device, cfg.train.amp_inference):
+    dtype = inference_amp_dtype(cfg)
+    with fast_path.autocast(device, dtype is not None, dtype or torch.float32):
         return model.inference(clip, out_size=tuple(frames.shape[1:3]))
+
+
+def inference_amp_dtype(cfg: Config) -> torch.dtype | None:
+    """The autocast dtype of the test passes (``inference.amp_dtype``), None for float32."""
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "none": None}[cfg.inference.amp_dtype]
 
 
 def _scores_and_quality(out: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +256,7 @@ def results_from_prediction(video_id: int, pred: dict[str, Any], keep_empty_trac
     return out
 
 
-__all__ = ["encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
+__all__ = ["inference_amp_dtype", "encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
            "predict_video_rle", "resize_for_test", "results_from_prediction"]
 
 

@@ -4,6 +4,8 @@ AdamW with Mask2Former's parameter groups (backbone lr x ``backbone_lr_mult``; n
 norm layers and embeddings), full-model grad-norm clipping, a warm-up-free step schedule, autocast on
 CUDA (``train.amp_dtype``: float16 with a GradScaler, as detectron2's AMP trainer, or bfloat16), atomic
 checkpoints every ``checkpoint_period`` iterations and exact resume (the GradScaler's state included).
+A non-finite loss skips the iteration's update (``train.nonfinite_loss: skip``, the official AMP trainer goes on)
+or stops the run with an error (``stop``).
 
 Exact resume works because nothing random is carried between iterations: the batch of iteration
 ``i`` comes from ``batches.batch(i)`` and torch's generator is re-seeded from (seed, i, rank) before
@@ -216,16 +218,17 @@ class _Window:
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, values: dict[str, float]) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def pop(self) -> dict[str, float]:
-        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
+        """Means per key over the iterations that logged it; ``skipped_steps`` is a count."""
+        out = {k: v if k == "skipped_steps" else v / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
         return out
 
 
@@ -389,12 +392,15 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
             values["total_loss"] = float(total.detach())
             # means over the ranks: the log shows the whole batch, and a non-finite loss stops every rank
             values = dist.all_reduce_mean(values)
-            if not math.isfinite(values["total_loss"]):
+            finite = math.isfinite(values["total_loss"])
+            if not finite and cfg.nonfinite_loss == "stop":
                 bad = ", ".join(k for k, v in values.items() if not math.isfinite(v))
                 kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
                 raise AutoQVISError(f"{desc}: iteration {it + 1}: the loss is not finite ({bad}); stopped, {kept}")
             optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
+            if not finite:  # "skip": no update; every rank sees the same mean, so all skip together
+                values = {"skipped_steps": 1.0}
+            elif scaler is None:
                 total.backward()
                 if cfg.clip_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
@@ -411,7 +417,7 @@ def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, l
             window.add({**values, "time": time.perf_counter() - t_data, "cpu_time": time.process_time() - c_data,
                         "data_time": data_time})
             bar.update(1)
-            bar.set_postfix(loss=f"{values['total_loss']:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{values.get('total_loss', math.nan):.3f}", refresh=False)
             if main and (done % cfg.log_period == 0 or done == max_iter or it == start):
                 record = {"iteration": done, **window.pop(), "lr": lr, "elapsed": time.perf_counter() - t0}
                 log.write(record)

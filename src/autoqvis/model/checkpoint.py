@@ -306,8 +306,14 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
         return load_config(config, overrides)
     state, meta = read_checkpoint(path)
     if isinstance(meta.get("config"), dict):
+        stored = meta["config"]
+        inference = stored.get("inference", {})
+        if isinstance(inference, dict) and "amp_dtype" not in inference:
+            # saved before inference.amp_dtype: its test passes ran in float32 (bf16 under train.amp_inference,
+            # which the config still maps)
+            stored = {**stored, "inference": {**inference, "amp_dtype": "none"}}
         try:
-            cfg = config_from_dict(meta["config"])
+            cfg = config_from_dict(stored)
         except AutoQVISError as e:
             raise AutoQVISError(f"{path}: its stored config is not valid here ({e}); pass --config") from None
         if overrides:

@@ -57,7 +57,8 @@ UNLABELED_INDEX = "unlabeled_videos.json"  # the run's unlabeled videos, for rep
 PRE_ISSUE14 = (("input", "real_clip_augmentation", "resize_flip"), ("selftrain", "source_draw", "per_step"),
                ("selftrain", "frame_sampling", "frame_numbers"), ("train", "amp_dtype", "bfloat16"),
                ("inference", "keep_empty_tracks", False),
-               ("selftrain", "fusion_match", "best_iou"))
+               ("selftrain", "fusion_match", "best_iou"), ("inference", "amp_dtype", "none"),
+               ("train", "nonfinite_loss", "stop"), ("selftrain", "clips_per_draw", 0))
 
 
 @dataclass
@@ -344,7 +345,8 @@ class SelfTraining:
         model = self._build(rc)
         _load_weights(model, start)
         batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k,
-                                  dist.get_rank(), dist.get_world_size(), self.cfg.selftrain.source_draw)
+                                  dist.get_rank(), dist.get_world_size(), self.cfg.selftrain.source_draw,
+                                  self.cfg.selftrain.clips_per_draw)
         final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
                            checkpoint_meta={"round": k, "config": rc.to_dict()})
