@@ -24,11 +24,10 @@ import pytest
 import torch
 from PIL import Image
 
-from autoqvis import build_model, load_config
 from autoqvis.cli import main
 from autoqvis.data.video_io import write_mp4
 from autoqvis.data.ytvis import encode_mask
-from autoqvis.fileio import atomic_torch_save
+from _helpers import save_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = next((p for p in (REPO / "tests" / "reference", REPO.parent / "shared" / "reference") if p.is_dir()),
@@ -154,12 +153,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("world")
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    ckpt = root / "toy.pt"
-    atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, ckpt)
+    ckpt = save_random_checkpoint(root / "toy.pt")
     return World(ckpt, REFERENCE / "tiny" / "state_dict.pt")
 
 

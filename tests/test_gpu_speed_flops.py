@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
+from _helpers import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("gpu_speed", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_speed")
 
 
 def test_counts_matmul_and_convolution_flops_exactly():

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from autoqvis import build_model, load_config
-from autoqvis.fileio import atomic_torch_save
 from autoqvis.model.checkpoint import infer_config, resolve_checkpoint
 from autoqvis.errors import AutoQVISError
+from _helpers import save_random_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -37,12 +37,7 @@ def hub_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def toy_bytes(tmp_path_factory) -> bytes:
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "toy.pt"
-    atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, path)
+    path = save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "toy.pt")
     return path.read_bytes()
 
 

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from autoqvis import build_model, load_config
 from autoqvis.cli import main
 from autoqvis.data.davis import davis_palette, label_map, read_label_png, write_label_png
 from autoqvis.data.video_io import write_mp4
 from autoqvis.data.ytvis import decode_rle, encode_mask, load_ytvis
-from autoqvis.fileio import atomic_torch_save
+from _helpers import save_random_checkpoint
 
 T, H, W = 6, 48, 64
 
@@ -133,11 +131,7 @@ def test_results_to_png_folder_needs_videos_and_orders_by_score(tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory) -> Path:
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "toy_random.pt"
-    atomic_torch_save({"model": build_model(cfg).state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, path)
+    path = save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "toy_random.pt")
     return path
 
 

@@ -9,21 +9,15 @@ that control (numbers in benchmarks/RESULTS.md, "Reliability").
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from _helpers import load_benchmark
 
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_memory.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_memory")
 
 
 def test_pseudo_labelling_peak_rss_is_flat_from_10_to_50_videos(tmp_path):

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from autoqvis import build_model, load_config
+from autoqvis import load_config
 from autoqvis.cli import main
 from autoqvis.config import packaged_config_dir
 from autoqvis.data.video_io import VideoReader, write_image, write_mp4
 from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
 from autoqvis.fileio import atomic_torch_save
+from _helpers import save_random_checkpoint
 
 T, H, W = 12, 96, 128
 
@@ -36,12 +37,7 @@ def moving_shapes(num_frames: int = T):
 
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory) -> Path:
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "toy_random.pt"
-    atomic_torch_save({"model": model.state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, path)
+    path = save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "toy_random.pt")
     return path
 
 

@@ -12,12 +12,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from autoqvis import build_model, load_config
 from autoqvis.data.video_io import write_mp4
-from autoqvis.fileio import atomic_torch_save
 from test_hub_checkpoint import fill_hub_cache
+from _helpers import save_random_checkpoint
 
 MARKER = "<!-- readme-test: released-model"
 
@@ -36,11 +34,7 @@ def test_readme_released_model_section_runs_as_written(repo_root, tmp_path):
     hub = re.search(r"hf://([^/\s]+)/([^/\s]+)/(\S+)", commands[0])
     assert hub, "the predict line names no hub checkpoint"
     # a tiny stand-in for the released file, where huggingface_hub would have put the download
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.pt"
-    atomic_torch_save({"model": build_model(cfg).state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, ckpt)
+    ckpt = save_random_checkpoint(tmp_path / "tiny.pt")
     fill_hub_cache(tmp_path / "hub", f"{hub.group(1)}/{hub.group(2)}", hub.group(3), ckpt.read_bytes())
     work = tmp_path / "work"
     frames = np.full((8, 60, 80, 3), 100, np.uint8)

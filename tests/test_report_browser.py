@@ -33,6 +33,7 @@ from autoqvis.cli import main
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.selftrain.curate import SelectionRule
 from autoqvis.viz.report_html import round_selection, slider_counts
+from _helpers import save_random_checkpoint
 
 TAU = 0.7
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -246,15 +247,9 @@ def test_screenshot_shows_a_drawn_page(run_dir, tmp_path):
 
 @needs_browser
 def test_predict_report_in_headless_chromium(tmp_path):
-    from autoqvis import build_model
     from autoqvis.data.video_io import write_mp4
-    from autoqvis.fileio import atomic_torch_save
 
-    cfg = load_config("toy")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "toy.pt"
-    atomic_torch_save({"model": build_model(cfg).state_dict(), "optimizer": None, "iteration": 0, "round": 0,
-                       "config": cfg.to_dict()}, ckpt)
+    ckpt = save_random_checkpoint(tmp_path / "toy.pt")
     frames = np.full((5, 48, 64, 3), 90, np.uint8)
     for t in range(5):
         frames[t, 10:30, 4 + 5 * t:24 + 5 * t] = (220, 40, 40)
