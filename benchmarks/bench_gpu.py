@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-SWITCHES = {  # name -> train.* values
+SWITCHES = {  # name -> train.amp, bf16 test passes (inference.amp_dtype), runtime.channels_last, runtime.compile
     "fp32": {"amp": False, "amp_inference": False, "channels_last": False, "compile": False},
     "bf16": {"amp": True, "amp_inference": True, "channels_last": False, "compile": False},
     "channels_last": {"amp": False, "amp_inference": False, "channels_last": True, "compile": False},
@@ -101,7 +101,7 @@ def _peak(device) -> dict:
 
 
 def build(config: str, switch: str, device, stage: str = "initial", checkpoint: str | None = None):
-    """(model on device, its config) with the switch's train.* values; ``stage`` "round" = round_config."""
+    """(model on device, its config) with the switch's train.* / runtime.* values; ``stage`` "round" = round_config."""
     import torch
 
     from autoqvis import build_model, load_checkpoint, load_config
@@ -109,7 +109,8 @@ def build(config: str, switch: str, device, stage: str = "initial", checkpoint: 
 
     values = SWITCHES[switch]
     # the names promise float32 or bf16: pin both autocast dtypes (the presets' are float16)
-    overrides = [f"train.{k}={str(v).lower()}" for k, v in values.items() if k != "amp_inference"]
+    overrides = [f"train.amp={str(values['amp']).lower()}"]
+    overrides += [f"runtime.{k}={str(values[k]).lower()}" for k in ("channels_last", "compile")]
     overrides += ["train.amp_dtype=bfloat16", f"inference.amp_dtype={'bfloat16' if values['amp_inference'] else 'none'}"]
     cfg = load_config(config, overrides)
     if stage == "round":
@@ -165,7 +166,7 @@ def measure_train(config: str, switch: str, device, batch: int, stage: str, repe
     model, cfg = build(config, switch, device, stage)
     if cfg.train.freeze_quality_predictor:
         freeze_quality_predictor(model)
-    fast_path.prepare(model, cfg.train)
+    fast_path.prepare(model, cfg.runtime)
     model.train()
     optimizer = build_optimizer(model, cfg.train)
     params = [p for g in optimizer.param_groups for p in g["params"]]

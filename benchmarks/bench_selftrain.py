@@ -149,7 +149,7 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
     batches = BalancedBatches(sources, [cfg.selftrain.synthetic_ratio, 1 - cfg.selftrain.synthetic_ratio],
                               rc.train.batch_size, ROUND_SEED_STRIDE * seed + 1)
     train_loop(model, batches, rc.train, out / "train", max_iter=rc.train.max_iter, resume=True,
-               desc="theoretical limit", progress=False)
+               desc="theoretical limit", progress=False, runtime=rc.runtime)
     metrics = evaluate_model(model.eval(), load_ytvis(world / "val.json"), cfg, out / "val_results.json", progress=False)
     atomic_write_json(out / "metrics.json", metrics, indent=1)
 

@@ -9,7 +9,7 @@ clips of 3x360x640 (forward_train + backward + AdamW, quality predictor trained 
    sampling, norms and element-wise ops are not counted, so the achieved rate is a lower bound): per clip and per
    frame at inference, per iteration in training;
 2. wall time, medians of --reps after one warm-up, in fp32 (TF32 matmuls allowed, as PyTorch's cuDNN default for
-   convolutions) and bf16 autocast (``train.amp`` / ``train.amp_inference``): frames/s, iterations/s, achieved
+   convolutions) and bf16 autocast (``train.amp`` / ``inference.amp_dtype``): frames/s, iterations/s, achieved
    TFLOP/s and the share of the device's dense peak (TF32 for fp32, BF16 for bf16: --peak-tflops, or the table
    PEAK_TFLOPS by device name);
 3. the top three kernels by device time (``torch.profiler``), for one inference and one training iteration;

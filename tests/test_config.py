@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from autoqvis.config import Config, load_config
+from autoqvis.config import Config, load_config, packaged_config_dir
 from autoqvis.errors import AutoQVISError
 
 
@@ -56,3 +56,42 @@ def test_exponent_without_dot_is_a_number():
     assert load_config("toy", overrides=["train.lr=1e-3"]).train.lr == 1e-3
     with pytest.raises(AutoQVISError, match="train.lr: expected a number"):
         load_config("toy", overrides=["train.lr=nan"])
+
+
+@pytest.mark.parametrize("old,new,value", [
+    ("train.compile", "runtime.compile", True),
+    ("train.channels_last", "runtime.channels_last", True),
+    ("train.amp_inference", "inference.amp_dtype", "bfloat16"),
+])
+def test_runtime_switches_read_in_both_spellings(tmp_path, old, new, value):
+    """The switches that moved out of train.* are read under their old names too, with a deprecation note."""
+    section, key = new.split(".")
+    as_new = load_config("toy", [f"{new}={str(value).lower()}"])
+    with pytest.warns(FutureWarning, match=rf"{old} is deprecated: read as {new}"):
+        as_override = load_config("toy", [f"{old}=true"])
+    yaml_file = tmp_path / "old.yaml"
+    yaml_file.write_text(f"_base_: {packaged_config_dir() / 'toy.yaml'}\n"
+                         f"train:\n  {old.split('.')[1]}: true\n")
+    with pytest.warns(FutureWarning, match=old):
+        from_yaml = load_config(yaml_file)
+    for cfg in (as_new, as_override, from_yaml):
+        assert getattr(getattr(cfg, section), key) == value
+        assert old.split(".")[1] not in cfg.to_dict()["train"]  # written back under the new name only
+    off = load_config("toy", [f"{old}=false"])  # a false old switch changes nothing
+    assert getattr(getattr(off, section), key) == getattr(getattr(load_config("toy"), section), key)
+    with pytest.raises(AutoQVISError, match=old.replace(".", r"\.")):
+        load_config("toy", [f"{old}=3"])
+
+
+def test_stored_configs_map_old_switches_silently():
+    import warnings
+
+    from autoqvis.config import config_from_dict
+
+    stored = load_config("toy").to_dict()
+    del stored["runtime"]
+    stored["train"].update(amp_inference=False, channels_last=True, compile=False)  # a checkpoint of before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = config_from_dict(stored, legacy_note=False)
+    assert cfg.runtime.channels_last and not cfg.runtime.compile and cfg.inference.amp_dtype == "none"

@@ -45,12 +45,12 @@ def test_channels_last_keeps_the_outputs_and_can_be_undone(toy):
     clip = torch.rand(2, 3, 96, 128) * 255
     with torch.no_grad():
         ref = model.forward_raw(clip)
-        cfg.train.channels_last = True
-        fast_path.prepare(model, cfg.train)
+        cfg.runtime.channels_last = True
+        fast_path.prepare(model, cfg.runtime)
         assert model.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
         got = model.forward_raw(clip)
-        cfg.train.channels_last = False
-        fast_path.prepare(model, cfg.train)
+        cfg.runtime.channels_last = False
+        fast_path.prepare(model, cfg.runtime)
         again = model.forward_raw(clip)
     assert model.backbone.stem.conv1.weight.is_contiguous()
     assert (got["pred_masks"] - ref["pred_masks"]).abs().max() < 1e-3

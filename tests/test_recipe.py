@@ -192,8 +192,9 @@ def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_pa
     from autoqvis.model.checkpoint import checkpoint_config
 
     for amp_inference, expected in ((False, "none"), (True, "bfloat16")):
-        stored = load_config("ytvis19_r50", [f"train.amp_inference={str(amp_inference).lower()}"]).to_dict()
-        del stored["inference"]["amp_dtype"]
+        stored = load_config("ytvis19_r50").to_dict()
+        del stored["inference"]["amp_dtype"], stored["runtime"]
+        stored["train"].update(amp_inference=amp_inference, channels_last=False, compile=False)  # as saved then
         path = tmp_path / f"old_{amp_inference}.pt"
         atomic_torch_save({"model": {"w": torch.zeros(1)}, "iteration": 1, "config": stored}, path)
         assert checkpoint_config(path).inference.amp_dtype == expected

@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -184,11 +185,6 @@ class TrainConfig:
     # a non-finite loss: "skip" the iteration's update and go on (the official AMP trainer), counted as
     # skipped_steps in the log; "stop" with an error naming the losses
     nonfinite_loss: str = "skip"
-    # fast-path switches (engine/fast_path.py); numbers in benchmarks/RESULTS.md, "Scale-out"
-    # the switch before inference.amp_dtype, still read for old configs: true -> inference.amp_dtype "bfloat16"
-    amp_inference: bool = False
-    channels_last: bool = False  # backbone convolutions in channels-last memory format
-    compile: bool = False  # torch.compile the backbone and the pixel decoder (CPU needs a C++ compiler)
     num_workers: int = 0
     freeze_quality_predictor: bool = False
     tensorboard: bool = False
@@ -261,6 +257,44 @@ class InferenceConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the model runs, not what it computes: every forward pass (training and test passes) follows these.
+    The fast-path switches of engine/fast_path.py; numbers in benchmarks/RESULTS.md, "Scale-out"."""
+
+    channels_last: bool = False  # backbone convolutions in channels-last memory format
+    compile: bool = False  # torch.compile the backbone and the pixel decoder (CPU needs a C++ compiler)
+
+
+# keys of earlier versions, still read: (old section, old key) -> (new section, new key, value set when old is true)
+LEGACY_KEYS = {
+    ("train", "amp_inference"): ("inference", "amp_dtype", "bfloat16"),
+    ("train", "channels_last"): ("runtime", "channels_last", True),
+    ("train", "compile"): ("runtime", "compile", True),
+}
+
+
+def move_legacy_keys(data: dict[str, Any], note: bool = True) -> dict[str, Any]:
+    """``data`` (a config as a dict) with the keys of ``LEGACY_KEYS`` moved to their new place; a true old switch
+    sets the new key (it wins, as it did), a false one is dropped. ``note``: warn (FutureWarning) about each old
+    key that is set; configs stored in checkpoints and runs are mapped silently."""
+    out = dict(data)
+    for (section, key), (new_section, new_key, value) in LEGACY_KEYS.items():
+        part = out.get(section)
+        if not isinstance(part, dict) or key not in part:
+            continue
+        part = dict(part)
+        old = _coerce(part.pop(key), bool, f"{section}.{key}")
+        out[section] = part
+        if old:
+            target = out.get(new_section)
+            out[new_section] = {**(target if isinstance(target, dict) else {}), new_key: value}
+            if note:
+                warnings.warn(f"config key {section}.{key} is deprecated: read as {new_section}.{new_key}: "
+                              f"{str(value).lower()}; write that instead", FutureWarning, stacklevel=3)
+    return out
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -269,12 +303,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     name: str = "ytvis19_r50"
-
-    def __post_init__(self) -> None:
-        if self.train.amp_inference:  # the old bf16-at-inference switch
-            self.inference.amp_dtype = "bfloat16"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -404,8 +435,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    return _build(Config, data)
+def config_from_dict(data: dict[str, Any], legacy_note: bool = True) -> Config:
+    """A Config from its dict form; keys of earlier versions are mapped (``move_legacy_keys``)."""
+    return _build(Config, move_legacy_keys(data, legacy_note))
 
 
 def packaged_config_dir() -> Path:
@@ -456,7 +488,10 @@ __all__ = [
     "TrainConfig",
     "SelfTrainConfig",
     "InferenceConfig",
+    "RuntimeConfig",
     "Config",
+    "LEGACY_KEYS",
+    "move_legacy_keys",
     "load_config",
     "config_from_dict",
     "save_config",

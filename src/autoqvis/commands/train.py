@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace, device) -> int:
         val_fn=validate if val is not None else None,
         checkpoint_meta={"round": 0, "config": cfg.to_dict()},
         progress=not args.no_progress,
+        runtime=cfg.runtime,
     )
     if not dist.is_main_process():
         return 0

@@ -5,7 +5,7 @@ All are off by default except autocast (``train.amp``, ``inference.amp_dtype``),
 autocast is a no-op off CUDA, channels-last is only a memory layout (same numbers up to float rounding), and compile
 is skipped with a warning where it cannot run (no C++ compiler for the CPU backend).
 
-``prepare(model, cfg.train)`` applies the layout and compile switches once per model (it marks the model);
+``prepare(model, cfg.runtime)`` applies the layout and compile switches once per model (it marks the model);
 ``autocast(device, enabled)`` is the context every forward pass uses.
 """
 
@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import RuntimeConfig
 
 _MARK = "_autoqvis_fast_path"  # attribute set on a prepared model: the switches it was prepared with
 
@@ -40,7 +40,7 @@ def can_compile(device: torch.device) -> bool:
     return False
 
 
-def prepare(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+def prepare(model: nn.Module, cfg: RuntimeConfig) -> nn.Module:
     """Apply ``cfg.channels_last`` and ``cfg.compile`` to ``model`` (a VideoMaskFormer) in place; returns it.
 
     channels-last converts the backbone's weights, so its convolutions run in NHWC (what GPU tensor cores and
@@ -61,7 +61,7 @@ def prepare(model: nn.Module, cfg: TrainConfig) -> nn.Module:
             model.backbone.compile(dynamic=True)
             model.sem_seg_head.pixel_decoder.compile(dynamic=True)
         else:
-            warnings.warn(f"train.compile is set but torch.compile cannot run on {device} here "
+            warnings.warn(f"runtime.compile is set but torch.compile cannot run on {device} here "
                           "(no Triton / C++ compiler); running eagerly", stacklevel=2)
     setattr(model, _MARK, (wanted[0], wanted[1] or done[1]))  # compiling cannot be undone
     return model

@@ -6,13 +6,13 @@ A video runs in one pass, or, with ``cfg.input.test_window = N > 0``, in windows
 ``autoqvis.engine.windows`` (long videos in bounded memory).
 
 Two forms of a video's prediction:
-- dense (``predict_video``): {"scores": (k,), "masks": bool (k, T, H, W), "quality": (k, T) or None};
+- dense (``predict_video``): {"scores": (k,), "masks": bool (k, T, H, W), "pred_iou": (k, T) or None};
 - RLE (``predict_video_rle``, what ``predict_dataset`` streams): {"scores": (k,), "segmentations": k lists of T
-  RLE-or-None, "quality": (k, T) or None}. Only one video's dense masks are ever held at a time.
+  RLE-or-None, "pred_iou": (k, T) or None}. Only one video's dense masks are ever held at a time.
 
 Under torchrun, ``predict_dataset`` splits the videos over the ranks and gathers their RLE predictions on
 rank 0 in the dataset's order (``engine.dist.ordered_map``): rank 0 sees the same stream as one process.
-The fast-path switches of ``cfg.train`` apply (``engine.fast_path``): autocast with ``inference.amp_dtype``
+The fast-path switches of ``cfg.runtime`` apply (``engine.fast_path``): autocast with ``inference.amp_dtype``
 on GPU, channels-last backbone, torch.compile.
 """
 
@@ -57,7 +57,7 @@ def _run_model(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise AutoQVISError(f"inference: expected frames (T, H, W, 3) with T >= 1, got {tuple(frames.shape)}")
     device = _device(model)
-    fast_path.prepare(model, cfg.train)
+    fast_path.prepare(model, cfg.runtime)
     clip = resize_for_test(frames, cfg, device)
     dtype = inference_amp_dtype(cfg)
     with fast_path.autocast(device, dtype is not None, dtype or torch.float32):
@@ -69,29 +69,29 @@ def inference_amp_dtype(cfg: Config) -> torch.dtype | None:
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "none": None}[cfg.inference.amp_dtype]
 
 
-def _scores_and_quality(out: dict[str, Any]) -> dict[str, Any]:
-    quality = out.get("quality")
+def _scores_and_pred_iou(out: dict[str, Any]) -> dict[str, Any]:
+    pred_iou = out.get("pred_iou")
     return {"scores": out["scores"].float().cpu().numpy(),
-            "quality": None if quality is None else quality.float().cpu().numpy()}
+            "pred_iou": None if pred_iou is None else pred_iou.float().cpu().numpy()}
 
 
 def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
     """One pass of the model over a clip uint8 (T, H, W, 3).
 
-    Returns {"scores": float (k,), "masks": bool (k, T, H, W) at the input size, "quality": float (k, T) in [0, 1]
-    or None without a quality predictor}, k = cfg.model.test_topk, scores descending (numpy arrays).
+    Returns {"scores": float (k,), "masks": bool (k, T, H, W) at the input size, "pred_iou": float (k, T) in
+    [0, 1] (the predicted mask IoU) or None without a quality predictor}, k = cfg.model.test_topk, scores descending (numpy arrays).
     """
     out = _run_model(model, frames, cfg)
-    return {**_scores_and_quality(out), "masks": out["masks"].cpu().numpy().astype(bool)}
+    return {**_scores_and_pred_iou(out), "masks": out["masks"].cpu().numpy().astype(bool)}
 
 
 def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
-    """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "quality"}.
+    """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "pred_iou"}.
 
     The RLEs are those of ``ytvis.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
     """
     out = _run_model(model, frames, cfg)
-    return {**_scores_and_quality(out), "segmentations": encode_masks_on_device(out["masks"])}
+    return {**_scores_and_pred_iou(out), "segmentations": encode_masks_on_device(out["masks"])}
 
 
 def encode_masks_on_device(masks: torch.Tensor) -> list[list[RLE]]:
@@ -156,7 +156,7 @@ def _stack(frames: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
 
 def predict_video(model: torch.nn.Module, frames: np.ndarray | Iterable[np.ndarray], cfg: Config) -> dict[str, Any]:
     """A whole video (uint8 (T, H, W, 3) or an iterator of (H, W, 3) frames) -> the dense prediction
-    {"scores" (k,), "masks" bool (k, T, H, W), "quality" (k, T) | None} (one pass; see module doc)."""
+    {"scores" (k,), "masks" bool (k, T, H, W), "pred_iou" (k, T) | None} (one pass; see module doc)."""
     was_training = model.training
     model.eval()
     try:
@@ -172,7 +172,7 @@ def _none_if_empty(rles: list[RLE | None]) -> list[RLE | None]:
 
 def predict_video_rle(model: torch.nn.Module, frames: np.ndarray | Iterable[np.ndarray], cfg: Config,
                       on_frames=None) -> dict[str, Any]:
-    """A video -> the RLE prediction {"scores" (k,), "segmentations" k x T RLE-or-None, "quality" (k, T) | None},
+    """A video -> the RLE prediction {"scores" (k,), "segmentations" k x T RLE-or-None, "pred_iou" (k, T) | None},
     windowed when ``cfg.input.test_window > 0``. on_frames(n): progress callback (windowed mode)."""
     window = cfg.input.test_window
     if window <= 0:
@@ -199,10 +199,10 @@ def predict_video_rle(model: torch.nn.Module, frames: np.ndarray | Iterable[np.n
         model.train(was_training)
     tracks = sorted(tracks, key=lambda tr: -tr.score)[: cfg.model.test_topk]
     segs = [_none_if_empty(tr.segmentations) for tr in tracks]
-    quality = None
+    pred_iou = None
     if has_quality:
-        quality = np.array([[0.0 if q is None else q for q in tr.quality] for tr in tracks]).reshape(len(tracks), num_frames)
-    return {"scores": np.array([tr.score for tr in tracks]), "segmentations": segs, "quality": quality}
+        pred_iou = np.array([[0.0 if q is None else q for q in tr.pred_iou] for tr in tracks]).reshape(len(tracks), num_frames)
+    return {"scores": np.array([tr.score for tr in tracks]), "segmentations": segs, "pred_iou": pred_iou}
 
 
 def _drop_none(pred: dict[str, Any]) -> dict[str, Any]:
@@ -235,23 +235,23 @@ def predict_dataset(model: torch.nn.Module, dataset: YTVISDataset, cfg: Config, 
 def results_from_prediction(video_id: int, pred: dict[str, Any], keep_empty_tracks: bool) -> list[dict[str, Any]]:
     """One video's prediction (dense or RLE form) -> YTVIS result dicts, best score first.
 
-    Each: {"video_id", "score", "category_id": 1, "segmentations": [RLE | None per frame], "quality": [per frame]}
-    (``quality`` only when the model has a quality predictor). Tracks empty in every frame are kept (all
+    Each: {"video_id", "score", "category_id": 1, "segmentations": [RLE | None per frame], "pred_iou": [per frame]}
+    (``pred_iou``, the predicted mask IoU, only when the model has a quality predictor). Tracks empty in every frame are kept (all
     null; ``inference.keep_empty_tracks``, as the official output lists every top-k track) or dropped.
     """
     if "segmentations" in pred:
         segs = pred["segmentations"]
     else:
         segs = [_none_if_empty(encode_masks(m)) for m in np.asarray(pred["masks"], dtype=bool)]
-    quality = pred.get("quality")
+    pred_iou = pred.get("pred_iou")
     out = []
     for i in np.argsort(-np.asarray(pred["scores"]), kind="stable"):
         if not keep_empty_tracks and all(s is None for s in segs[i]):
             continue
         rec = {"video_id": int(video_id), "score": float(pred["scores"][i]), "category_id": 1,
                "segmentations": list(segs[i])}
-        if quality is not None:
-            rec["quality"] = [float(q) for q in np.clip(quality[i], 0.0, 1.0)]
+        if pred_iou is not None:
+            rec["pred_iou"] = [float(q) for q in np.clip(pred_iou[i], 0.0, 1.0)]
         out.append(rec)
     return out
 

@@ -25,6 +25,7 @@ import json
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import TrainConfig
+from ..config import RuntimeConfig, TrainConfig
 from ..data.sampler import batch_loader
 from ..errors import AutoQVISError
 from ..fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
@@ -306,6 +307,7 @@ def train_loop(
     val_fn: Callable[[nn.Module], dict[str, Any]] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     progress: bool = True,
+    runtime: RuntimeConfig | None = None,
 ) -> Path:
     """Train ``model`` for ``max_iter`` iterations on ``batches``; returns ``out_dir/model_final.pt``.
 
@@ -324,6 +326,7 @@ def train_loop(
         val_fn: ``val_fn(model) -> dict`` run once at the end in eval mode; its result is logged.
         checkpoint_meta: ``round`` and ``config`` (the full config as a dict) stored in each checkpoint.
         progress: show the tqdm bar (main process only).
+        runtime: the fast-path switches (``engine.fast_path``; default: all off).
 
     Raises:
         AutoQVISError: on a non-finite loss (naming the iteration; the last good checkpoint stays).
@@ -354,9 +357,8 @@ def train_loop(
     log = _JsonlLog(out_dir / LOG_NAME, keep_until=start) if main else None
     try:
         if start < max_iter or last_good != final:
-            last_good = _run(
-                model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good, scaler
-            )
+            last_good = _run(_Run(model, batches, cfg, runtime or RuntimeConfig(), out_dir, optimizer, scaler, meta,
+                                  log, desc, progress), start, max_iter, last_good)
             if main:
                 _save_checkpoint(final, model, optimizer, max(start, max_iter), meta, scaler)
         if val_fn is not None:
@@ -368,16 +370,35 @@ def train_loop(
     return final
 
 
-def _run(model, batches, cfg, out_dir, optimizer, start, max_iter, desc, meta, log, progress, last_good, scaler):
-    """Iterations ``start .. max_iter-1``; returns the path of the last checkpoint written."""
+@dataclass
+class _Run:
+    """What the iterations of one ``train_loop`` call work with (set up before the first one)."""
+
+    model: nn.Module
+    batches: Batches
+    cfg: TrainConfig
+    runtime: RuntimeConfig
+    out_dir: Path
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # None without float16 autocast
+    meta: dict[str, Any]  # stored in each checkpoint
+    log: _JsonlLog | None  # None on ranks other than 0
+    desc: str
+    progress: bool
+
+
+def _run(run: _Run, start: int, max_iter: int, last_good: Path | None) -> Path | None:
+    """Iterations ``start .. max_iter-1``; returns the path of the last checkpoint written (``last_good`` if none)."""
+    model, batches, cfg, out_dir, optimizer = run.model, run.batches, run.cfg, run.out_dir, run.optimizer
+    desc, meta, log, scaler = run.desc, run.meta, run.log, run.scaler
     device = next(model.parameters()).device
     use_amp, dtype = cfg.amp and device.type == "cuda", amp_dtype(cfg)
     rank, main = dist.get_rank(), dist.is_main_process()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    fast_path.prepare(dist.unwrap(model), cfg)
+    fast_path.prepare(dist.unwrap(model), run.runtime)
     ddp = data_parallel(dist.unwrap(model), device)
     tb = _tensorboard(out_dir, cfg.tensorboard)
-    bar = tqdm(total=max_iter, initial=start, desc=desc, disable=not (progress and main), mininterval=1.0)
+    bar = tqdm(total=max_iter, initial=start, desc=desc, disable=not (run.progress and main), mininterval=1.0)
     window, t0 = _Window(), time.perf_counter()
     model.train()
     try:

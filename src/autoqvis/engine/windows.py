@@ -5,11 +5,11 @@ VideoMask2Former segments a whole video in one pass, which runs out of memory pa
 current window's frames and masks are dense; every finished frame is stored as RLE at once.
 
 Rules (documented here because they decide the output):
-- Overlap frames take a linked track's mask and quality from the later window (it saw those frames with what
+- Overlap frames take a linked track's mask and predicted IoU from the later window (it saw those frames with what
   follows); a track that ends at the overlap keeps the earlier window's masks there.
 - A track of the new window without a partner (IoU < ``min_iou``) starts a new identity.
 - A track's score is the MEAN of its window scores (max would let one confident window carry a track that is
-  wrong elsewhere); quality per frame comes from the window that produced that frame's mask.
+  wrong elsewhere); the predicted IoU of a frame comes from the window that produced that frame's mask.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from ..data.ytvis import encode_mask, encode_masks
 from ..errors import AutoQVISError
 
-# frames uint8 (n, H, W, 3) -> {"scores": (k,), "masks": bool (k, n, H, W), "quality": (k, n) in [0, 1]}
+# frames uint8 (n, H, W, 3) -> {"scores": (k,), "masks": bool (k, n, H, W), "pred_iou": (k, n) in [0, 1]}
 ClipPredictor = Callable[[np.ndarray], dict[str, Any]]
 RLE = dict[str, Any]
 
@@ -33,25 +33,25 @@ DEFAULT_LINK_IOU = 0.5
 
 @dataclass
 class Track:
-    """One identity over the whole video. ``segmentations``/``quality`` grow frame by frame; None where the track
+    """One identity over the whole video. ``segmentations``/``pred_iou`` grow frame by frame; None where the track
     was not predicted (frames outside its windows)."""
 
     track_id: int
     window_scores: list[float] = field(default_factory=list)
     segmentations: list[RLE | None] = field(default_factory=list)
-    quality: list[float | None] = field(default_factory=list)
+    pred_iou: list[float | None] = field(default_factory=list)
 
     @property
     def score(self) -> float:
         return float(np.mean(self.window_scores)) if self.window_scores else 0.0
 
-    def put(self, t: int, rle: RLE, quality: float) -> None:
+    def put(self, t: int, rle: RLE, pred_iou: float) -> None:
         """Set frame ``t`` (frames before it that this track never saw stay None)."""
         while len(self.segmentations) <= t:
             self.segmentations.append(None)
-            self.quality.append(None)
+            self.pred_iou.append(None)
         self.segmentations[t] = rle
-        self.quality[t] = quality
+        self.pred_iou[t] = pred_iou
 
 
 def check_window(window: int | None, overlap: int) -> None:
@@ -142,12 +142,12 @@ def as_numpy(x: Any) -> np.ndarray:
 
 @dataclass
 class WindowTracks:
-    """A window's tracks as RLE: ``rles[k][f]`` and ``quality[k][f]`` for local frame f; ``scores[k]``."""
+    """A window's tracks as RLE: ``rles[k][f]`` and ``pred_iou[k][f]`` for local frame f; ``scores[k]``."""
 
     start: int
     scores: list[float]
     rles: list[list[RLE]]
-    quality: list[list[float]]
+    pred_iou: list[list[float]]
 
     @classmethod
     def encode(cls, start: int, pred: dict[str, Any], num_frames: int) -> "WindowTracks":
@@ -155,14 +155,14 @@ class WindowTracks:
         masks = as_numpy(pred["masks"]).astype(bool)
         scores = as_numpy(pred["scores"]).astype(np.float64).reshape(-1)
         k = len(scores)
-        quality = as_numpy(pred.get("quality", np.ones((k, num_frames)))).astype(np.float64).reshape(k, -1)
-        if masks.shape[:2] != (k, num_frames) or quality.shape[1] != num_frames:
+        pred_iou = as_numpy(pred.get("pred_iou", np.ones((k, num_frames)))).astype(np.float64).reshape(k, -1)
+        if masks.shape[:2] != (k, num_frames) or pred_iou.shape[1] != num_frames:
             raise AutoQVISError(
-                f"window at frame {start}: the model returned masks {tuple(masks.shape)} and quality "
-                f"{tuple(quality.shape)} for {k} scores and {num_frames} frames"
+                f"window at frame {start}: the model returned masks {tuple(masks.shape)} and pred_iou "
+                f"{tuple(pred_iou.shape)} for {k} scores and {num_frames} frames"
             )
         rles = [encode_masks(masks[i]) for i in range(k)]
-        return cls(start, scores.tolist(), rles, quality.clip(0.0, 1.0).tolist())
+        return cls(start, scores.tolist(), rles, pred_iou.clip(0.0, 1.0).tolist())
 
 
 class WindowLinker:
@@ -218,7 +218,7 @@ class WindowLinker:
 
     def write_one(self, win: WindowTracks, i: int, tid: int, lo: int, hi: int) -> None:
         for f in range(lo, hi):
-            self.tracks[tid].put(win.start + f, win.rles[i][f], win.quality[i][f])
+            self.tracks[tid].put(win.start + f, win.rles[i][f], win.pred_iou[i][f])
 
     def finish(self) -> list[Track]:
         """Write the last window's tail; every track gets exactly ``num_frames`` entries (None outside its windows)."""
@@ -228,7 +228,7 @@ class WindowLinker:
             self.pending = None
         for tr in self.tracks:
             tr.segmentations.extend([None] * (self.num_frames - len(tr.segmentations)))
-            tr.quality.extend([None] * (self.num_frames - len(tr.quality)))
+            tr.pred_iou.extend([None] * (self.num_frames - len(tr.pred_iou)))
         return self.tracks
 
 

@@ -310,10 +310,10 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
         inference = stored.get("inference", {})
         if isinstance(inference, dict) and "amp_dtype" not in inference:
             # saved before inference.amp_dtype: its test passes ran in float32 (bf16 under train.amp_inference,
-            # which the config still maps)
+            # which config_from_dict maps, silently for a stored config)
             stored = {**stored, "inference": {**inference, "amp_dtype": "none"}}
         try:
-            cfg = config_from_dict(stored)
+            cfg = config_from_dict(stored, legacy_note=False)
         except AutoQVISError as e:
             raise AutoQVISError(f"{path}: its stored config is not valid here ({e}); pass --config") from None
         if overrides:

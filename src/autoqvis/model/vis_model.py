@@ -105,7 +105,7 @@ class VideoMaskFormer(nn.Module):
             with_aux: include ``aux_outputs`` (default: in training mode only).
         Returns:
             {"pred_logits": (Q, K+1), "pred_masks": (Q, T, Hp/4, Wp/4) logits on the padded grid,
-             "pred_quality": (Q, T) raw (with a quality predictor), "aux_outputs": list of dicts with the same
+             "pred_maskiou": (Q, T) raw predicted IoU (with a quality predictor), "aux_outputs": list of dicts with the same
              keys for the dec_layers earlier predictions (when ``with_aux``; first = from the bare queries)}.
         """
         _check_clip(clip)
@@ -130,7 +130,7 @@ class VideoMaskFormer(nn.Module):
             out_size: (h, w) of the output masks (default (H, W)).
         Returns:
             {"scores": (k,) descending, "labels": (k,), "query_indices": (k,), "masks": bool (k, T, h, w),
-             "quality": (k, T) in [0, 1] (None without a quality predictor)}.
+             "pred_iou": (k, T) predicted mask IoU in [0, 1] (None without a quality predictor)}.
         """
         _check_clip(clip)
         images, padded = self.preprocess([clip])
@@ -143,7 +143,7 @@ class VideoMaskFormer(nn.Module):
         if self.has_quality:
             # only the kept queries are scored: the predictor treats every (query, frame) on its own
             kept = out["pred_masks"][:, res["query_indices"]]
-            res["quality"] = predictor.maskiou_feature_extractor(multi_scale[0], kept)[0].clamp(0, 1)
+            res["pred_iou"] = predictor.maskiou_feature_extractor(multi_scale[0], kept)[0].clamp(0, 1)
         return res
 
     # ---------------------------------------------------------------------------- training
@@ -209,31 +209,31 @@ def resize_mask_logits(mask_logits: torch.Tensor, image_size: tuple[int, int], o
 
 
 def postprocess_video(pred_logits: torch.Tensor, pred_masks: torch.Tensor, image_size: tuple[int, int],
-                      out_size: tuple[int, int], topk: int = 10, pred_quality: torch.Tensor | None = None,
+                      out_size: tuple[int, int], topk: int = 10, pred_maskiou: torch.Tensor | None = None,
                       padded_size: tuple[int, int] | None = None) -> dict:
-    """The official ``inference_video`` (AutoQ-VIS flavour: sorted by score, quality clamped to [0, 1]).
+    """The official ``inference_video`` (AutoQ-VIS flavour: sorted by score, predicted IoU clamped to [0, 1]).
 
     Selecting before resizing gives the same numbers as resizing every query (the resize is per query).
 
     Args:
         pred_logits: (Q, K+1). pred_masks: (Q, T, h, w) logits (at the padded size unless ``padded_size`` given).
         image_size: (H, W) before padding. out_size: output (h, w). topk: instances kept.
-        pred_quality: (Q, T) raw quality or None. padded_size: see ``resize_mask_logits``.
+        pred_maskiou: (Q, T) raw predicted IoU or None. padded_size: see ``resize_mask_logits``.
     Returns:
-        {"scores": (k,), "labels": (k,), "query_indices": (k,), "masks": bool (k, T, h, w), "quality": (k, T) or None}.
+        {"scores": (k,), "labels": (k,), "query_indices": (k,), "masks": bool (k, T, h, w), "pred_iou": (k, T) or None}.
     """
     scores, labels, queries = select_topk(pred_logits, topk)
     masks = resize_mask_logits(pred_masks[queries], image_size, out_size, padded_size)
-    quality = None if pred_quality is None else pred_quality[queries].clamp(0, 1)
-    return {"scores": scores, "labels": labels, "query_indices": queries, "masks": masks, "quality": quality}
+    pred_iou = None if pred_maskiou is None else pred_maskiou[queries].clamp(0, 1)
+    return {"scores": scores, "labels": labels, "query_indices": queries, "masks": masks, "pred_iou": pred_iou}
 
 
 # -------------------------------------------------------------------------------------- helpers
 def _unbatch(out: dict) -> dict:
-    """First video of a batched prediction, quality renamed to ``pred_quality`` (Q, T)."""
+    """First video of a batched prediction; ``pred_maskiou`` (Q, T) when the model has a quality predictor."""
     res = {"pred_logits": out["pred_logits"][0], "pred_masks": out["pred_masks"][0]}
     if out.get("pred_maskiou") is not None:
-        res["pred_quality"] = out["pred_maskiou"][0]
+        res["pred_maskiou"] = out["pred_maskiou"][0]
     return res
 
 

@@ -52,7 +52,7 @@ from .curate import (RoundLabels, SelectionRule, read_training_set, select_round
 from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
-SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
+SPEED_ONLY = ("channels_last", "compile")  # runtime.* switches a resumed run may change
 UNLABELED_INDEX = "unlabeled_videos.json"  # the run's unlabeled videos, for reports
 PRE_ISSUE14 = (("input", "real_clip_augmentation", "resize_flip"), ("selftrain", "source_draw", "per_step"),
                ("selftrain", "frame_sampling", "frame_numbers"), ("train", "amp_dtype", "bfloat16"),
@@ -102,7 +102,7 @@ def _upgrade_saved_config(old: dict[str, Any]) -> dict[str, Any]:
         if isinstance(part, dict):
             part.setdefault(key, before)
     try:
-        return config_from_dict(old).to_dict()  # the other missing keys: their defaults
+        return config_from_dict(old, legacy_note=False).to_dict()  # the other missing keys: their defaults
     except AutoQVISError:
         return old  # unknown keys: let the comparison name the difference
 
@@ -121,8 +121,9 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
         old.get("selftrain", {}).pop(key, None)
         new["selftrain"].pop(key)
     for key in SPEED_ONLY:  # memory layout and compilation do not change what is computed
-        old.get("train", {}).pop(key, None)
-        new["train"].pop(key, None)
+        for section in ("train", "runtime"):  # train.*: a saved config that could not be upgraded
+            old.get(section, {}).pop(key, None)
+        new["runtime"].pop(key, None)
     diff = _first_difference(old, new)
     if diff is not None:
         raise AutoQVISError(f"{saved}: --resume with a different config ({diff}); use the run's settings or a new --out")
@@ -315,7 +316,7 @@ class SelfTraining:
                                   self.cfg.train.batch_size, self.cfg.seed, dist.get_rank(), dist.get_world_size())
         final = train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
                            resume=True, desc="initial stage", progress=self.progress,
-                           checkpoint_meta={"round": 0, "config": self.cfg.to_dict()})
+                           checkpoint_meta={"round": 0, "config": self.cfg.to_dict()}, runtime=self.cfg.runtime)
         load_checkpoint(model, final)
         return _weights(model)
 
@@ -349,7 +350,7 @@ class SelfTraining:
                                   self.cfg.selftrain.clips_per_draw)
         final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
-                           checkpoint_meta={"round": k, "config": rc.to_dict()})
+                           checkpoint_meta={"round": k, "config": rc.to_dict()}, runtime=rc.runtime)
         weights = {k2: v for k2, v in _read_model(final).items() if not k2.startswith("criterion.")}
         if self.main:
             _save_model(rdir / "model.pt", weights, k, rc, rc.train.max_iter)
