@@ -41,7 +41,7 @@ def check_reference(device: torch.device) -> dict:
         res = model.inference(inp["frames"].to(device))
     out["pred_logits"] = _max_diff(raw["pred_logits"], ref["pred_logits"][0])
     out["pred_masks"] = _max_diff(raw["pred_masks"], ref["pred_masks"][0])
-    out["pred_quality"] = _max_diff(raw["pred_quality"], ref["pred_maskiou"][0, :, :, 0])
+    out["pred_maskiou"] = _max_diff(raw["pred_maskiou"], ref["pred_maskiou"][0, :, :, 0])
     out["query_order_equal"] = res["query_indices"].cpu().tolist() == ref["inference"]["query_indices"].tolist()
     out["scores"] = _max_diff(res["scores"], ref["inference"]["pred_scores"])
     out["mask_pixels_differ"] = int((res["masks"].cpu() != ref["inference"]["pred_masks"]).sum())

@@ -119,7 +119,7 @@ def test_demo_json_and_spearman_from_the_val_results(demo_dir: Path):
         for r, f_iou in zip(mine, frame_iou):
             for t, seg in enumerate(r["segmentations"]):
                 if seg is not None and decode_rle(seg).any():
-                    q.append(r["score"] * r["quality"][t])
+                    q.append(r["score"] * r["pred_iou"][t])
                     s.append(r["score"])
                     iou.append(f_iou[t])
     got = summary["rounds"][0]["val_spearman"]
@@ -179,14 +179,14 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
 def test_overlay_tracks_write_q_equal_s_times_predicted_iou():
     from autoqvis.demo_report import overlay_tracks
 
-    results = [{"video_id": 1, "score": 0.6, "segmentations": [None, None], "quality": [0.5, 1.0]},
-               {"video_id": 1, "score": 0.9, "segmentations": [None, None], "quality": [0.2, 0.4]},
-               {"video_id": 1, "score": 0.3, "segmentations": [None, None], "quality": [1.0, 1.0]},
-               {"video_id": 2, "score": 0.99, "segmentations": [None, None], "quality": [1.0, 1.0]}]
+    results = [{"video_id": 1, "score": 0.6, "segmentations": [None, None], "pred_iou": [0.5, 1.0]},
+               {"video_id": 1, "score": 0.9, "segmentations": [None, None], "pred_iou": [0.2, 0.4]},
+               {"video_id": 1, "score": 0.3, "segmentations": [None, None], "pred_iou": [1.0, 1.0]},
+               {"video_id": 2, "score": 0.99, "segmentations": [None, None], "pred_iou": [1.0, 1.0]}]
     tracks = overlay_tracks(results, 1, score_threshold=0.5)
     assert [t.track_id for t in tracks] == [1, 2]  # best score first, below-threshold and other videos dropped
-    assert tracks[0].quality == pytest.approx([0.18, 0.36])
-    assert tracks[1].quality == pytest.approx([0.3, 0.6])
+    assert tracks[0].values == pytest.approx([0.18, 0.36]) and tracks[0].value_name == "Q"  # labelled "#1 Q 0.18"
+    assert tracks[1].values == pytest.approx([0.3, 0.6])
 
 
 def test_pick_videos_prefers_crowded_ones():

@@ -34,7 +34,7 @@ def test_predict_clip_rle_matches_the_dense_prediction(toy):
     frames = (np.random.default_rng(1).random((3, 90, 120, 3)) * 255).astype(np.uint8)
     dense = predict_clip(model, frames, cfg)
     rle = predict_clip_rle(model, frames, cfg)
-    assert np.array_equal(rle["scores"], dense["scores"]) and np.array_equal(rle["quality"], dense["quality"])
+    assert np.array_equal(rle["scores"], dense["scores"]) and np.array_equal(rle["pred_iou"], dense["pred_iou"])
     assert rle["segmentations"] == [encode_masks(m) for m in dense["masks"]]
     assert len(rle["segmentations"]) == cfg.model.test_topk and all(len(s) == 3 for s in rle["segmentations"])
 

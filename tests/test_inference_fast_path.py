@@ -89,7 +89,7 @@ def test_fast_raw_outputs_within_1e4_of_reference_path(tiny, reference_dir):
     with torch.no_grad():
         fast = tiny.forward_raw(clip, with_aux=False)
     assert "aux_outputs" not in fast and len(ref["aux_outputs"]) == 9
-    for key in ("pred_logits", "pred_masks", "pred_quality"):
+    for key in ("pred_logits", "pred_masks", "pred_maskiou"):
         assert fast[key].shape == ref[key].shape, key
         assert (fast[key] - ref[key]).abs().max() < 1e-4, key
     assert ref["pred_masks"].abs().max() > 1.0

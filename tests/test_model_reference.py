@@ -99,7 +99,7 @@ def test_raw_outputs_and_all_aux_outputs_match(tiny, reference_dir):
     for i, (a, b) in enumerate(zip(out["aux_outputs"], ref["aux_outputs"])):
         _close(a["pred_logits"], b["pred_logits"][0], f"aux {i} logits")
         _close(a["pred_masks"], b["pred_masks"][0], f"aux {i} masks")
-    assert "pred_quality" not in out
+    assert "pred_maskiou" not in out
 
 
 @pytest.mark.parametrize("clip", ["input", "input_pad"])
@@ -135,7 +135,7 @@ def test_postprocessing_alone_selects_the_official_top10(reference_dir):
     assert torch.allclose(ours[1], theirs[1], atol=1e-6)
     assert torch.equal(ours[2], theirs[2])
     assert torch.equal(ours[3], theirs[3])
-    assert res["masks"].shape == (10, 2, 28, 42) and res["quality"] is None
+    assert res["masks"].shape == (10, 2, 28, 42) and res["pred_iou"] is None
 
 
 def test_autoqvis_quality_predictions_match(autoqvis_tiny, reference_dir):
@@ -144,7 +144,7 @@ def test_autoqvis_quality_predictions_match(autoqvis_tiny, reference_dir):
         out = autoqvis_tiny.forward_raw(inp["frames"])
     _close(out["pred_logits"], ref["pred_logits"][0], "pred_logits")
     _close(out["pred_masks"], ref["pred_masks"][0], "pred_masks")
-    assert torch.allclose(out["pred_quality"], ref["pred_maskiou"][0, :, :, 0], atol=2e-4, rtol=1e-4)
+    assert torch.allclose(out["pred_maskiou"], ref["pred_maskiou"][0, :, :, 0], atol=2e-4, rtol=1e-4)
 
 
 def test_autoqvis_aux_quality_in_training_mode(autoqvis_tiny, reference_dir):
@@ -159,7 +159,7 @@ def test_autoqvis_aux_quality_in_training_mode(autoqvis_tiny, reference_dir):
     assert len(out["aux_outputs"]) == 9
     for i, (a, b) in enumerate(zip(out["aux_outputs"], ref["aux_outputs"])):
         _close(a["pred_masks"], b["pred_masks"][0], f"aux {i} masks")
-        assert torch.allclose(a["pred_quality"], b["pred_maskiou"][0, :, :, 0], atol=2e-4, rtol=1e-4), i
+        assert torch.allclose(a["pred_maskiou"], b["pred_maskiou"][0, :, :, 0], atol=2e-4, rtol=1e-4), i
 
 
 def test_autoqvis_inference_order_and_clamped_quality(autoqvis_tiny, reference_dir):
@@ -168,6 +168,6 @@ def test_autoqvis_inference_order_and_clamped_quality(autoqvis_tiny, reference_d
     inf = ref["inference"]
     assert res["query_indices"].tolist() == inf["query_indices"].tolist() == [9, 3, 1, 0, 4, 8, 7, 6, 2, 5]
     assert torch.allclose(res["scores"], inf["pred_scores"], atol=1e-5)
-    assert torch.allclose(res["quality"], inf["pred_ious"][:, :, 0], atol=2e-4)
-    assert res["quality"].min() == 0.0 and res["quality"].max() == 1.0  # the clamp is exercised
+    assert torch.allclose(res["pred_iou"], inf["pred_ious"][:, :, 0], atol=2e-4)
+    assert res["pred_iou"].min() == 0.0 and res["pred_iou"].max() == 1.0  # the clamp is exercised
     assert (res["masks"] != inf["pred_masks"]).float().mean() < 1e-3

@@ -111,7 +111,7 @@ def test_build_model_honours_model_config():
         out = model.forward_raw(clip)
         res = model.inference(clip, out_size=(20, 35))
     assert out["pred_logits"].shape == (6, 4) and out["pred_masks"].shape == (6, 2, 16, 32)  # 64x128 padded
-    assert out["pred_quality"].shape == (6, 2)
+    assert out["pred_maskiou"].shape == (6, 2)
     assert res["masks"].shape == (4, 2, 20, 35) and res["labels"].max() <= 2
     scores = torch.softmax(out["pred_logits"], -1)[:, :-1].flatten().sort(descending=True).values[:4]
     assert torch.allclose(res["scores"], scores, atol=1e-5)
@@ -133,10 +133,10 @@ def test_inference_chunks_frames_without_changing_results(monkeypatch):
         chunked = model.forward_raw(clip)
         res = model.inference(clip)
     assert torch.allclose(whole["pred_masks"], chunked["pred_masks"], atol=1e-5)
-    assert torch.allclose(whole["pred_quality"], chunked["pred_quality"], atol=1e-5)
+    assert torch.allclose(whole["pred_maskiou"], chunked["pred_maskiou"], atol=1e-5)
     expect = F.interpolate(whole["pred_masks"][res["query_indices"]], size=(64, 64), mode="bilinear") > 0
     assert (res["masks"] != expect).float().mean() < 1e-3
-    assert res["quality"].min() >= 0 and res["quality"].max() <= 1
+    assert res["pred_iou"].min() >= 0 and res["pred_iou"].max() <= 1
 
 
 # ------------------------------------------------------------------------------- training

@@ -1,4 +1,4 @@
-"""Overlays: stable colours, blended masks + contours, legible "#id quality" labels, decodable gif/mp4."""
+"""Overlays: stable colours, blended masks + contours, legible "#id IoU^ 0.82" / "#id Q 0.61" labels, decodable gif/mp4."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from autoqvis.data.video_io import VideoReader
 from autoqvis.data.ytvis import encode_mask
 from autoqvis.errors import AutoQVISError
 from autoqvis.viz.overlay import (
+    PRED_IOU_LABEL,
+    QUALITY_LABEL,
     OverlayTrack,
     display_scale,
     frame_instances,
     instance_color,
     label_anchor,
+    label_text,
     render_frame,
+    tracks_from_results,
     write_overlay,
 )
 
@@ -44,9 +48,9 @@ def test_colours_are_stable_and_distinct():
 def test_small_frames_are_scaled_up_before_drawing():
     assert display_scale(100, 120) == 3 and display_scale(256, 400) == 1 and display_scale(720, 1280) == 1
     frame, masks = scene()
-    out = render_frame(frame, masks, [1, 3], [0.82, 0.41])
+    out = render_frame(frame, masks, [1, 3], ["#1 IoU^ 0.82", "#3 IoU^ 0.41"])
     assert out.shape == (300, 360, 3)
-    titled = render_frame(frame, masks, [1, 3], [0.82, 0.41], title="prediction  t=0/9")
+    titled = render_frame(frame, masks, [1, 3], ["#1 IoU^ 0.82", "#3 IoU^ 0.41"], title="prediction  t=0/9")
     assert titled.shape[1] == 360 and titled.shape[0] > 300
 
 
@@ -65,15 +69,30 @@ def test_masks_are_tinted_and_outlined_in_their_colour():
 
 def test_label_is_written_at_the_mask_centre_and_legible():
     frame, masks = scene()
-    out = render_frame(frame, masks[:1], [7], [0.82])
+    out = render_frame(frame, masks[:1], [7], [label_text(7, 0.82)])
     cy, cx = 40 * 3, 35 * 3
     window = out[cy - 30 : cy + 30, cx - 60 : cx + 60]
     ys, xs = np.nonzero((window > 220).all(-1))  # white text; noise and tints stay below 200
     assert len(ys) > 40
     assert ys.max() - ys.min() + 1 >= 10  # text at least 10 px high in the picture
-    assert xs.max() - xs.min() + 1 >= 40  # "#7 0.82" is wider than a lone "#7"
+    assert xs.max() - xs.min() + 1 >= 60  # "#7 IoU^ 0.82" is wider than a lone "#7"
     ys_all, _ = np.nonzero((out > 220).all(-1))
     assert len(ys_all) == len(ys)  # no other label anywhere
+
+
+def test_labels_name_the_quantity_they_show():
+    """Predicted IoU (predict, visualize) and Q = s * IoU^ (demo) never share a label."""
+    assert label_text(3, 0.8249) == "#3 IoU^ 0.82" and label_text(3, None) == "#3"
+    assert label_text(3, 0.61, QUALITY_LABEL) == "#3 Q 0.61" and label_text(3, 0.61, "") == "#3 0.61"
+    seg = encode_mask(np.pad(np.ones((4, 4), bool), ((0, H - 4), (0, W - 4))))
+    results = [{"video_id": 1, "score": 0.9, "segmentations": [seg, None], "pred_iou": [0.7, 0.0]},
+               {"video_id": 1, "score": 0.8, "segmentations": [seg, seg]}]  # no quality predictor: no number
+    tracks = tracks_from_results(results)
+    assert [t.value_name for t in tracks] == [PRED_IOU_LABEL, PRED_IOU_LABEL]
+    assert frame_instances(tracks, 0, (H, W))[1:] == ([1, 2], ["#1 IoU^ 0.70", "#2"])
+    assert frame_instances(tracks, 1, (H, W))[1:] == ([2], ["#2"])
+    q_track = OverlayTrack(5, [seg], [0.61], QUALITY_LABEL)
+    assert frame_instances([q_track], 0, (H, W))[2] == ["#5 Q 0.61"]
 
 
 def test_label_anchor_stays_inside_a_ring():

@@ -70,7 +70,7 @@ def test_predict_mp4_results_evaluate_and_overlay(toy_checkpoint, shapes_video, 
     assert [(v.id, v.length, v.height, v.width) for v in videos.videos] == [(1, T, H, W)]
     results = load_results(out / "results.json", videos)
     assert 1 <= len(results) <= 10  # the toy config keeps the top 10 queries
-    assert all(len(r["quality"]) == T and len(r["segmentations"]) == T for r in results)
+    assert all(len(r["pred_iou"]) == T and len(r["segmentations"]) == T for r in results)
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert frame_count(out / "overlays" / "shapes.mp4") == T
     capsys.readouterr()
@@ -153,7 +153,7 @@ def test_checkpoint_without_quality_predictor_predicts_without_quality(toy_check
                  "--out", str(out), "--no-overlays"]) == 0
     assert "no quality predictor weights" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert results and all("quality" not in r for r in results)
+    assert results and all("pred_iou" not in r and "quality" not in r for r in results)
 
 
 @pytest.mark.parametrize("frames, h, w, window, expected", [

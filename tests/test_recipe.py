@@ -89,7 +89,7 @@ def _empty_track_case():
                      "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
                                       "segmentations": [encode_mask(obj)] * t}],
                      "categories": [{"id": 1, "name": "object"}]})
-    pred = {"scores": np.array([0.8, 0.9]), "quality": np.array([[0.9, 0.9], [0.1, 0.1]]),
+    pred = {"scores": np.array([0.8, 0.9]), "pred_iou": np.array([[0.9, 0.9], [0.1, 0.1]]),
             "segmentations": [[encode_mask(obj)] * t, [None] * t]}  # the best-scoring track is empty everywhere
     return gt, pred, obj
 

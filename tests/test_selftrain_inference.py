@@ -47,7 +47,7 @@ def test_predict_video_dense_at_original_size(model, cfg):
     pred = predict_video(model, iter(list(_frames())), cfg)  # an iterator of frames works too
     k = cfg.model.test_topk
     assert pred["masks"].shape == (k, 4, 48, 72) and pred["masks"].dtype == bool
-    assert pred["quality"].shape == (k, 4) and (0 <= pred["quality"]).all() and (pred["quality"] <= 1).all()
+    assert pred["pred_iou"].shape == (k, 4) and (0 <= pred["pred_iou"]).all() and (pred["pred_iou"] <= 1).all()
     assert (np.diff(pred["scores"]) <= 0).all()
 
 
@@ -64,11 +64,11 @@ def test_rle_form_matches_dense_and_windowing_covers_the_video(model, cfg):
     cfg_w = load_config("toy", TINY_OVERRIDES + ["input.test_window=7", "input.test_window_overlap=2"])
     whole = predict_video_rle(model, frames, cfg_w)  # one window longer than the video = one pass
     assert whole["segmentations"] == rle["segmentations"]
-    np.testing.assert_allclose(whole["quality"], rle["quality"])
+    np.testing.assert_allclose(whole["pred_iou"], rle["pred_iou"])
     cfg_w = load_config("toy", TINY_OVERRIDES + ["input.test_window=3", "input.test_window_overlap=1"])
     win = predict_video_rle(model, frames, cfg_w)
     assert len(win["segmentations"]) <= cfg.model.test_topk
-    assert all(len(s) == 6 for s in win["segmentations"]) and win["quality"].shape[1] == 6
+    assert all(len(s) == 6 for s in win["segmentations"]) and win["pred_iou"].shape[1] == 6
 
 
 def test_results_and_dataset_stream(model, cfg, tmp_path):
@@ -87,7 +87,7 @@ def test_results_and_dataset_stream(model, cfg, tmp_path):
     results = results_from_prediction(video_id, pred, keep_empty_tracks=False)
     kept = [i for i, s in enumerate(pred["segmentations"]) if any(x is not None for x in s)]
     assert len(results) == len(kept)
-    assert all(r["category_id"] == 1 and len(r["quality"]) == 3 for r in results)
+    assert all(r["category_id"] == 1 and len(r["pred_iou"]) == 3 for r in results)
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert len(load_results(results, ds)) == len(results)  # valid YTVIS results for that dataset
     dense = results_from_prediction(video_id, predict_video(model, frames, cfg), keep_empty_tracks=False)

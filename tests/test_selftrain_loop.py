@@ -58,7 +58,7 @@ def _stub_predictions(gt_by_name, calls, val_missing=None):
             q = np.ones((len(segs), t))
             if rnd == 0:
                 q[:, 1] = 0.5
-            yield vid, {"scores": np.array(scores), "segmentations": segs, "quality": q}
+            yield vid, {"scores": np.array(scores), "segmentations": segs, "pred_iou": q}
 
     return predict_dataset
 

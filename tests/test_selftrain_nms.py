@@ -79,7 +79,7 @@ def test_nms_empty_input():
 def test_pseudo_label_video_suppresses_then_filters():
     masks = np.stack([np.stack([A, A]), np.stack([A, FAR]), np.stack([FAR, FAR]), np.stack([FAR, EMPTY])])
     pred = {"scores": np.array([0.95, 0.9, 0.24, 0.3]), "masks": masks,
-            "quality": np.array([[0.9, 1.2], [0.5, 0.5], [0.1, 0.1], [0.7, -0.1]])}
+            "pred_iou": np.array([[0.9, 1.2], [0.5, 0.5], [0.1, 0.1], [0.7, -0.1]])}
     kept, before = pseudo_label_video(3, pred, 0.25, 0.5)
     assert before == 4  # every raw track goes through NMS
     # 0.9 duplicates 0.95 in frame 0; the 0.24 track, though dropped by the score filter afterwards, first
@@ -87,7 +87,7 @@ def test_pseudo_label_video_suppresses_then_filters():
     assert [d.score for d in kept] == [0.95]
     pred["scores"] = np.array([0.95, 0.9, 0.3, 0.24])
     pred["masks"] = masks[[0, 1, 3, 2]]
-    pred["quality"] = pred["quality"][[0, 1, 3, 2]]
+    pred["pred_iou"] = pred["pred_iou"][[0, 1, 3, 2]]
     kept, _ = pseudo_label_video(3, pred, 0.25, 0.5)
     assert [d.score for d in kept] == [0.95, 0.3]
     assert kept[0].pred_iou == [0.9, 1.0] and kept[1].pred_iou == [0.7, 0.0]  # clipped to [0, 1]

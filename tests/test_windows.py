@@ -40,7 +40,7 @@ def moving_shapes(num_frames: int, h: int = 48, w: int = 64):
 def colour_oracle(seed: int = 0, junk: bool = True):
     """A stand-in for the model: segments objects by their exact colour (perfect masks), returns them in a random
     order per window (as query order differs between windows), plus a low-score random blob. The window index is
-    written into the quality so tests can tell which window produced a frame."""
+    written into the predicted IoU so tests can tell which window produced a frame."""
     rng = np.random.default_rng(seed)
     calls = [0]
 
@@ -53,9 +53,9 @@ def colour_oracle(seed: int = 0, junk: bool = True):
             masks.append(rng.random((n, h, w)) < 0.05)
             scores.append(0.1)
         order = rng.permutation(len(masks))
-        quality = np.full((len(masks), n), 0.5 + 0.01 * calls[0])
+        pred_iou = np.full((len(masks), n), 0.5 + 0.01 * calls[0])
         calls[0] += 1
-        return {"scores": np.asarray(scores)[order], "masks": np.stack(masks)[order], "quality": quality}
+        return {"scores": np.asarray(scores)[order], "masks": np.stack(masks)[order], "pred_iou": pred_iou}
 
     return predict
 
@@ -131,7 +131,7 @@ def test_hand_made_tracks_continue_end_and_start():
 
     def window(start, masks, scores, q):
         k, n = len(masks), len(masks[0])
-        pred = {"scores": np.array(scores), "masks": np.array(masks), "quality": np.full((k, n), q)}
+        pred = {"scores": np.array(scores), "masks": np.array(masks), "pred_iou": np.full((k, n), q)}
         return WindowTracks.encode(start, pred, n)
 
     linker = WindowLinker(overlap=1, min_iou=0.5)
@@ -143,10 +143,10 @@ def test_hand_made_tracks_continue_end_and_start():
     assert a.score == pytest.approx((0.8 + 0.4) / 2) and b.score == pytest.approx(0.6) and c.score == 0.2
     assert [dense(a, h, w)[t].sum() for t in range(5)] == [6, 6, 6, 6, 6]
     assert np.array_equal(dense(a, h, w)[4], m(3, 5))
-    assert a.quality == [0.3, 0.3, 0.7, 0.7, 0.7]  # shared frame 2 from the later window
-    assert b.quality == [0.3, 0.3, 0.3, None, None] and b.segmentations[3] is None
-    assert c.segmentations[:2] == [None, None] and c.quality[2:] == [0.7, 0.7, 0.7]
-    assert all(len(t.segmentations) == len(t.quality) == 5 for t in tracks)
+    assert a.pred_iou == [0.3, 0.3, 0.7, 0.7, 0.7]  # shared frame 2 from the later window
+    assert b.pred_iou == [0.3, 0.3, 0.3, None, None] and b.segmentations[3] is None
+    assert c.segmentations[:2] == [None, None] and c.pred_iou[2:] == [0.7, 0.7, 0.7]
+    assert all(len(t.segmentations) == len(t.pred_iou) == 5 for t in tracks)
 
 
 # -------------------------------------------------------------------------------- long toy video

@@ -202,12 +202,27 @@ def test_results_round_trip_and_empty_list(tmp_path):
     gt = load_ytvis(_dataset_dict())
     rles = encode_masks(_masks(7))
     results = [{"video_id": 5, "score": 0.5, "category_id": 1, "segmentations": [rles[0], None, rles[2]],
-                "quality": [0.5, None, 1.0]}]
+                "pred_iou": [0.5, None, 1.0]}]
     path = tmp_path / "r.json"
     save_results(results, path)
     loaded = load_results(path, gt)
     assert loaded == results
     assert load_results([], gt) == []
+
+
+def test_results_of_older_versions_read_quality_as_pred_iou(tmp_path):
+    """Before pred_iou, a results file called the predicted IoU "quality": it reads back as pred_iou."""
+    gt = load_ytvis(_dataset_dict())
+    rles = encode_masks(_masks(7))
+    old = {"video_id": 5, "score": 0.5, "category_id": 1, "segmentations": [rles[0], None, rles[2]],
+           "quality": [0.25, None, 1.0]}
+    save_results([old], tmp_path / "old.json")
+    (loaded,) = load_results(tmp_path / "old.json", gt)
+    assert loaded["pred_iou"] == [0.25, None, 1.0] and "quality" not in loaded
+    both = {**old, "pred_iou": [0.5, None, 0.5]}  # a file with both keys means what it says
+    assert load_results([both], gt)[0] == both
+    with pytest.raises(AutoQVISError, match=r"result 0 \(video 5\): quality\[0\] must be a finite number"):
+        load_results([{**old, "quality": [1.5, None, 1.0]}], gt)
 
 
 # ------------------------------------------------------------------------------------ frames
@@ -313,6 +328,8 @@ RESULT_CASES = {
     "malformed counts": (lambda r: r["segmentations"].__setitem__(2, {"size": [H, W], "counts": "00"}),
                          r"result 0 \(video 5\): segmentations\[2\]: malformed RLE: counts runs cover 0 pixels"),
     "quality out of range": (lambda r: r.update(quality=[0.5, 2.0, 0.1]), r"result 0 \(video 5\): quality\[1\]"),
+    "pred_iou out of range": (lambda r: r.update(pred_iou=[0.5, 0.1, -1.0]), r"result 0 \(video 5\): pred_iou\[2\]"),
+    "pred_iou too short": (lambda r: r.update(pred_iou=[0.5]), r"field 'pred_iou' has 1 entries, the video has 3"),
     "category not an int": (lambda r: r.update(category_id="cat"), r"field 'category_id' must be an integer"),
 }
 

@@ -50,15 +50,15 @@ class RoundResult:
 # --------------------------------------------------------------------------------------- analysis
 def val_detections(results: Sequence[dict], score_threshold: float, tau: float) -> dict[int, list]:
     """Val results -> {video_id: Detections with Q^t (eq. 20) and S^t (eq. 21)}, those scoring >= score_threshold
-    (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``quality`` = the predictor's IoU per frame."""
+    (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``pred_iou``, the predictor's IoU per frame."""
     from .selftrain.pseudo_label import Detection
     from .selftrain.selection import score_and_select
 
     out: dict[int, list] = {}
     for r in results:
-        if r["score"] < score_threshold or not r.get("quality"):
+        if r["score"] < score_threshold or not r.get("pred_iou"):
             continue
-        det = Detection(r["video_id"], float(r["score"]), list(r["segmentations"]), pred_iou=list(r["quality"]))
+        det = Detection(r["video_id"], float(r["score"]), list(r["segmentations"]), pred_iou=list(r["pred_iou"]))
         out.setdefault(det.video_id, []).append(det)
     return {v: score_and_select(d, tau) for v, d in sorted(out.items())}
 
@@ -142,13 +142,13 @@ def pick_videos(val: YTVISDataset, n: int) -> list[int]:
 
 def overlay_tracks(results: Sequence[dict], video_id: int, score_threshold: float) -> list:
     """One video's results scoring >= score_threshold as OverlayTracks #1, #2, ... (best first) whose number is
-    Q^t = s * IoU^t (eq. 20) in each frame."""
-    from .viz.overlay import OverlayTrack
+    Q^t = s * IoU^t (eq. 20) in each frame, labelled ``Q``."""
+    from .viz.overlay import QUALITY_LABEL, OverlayTrack
 
     mine = sorted((r for r in results if r["video_id"] == video_id and r["score"] >= score_threshold),
                   key=lambda r: -r["score"])
     return [OverlayTrack(i + 1, r["segmentations"],
-                         [r["score"] * q for q in r["quality"]] if r.get("quality") else None)
+                         [r["score"] * q for q in r["pred_iou"]] if r.get("pred_iou") else None, QUALITY_LABEL)
             for i, r in enumerate(mine)]
 
 
@@ -262,7 +262,7 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
     out += ["Every plot: " + ", ".join(others) + ".", ""]
     out += ["## Overlays (Fig. 3)", "",
             "Val videos, prediction (left) beside the ground truth (right). Each instance has its own colour and id; "
-            f"the number at a mask's centre is its quality score Q^t in that frame. Tracks scoring >= "
+            f"the label at a mask's centre, \"#id Q 0.61\", gives its quality score Q^t = s·IoU^t in that frame. Tracks scoring >= "
             f"{settings['overlay_score']} are drawn.", ""]
     for o in last.overlays:
         before = next((x for x in first.overlays if x["video_id"] == o["video_id"]), None)

@@ -18,26 +18,29 @@ Segment and track every object in your videos with a trained checkpoint.
 
 --input is one video file (mp4, webm, ...), a folder of frames (jpg/png, natural order), a folder of
 videos (and/or frame folders), or a YouTubeVIS json. Writes, into --out:
-  results.json   YouTubeVIS results [{video_id, score, category_id, segmentations, quality}], where quality
-                 is the predicted mask IoU of each frame (autoqvis's quality predictor)
+  results.json   YouTubeVIS results [{video_id, score, category_id, segmentations, pred_iou}], where pred_iou
+                 is the predicted mask IoU of each frame (autoqvis's quality predictor; not the quality score
+                 Q = score x pred_iou that self-training selects by). Files of older versions that call it
+                 `quality` are still read by evaluate, visualize, report and convert-masks
   videos.json    a YouTubeVIS json describing the inputs (ids, sizes, frames), so that
                  `autoqvis evaluate` and `autoqvis visualize --videos DIR/videos.json` can use the results
   report.html    a page to open in a browser: each video scrubbable frame by frame with its instances
-                 (as in the overlays) and each instance's quality over time (`autoqvis report`)
-  overlays/      one mp4 per video: each instance its own colour and id, its quality at the mask centre
+                 (as in the overlays) and each instance's predicted IoU over time (`autoqvis report`)
+  overlays/      one mp4 per video: each instance its own colour and id, and "#id IoU^ 0.82" at the mask
+                 centre: IoU^ = its predicted mask IoU in that frame
   Annotations/<video>/<frame>.png   with --save-masks png: DAVIS-layout palette PNGs, pixel value = the
                  instance's id in the overlays (1 = best score; 0 = background; overlaps go to the higher
                  score), read by DAVIS/VOS evaluation and annotation tools (`autoqvis convert-masks` turns
                  such a folder into YouTubeVIS json and back)
   masks/<video>.npz                 with --save-masks npz: the same label maps for numpy users: labels uint8
-                 (T, H, W), ids, scores, quality (n, T; NaN without quality predictor), frames (names)
+                 (T, H, W), ids, scores, pred_iou (n, T; NaN without quality predictor), frames (names)
 Video ids are 1, 2, ... in name order (a YTVIS json keeps its own ids).
 
 Long videos: the model sees the whole video in one pass unless it has more than 100 frames (fewer for frames
 above 640x360: 25 at 1280x720); then it runs on windows of 36 frames (9 at 1280x720; --window N: of N
 frames) sharing --overlap frames, and tracks are linked across
 windows by mask IoU on the shared frames (Hungarian), so memory stays bounded however long the video is.
-A track's score is the mean of its window scores; each frame's mask and quality come from the last window
+A track's score is the mean of its window scores; each frame's mask and predicted IoU come from the last window
 that holds it.
 Nothing is written unless every input and the checkpoint are readable.
 
@@ -201,7 +204,7 @@ def load_model(checkpoint: str, config: str | None, device: "str | torch.device 
     """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
     config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
     that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
-    gives a model without one (no per-frame quality), rather than an untrained one."""
+    gives a model without one (no per-frame predicted IoU), rather than an untrained one."""
     import torch
 
     from .. import build_model
@@ -221,7 +224,7 @@ def load_model(checkpoint: str, config: str | None, device: "str | torch.device 
             f"{len(report.unexpected)} unknown, e.g. {', '.join(keys)}): a checkpoint of another architecture?"
         )
     if cfg.model.quality.enabled and any(k.startswith(QUALITY_PREFIX) for k in report.missing):
-        print(f"note: {checkpoint} has no quality predictor weights; predicting without per-frame quality")
+        print(f"note: {checkpoint} has no quality predictor weights; predicting without per-frame predicted IoU")
         cfg = replace(cfg, model=replace(cfg.model, quality=replace(cfg.model.quality, enabled=False)))
         model = build_model(cfg)
         load_checkpoint(model, checkpoint)
@@ -298,13 +301,13 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
     if "npz" in formats:
         from ..fileio import atomic_open
 
-        quality = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
+        pred_iou = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
         for i, r in enumerate(shown):
-            if r.get("quality") is not None:
-                quality[i] = r["quality"]
+            if r.get("pred_iou") is not None:
+                pred_iou[i] = r["pred_iou"]
         with atomic_open(stage / "masks" / f"{video.name}.npz") as f:
             np.savez_compressed(f, labels=labels, ids=np.arange(1, len(shown) + 1, dtype=np.int32),
-                                scores=np.asarray([r["score"] for r in shown], np.float32), quality=quality,
+                                scores=np.asarray([r["score"] for r in shown], np.float32), pred_iou=pred_iou,
                                 frames=np.asarray(video.file_names))
 
 

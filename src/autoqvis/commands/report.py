@@ -19,7 +19,7 @@ for a folder written by autoqvis:
                                     redone; the fused training set at the run's tau is shown beside it)
   demo (DIR/run/, DIR/world/)       the same for the demo's run (written by `autoqvis demo` too)
   predict (DIR/results.json)        each video scrubbable frame by frame with its tracks and each track's
-                                    predicted quality (mask IoU) over time (written by `autoqvis predict` too)
+                                    predicted mask IoU (IoU^) over time (written by `autoqvis predict` too)
 
 Frames are downscaled JPEGs (longest side --max-side); a run's frames are found through --unlabeled, or the
 run's own index of a folder input, or its pseudo-label files.

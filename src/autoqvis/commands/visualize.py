@@ -9,8 +9,8 @@ from typing import Any
 HELP = "render overlay videos for any YTVIS results file"
 DESCRIPTION = """\
 Draw a results file on its videos: each instance its own colour and id (#1, #2, ... in file order per
-video), its mask tinted and outlined, and -- for autoqvis results -- its per-frame quality at the mask
-centre. With --gt, the ground truth is drawn in a second panel on the right.
+video), its mask tinted and outlined, and -- for autoqvis results -- "#id IoU^ 0.82" at the mask centre:
+IoU^ = its predicted mask IoU in that frame (`pred_iou`; `quality` in files of older versions). With --gt, the ground truth is drawn in a second panel on the right.
 
 --videos is the YouTubeVIS json the results refer to (e.g. the val json, or the videos.json that
 `autoqvis predict` wrote), or a video file / frame folder / folder of videos, numbered 1, 2, ... in

@@ -10,6 +10,9 @@ Loading validates everything a later stage would otherwise trip over and raises 
 *compressed* RLE dicts ``{"size": [h, w], "counts": str}``; uncompressed RLE and polygons are
 converted on input. Unknown keys (pseudo-label flags ``selected``, ``quality``, ...) are kept in
 ``extra`` and written back, so a plain YouTubeVIS reader still loads our files and ignores them.
+Words: ``pred_iou`` is the quality predictor's per-frame mask IoU (what ``autoqvis predict`` writes in a
+results file), ``quality`` is Q = s * pred_iou (eq. 20, pseudo-label files). Results files written before that
+split used ``quality`` for the predicted IoU; ``parse_result`` reads it as ``pred_iou``.
 RLE encoding, decoding, areas and boxes go through pycocotools; the counts strings, which
 pycocotools never checks, are validated in bulk by :mod:`autoqvis.data.rle_batch`.
 """
@@ -554,7 +557,8 @@ def result_location(name: str, k: int, video_id: int) -> str:
 
 
 def parse_result(rec: Any, name: str, k: int, videos: dict[int, Video]) -> dict[str, Any]:
-    """Top-level fields of one result; its masks are checked in bulk afterwards."""
+    """Top-level fields of one result; its masks are checked in bulk afterwards. An old file's ``quality`` (the
+    predicted IoU then) comes back as ``pred_iou``."""
     if type(rec) is not dict:
         raise AutoQVISError(f"{name}: result {k}: must be an object, got {type(rec).__name__}")
     vid = rec.get("video_id")
@@ -574,14 +578,17 @@ def parse_result(rec: Any, name: str, k: int, videos: dict[int, Video]) -> dict[
         raise AutoQVISError(f"{name}: result {k} (video {vid}): segmentations {what}, "
                             f"the video has {video.length} frames (one RLE or null per frame)")
     if len(rec) > 4:
-        quality = _per_frame_list(rec, "quality", video.length, f"{name}: result {k} (video {vid})")
-        for t, q in enumerate(quality or []):
-            if q is not None and not (is_finite_number(q) and 0.0 <= q <= 1.0):
-                raise AutoQVISError(f"{name}: result {k} (video {vid}): quality[{t}] must be a finite number "
-                                    f"in [0, 1] or null, got {q!r}")
+        for key in ("pred_iou", "quality"):
+            values = _per_frame_list(rec, key, video.length, f"{name}: result {k} (video {vid})")
+            for t, q in enumerate(values or []):
+                if q is not None and not (is_finite_number(q) and 0.0 <= q <= 1.0):
+                    raise AutoQVISError(f"{name}: result {k} (video {vid}): {key}[{t}] must be a finite number "
+                                        f"in [0, 1] or null, got {q!r}")
     out = {"video_id": int(vid), "score": float(score), "category_id": int(cat), "segmentations": list(segs)}
     if len(rec) > 4:
         out.update((key, v) for key, v in rec.items() if key not in _RESULT_KEYS)
+        if "quality" in out and "pred_iou" not in out:  # written before pred_iou: "quality" was the predicted IoU
+            out["pred_iou"] = out.pop("quality")
     return out
 
 

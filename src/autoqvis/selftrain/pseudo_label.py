@@ -117,21 +117,21 @@ def detections_from_prediction(video_id: int, pred: dict[str, Any]) -> list[Dete
     """One video's prediction (``autoqvis.engine.inference``) -> detections (all of them, no filtering).
 
     pred: ``scores`` (k,); ``segmentations`` (k lists of T RLE-or-None) or ``masks`` bool (k, T, H, W) at the
-    original size; ``quality`` (k, T) in [0, 1] or None. Returns k detections in the model's order.
+    original size; ``pred_iou`` (k, T) in [0, 1] or None. Returns k detections in the model's order.
     """
     scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
     if "segmentations" in pred:
         segs = [list(s) for s in pred["segmentations"]]
     else:
         segs = [[encode_mask(m) for m in track] for track in np.asarray(pred["masks"], dtype=bool)]
-    quality = pred.get("quality")
-    quality = None if quality is None else np.clip(np.asarray(quality, dtype=np.float64), 0.0, 1.0)
+    pred_iou = pred.get("pred_iou")
+    pred_iou = None if pred_iou is None else np.clip(np.asarray(pred_iou, dtype=np.float64), 0.0, 1.0)
     return [
         Detection(
             video_id=int(video_id),
             score=float(scores[i]),
             segmentations=segs[i],
-            pred_iou=[] if quality is None else [float(q) for q in quality[i]],
+            pred_iou=[] if pred_iou is None else [float(q) for q in pred_iou[i]],
         )
         for i in range(len(scores))
     ]

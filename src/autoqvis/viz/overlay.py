@@ -1,5 +1,7 @@
 """Instance overlays as in the paper's Fig. 3: each track its own colour, its mask blended and outlined, and
-"#id quality" written at the mask's centre; optionally a ground-truth panel beside the prediction.
+"#id" and the number it shows written at the mask's centre, named: ``"#3 IoU^ 0.82"`` (the quality predictor's
+mask IoU of the frame, ``autoqvis predict`` / ``visualize``) or ``"#3 Q 0.61"`` (Q = s * IoU^, eq. 20, the demo);
+optionally a ground-truth panel beside the prediction.
 
 Small frames are scaled up (shortest side >= ``min_side``) before any text is drawn so labels stay legible.
 """
@@ -21,17 +23,20 @@ from ..data.ytvis import decode_rle
 from ..errors import AutoQVISError
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
+PRED_IOU_LABEL = "IoU^"  # the quality predictor's per-frame mask IoU (results' ``pred_iou``)
+QUALITY_LABEL = "Q"  # Q^t = s * IoU^t (eq. 20; pseudo-labels' ``quality``)
 
 
 @dataclass
 class OverlayTrack:
     """One instance to draw: ``segmentations`` is a list over frames of compressed COCO RLE or None (as
-    ``autoqvis.data.ytvis.load_results`` returns them); ``quality`` (optional) is
-    a list over frames of floats in [0, 1], written beside the id."""
+    ``autoqvis.data.ytvis.load_results`` returns them); ``values`` (optional) is a list over frames of floats in
+    [0, 1], written beside the id after ``value_name`` (``PRED_IOU_LABEL`` or ``QUALITY_LABEL``)."""
 
     track_id: int
     segmentations: Sequence[dict | None]
-    quality: Sequence[float | None] | None = None
+    values: Sequence[float | None] | None = None
+    value_name: str = PRED_IOU_LABEL
 
 
 def instance_color(track_id: int) -> tuple[int, int, int]:
@@ -129,16 +134,18 @@ def draw_label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, color:
     draw.text((box[0] + pad - left, box[1] + pad - top), text, fill=(255, 255, 255), font=font)
 
 
-def label_text(track_id: int, quality: float | None) -> str:
-    """``"#3 0.82"`` (id and per-frame quality) or ``"#3"`` when there is no quality."""
-    return f"#{track_id}" if quality is None else f"#{track_id} {quality:.2f}"
+def label_text(track_id: int, value: float | None, value_name: str = PRED_IOU_LABEL) -> str:
+    """``"#3 IoU^ 0.82"`` (id, what the number is, its value in this frame) or ``"#3"`` when there is no value."""
+    if value is None:
+        return f"#{track_id}"
+    return " ".join(part for part in (f"#{track_id}", value_name, f"{value:.2f}") if part)
 
 
 def render_frame(
     frame: np.ndarray,
     masks: np.ndarray,
     track_ids: Sequence[int],
-    qualities: Sequence[float | None] | None = None,
+    labels: Sequence[str] | None = None,
     *,
     title: str | None = None,
     alpha: float = 0.5,
@@ -149,8 +156,8 @@ def render_frame(
     Args:
         frame: uint8 (H, W, 3) RGB.
         masks: bool (n, H, W), one per instance present in this frame.
-        track_ids: n ints (colour and label).
-        qualities: n floats in [0, 1] or None (per-frame quality written beside the id).
+        track_ids: n ints (colour; the label when ``labels`` is None).
+        labels: n texts (``label_text``) or None for ``"#id"``.
         title: text for a strip above the picture (e.g. "prediction  t=3/40").
     Returns:
         uint8 (s*H [+ strip], s*W, 3) with s = display_scale(H, W, min_side).
@@ -164,13 +171,13 @@ def render_frame(
     image = Image.fromarray(blend_masks(big, top, colors, alpha, thickness=max(1, short // 200)))
     draw = ImageDraw.Draw(image)
     font = label_font(max(14, short // 15))
-    qualities = qualities if qualities is not None else [None] * len(track_ids)
+    labels = labels if labels is not None else [label_text(tid, None) for tid in track_ids]
     taken: list[Box] = []
-    for i, (mask, tid, q, color) in enumerate(zip(big_masks, track_ids, qualities, colors)):
+    for i, (mask, text, color) in enumerate(zip(big_masks, labels, colors)):
         visible = top == i  # label the part not hidden by later masks, so overlapping labels spread out
         anchor = label_anchor(visible) or label_anchor(mask)
         if anchor is not None:
-            draw_label(draw, anchor, label_text(tid, q), color, font, taken)
+            draw_label(draw, anchor, text, color, font, taken)
     if title is not None:
         image = add_title(image, title, font)
     return np.asarray(image)
@@ -199,9 +206,9 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 def frame_instances(tracks: Sequence[OverlayTrack], t: int, shape: tuple[int, int]):
-    """The instances of ``tracks`` present in frame ``t``: (masks bool (n, H, W), ids (n,), qualities (n,) or None).
+    """The instances of ``tracks`` present in frame ``t``: (masks bool (n, H, W), ids (n,), label texts (n,)).
     RLEs of another size than ``shape`` (H, W) are an error (results for another video)."""
-    masks, ids, quals = [], [], []
+    masks, ids, labels = [], [], []
     for tr in tracks:
         rle = tr.segmentations[t] if t < len(tr.segmentations) else None
         if rle is None:
@@ -214,9 +221,10 @@ def frame_instances(tracks: Sequence[OverlayTrack], t: int, shape: tuple[int, in
             )
         masks.append(mask)
         ids.append(tr.track_id)
-        quals.append(None if tr.quality is None or t >= len(tr.quality) else tr.quality[t])
+        value = None if tr.values is None or t >= len(tr.values) else tr.values[t]
+        labels.append(label_text(tr.track_id, value, tr.value_name))
     stacked = np.stack(masks) if masks else np.zeros((0, *shape), bool)
-    return stacked, ids, (quals if any(q is not None for q in quals) else None)
+    return stacked, ids, labels
 
 
 def overlay_frames(
@@ -232,23 +240,23 @@ def overlay_frames(
     total = max([len(t.segmentations) for t in [*tracks, *(gt_tracks or [])]], default=0)
     for t, frame in enumerate(frames):
         counter = f"t={t}" + (f"/{total - 1}" if total else "")
-        masks, ids, quals = frame_instances(tracks, t, frame.shape[:2])
-        pred = render_frame(frame, masks, ids, quals, title=f"prediction  {counter}", alpha=alpha,
+        masks, ids, labels = frame_instances(tracks, t, frame.shape[:2])
+        pred = render_frame(frame, masks, ids, labels, title=f"prediction  {counter}", alpha=alpha,
                             min_side=min_side)
         if gt_tracks is None:
             yield pred
             continue
-        gmasks, gids, _ = frame_instances(gt_tracks, t, frame.shape[:2])
-        gt = render_frame(frame, gmasks, gids, None, title=f"ground truth  {counter}", alpha=alpha,
+        gmasks, gids, glabels = frame_instances(gt_tracks, t, frame.shape[:2])
+        gt = render_frame(frame, gmasks, gids, glabels, title=f"ground truth  {counter}", alpha=alpha,
                           min_side=min_side)
         yield side_by_side([pred, gt])
 
 
 def tracks_from_results(results: Sequence[dict]) -> list[OverlayTrack]:
     """One video's YTVIS results (in the order given) -> tracks numbered #1, #2, ... in that order; the optional
-    per-frame ``quality`` of autoqvis results is drawn beside the id."""
+    per-frame ``pred_iou`` of autoqvis results is drawn beside the id as ``IoU^``."""
     return [
-        OverlayTrack(k + 1, r["segmentations"], r.get("quality"))
+        OverlayTrack(k + 1, r["segmentations"], r.get("pred_iou"), PRED_IOU_LABEL)
         for k, r in enumerate(results)
     ]
 

@@ -20,7 +20,7 @@ the slider. Round 0 fuses with nothing, so there the slider at the run's tau equ
 On load the page checks its own counts at the run's tau against ``slider_counts`` (Python) for every round.
 
 Predict folder (``results.json`` + ``videos.json``): each video scrubbable frame by frame with its tracks and
-every track's predicted quality (mask IoU) over time.
+every track's predicted mask IoU (``pred_iou``, labelled IoU^) over time.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | N
         for vid, dets in labels.candidates.items():
             tracks = []
             for i, d in enumerate(dets):
-                tr = {"id": i + 1, "score": d.score, "q": [float(x) for x in d.quality],
+                tr = {"id": i + 1, "score": d.score, "v": [float(x) for x in d.quality],
                       "empty": [int(s is None) for s in d.segmentations]}
                 if vid in sizes:
                     tr.update(track_view(d.segmentations, sizes[vid], i + 1, range(d.num_frames)))
@@ -241,6 +241,7 @@ def selftrain_data(run_dir: Path, opts: ReportOptions, unlabeled: str | Path | N
         plots.append({"title": "pseudo-label areas per round (Fig. 7)",
                       "src": png_url(run_dir / "area_distribution.png")})
     return {"kind": "selftrain", "title": title or f"self-training run {run_dir.name}", "source": str(run_dir),
+            "value_name": "Q",  # each track's "v": Q = s * IoU^ per frame
             "rule": rule, "videos": videos, "rounds": rounds, "plots": plots, "metric_keys": list(METRIC_KEYS),
             "notes": [f"{len(shown_ids)} of {len(all_ids)} videos drawn (--max-videos); the counts cover all."]
             if len(shown_ids) < len(all_ids) else []}
@@ -278,8 +279,8 @@ def predict_data(pred_dir: Path, opts: ReportOptions, title: str | None = None) 
                        "frame_numbers": shown, "frames": frames, "shown": True})
         tracks[str(v.id)] = []
         for i, r in enumerate(by_video.get(v.id, [])):
-            q = r.get("quality")
-            tr = {"id": i + 1, "score": r["score"], "q": [float(q[t]) for t in shown] if q else None,
+            p = r.get("pred_iou")
+            tr = {"id": i + 1, "score": r["score"], "v": [float(p[t]) for t in shown] if p else None,
                   "empty": [int(r["segmentations"][t] is None) for t in shown]}
             tr.update(track_view(r["segmentations"], size, i + 1, shown))
             tracks[str(v.id)].append(tr)
@@ -287,6 +288,7 @@ def predict_data(pred_dir: Path, opts: ReportOptions, title: str | None = None) 
     if len(dataset.videos) > opts.max_videos:
         notes.append(f"{opts.max_videos} of {len(dataset.videos)} videos shown (--max-videos)")
     return {"kind": "predict", "title": title or f"predictions {pred_dir.name}", "source": str(pred_dir),
+            "value_name": "IoU^",  # each track's "v": the predicted mask IoU per frame
             "videos": videos, "tracks": tracks, "rounds": [], "plots": [], "notes": notes,
             "metric_keys": list(METRIC_KEYS)}
 
@@ -394,10 +396,10 @@ const fmt = (x, d = 3) => (x === null || x === undefined) ? "n/a" : (x < 0 ? "-1
 
 // ---- the official selection chain on one video's candidate tracks (see viz/report_html.py)
 function selectVideo(tracks, tau, rule) {
-  const marks = tracks.map(t => t.q.map((q, i) => t.empty[i] === 1 || q >= tau));
+  const marks = tracks.map(t => t.v.map((q, i) => t.empty[i] === 1 || q >= tau));
   const retained = tracks.map((t, k) => marks[k].filter((m, i) => m && t.empty[i] === 0).length >= rule.min_selected_frames);
   const kept = retained.map((r, k) => r ? k : -1).filter(k => k >= 0);
-  const T = tracks.length ? tracks[0].q.length : 0;
+  const T = tracks.length ? tracks[0].v.length : 0;
   const eligible = [];
   if (kept.length) for (let i = 0; i < T; i++) if (kept.every(k => marks[k][i])) eligible.push(i);
   const selected = kept.reduce((n, k) => n + marks[k].filter((m, i) => m && tracks[k].empty[i] === 0).length, 0);
@@ -547,7 +549,7 @@ function renderViewer(d, v) {
         const on = sel ? (sel.retained[k] && sel.marks[k][f]) : true;
         img(m, mi => { ctx.globalAlpha = on ? 0.6 : 0.22; ctx.drawImage(mi, 0, 0, W, H);
           const a = t.anchors[f]; if (a) { ctx.globalAlpha = 1; ctx.font = "bold 13px sans-serif"; ctx.fillStyle = "#000";
-            const q = t.q ? " " + t.q[f].toFixed(2) : "", x = a[0] * sc, y = a[1] * sc;
+            const q = t.v ? " " + D.value_name + " " + t.v[f].toFixed(2) : "", x = a[0] * sc, y = a[1] * sc;
             ctx.fillText("#" + t.id + q, x + 1, y + 1); ctx.fillStyle = "#fff"; ctx.fillText("#" + t.id + q, x, y); } }); }); });
     body.querySelectorAll(".cur").forEach(e => e.classList.remove("cur"));
     body.querySelectorAll('[data-f="' + f + '"]').forEach(e => e.classList.add("cur"));
@@ -559,7 +561,7 @@ function renderViewer(d, v) {
     play.textContent = "⏸"; timer = setInterval(() => { if (!d.open) { clearInterval(timer); timer = null; return; } go((f + 1) % Math.max(1, v.length)); }, 300); };
   const left = $("div", {}, canvas, $("div", {}, play, " ", range), frameLabel);
   const table = $("table", {class: "ftable"});
-  const head = $("tr", {}, $("th", {class: "l"}, "track"), $("th", {}, "score"), $("th", {}, D.kind === "selftrain" ? "Q over time" : "quality over time"));
+  const head = $("tr", {}, $("th", {class: "l"}, "track"), $("th", {}, "score"), $("th", {}, D.value_name + " over time"));
   for (let i = 0; i < v.length; i++) head.append($("th", {"data-f": i, onclick: () => go(i)},
     sel ? (eligible.has(i) ? "✓" : "✗") + i : (v.frame_numbers ? v.frame_numbers[i] : i)));
   table.append(head);
@@ -570,18 +572,18 @@ function renderViewer(d, v) {
       $("td", {class: "l name"}, $("span", {class: "sw", style: "background:" + t.color}), "#" + t.id + (sel ? (sel.retained[k] ? " retained" : " dropped") : "")),
       $("td", {}, t.score.toFixed(3)));
     const sc = $("td", {}); row.append(sc);
-    if (t.q) sparks.push([sc, t.q, marks, t.empty]);
+    if (t.v) sparks.push([sc, t.v, marks, t.empty]);
     for (let i = 0; i < v.length; i++) {
       const empty = t.empty[i] === 1, cls = empty ? "e" : (marks ? (marks[i] ? "m" : "r") : "");
       row.append($("td", {class: cls, "data-f": i, onclick: () => go(i), title: empty ? "no mask (counts as selected)" : ""},
-        empty ? "–" : (t.q ? t.q[i].toFixed(2) : "•")));
+        empty ? "–" : (t.v ? t.v[i].toFixed(2) : "•")));
     }
     table.append(row);
   });
   const refreshSparks = () => sparks.forEach(([cell, q, marks, empty]) => { cell.textContent = ""; cell.append(spark(q, marks, empty, f)); });
   const legend = $("div", {class: "note"}, D.kind === "selftrain"
     ? "cells: Q = s·IoU per frame; green = selected (Q ≥ τ), red = rejected, grey = no mask (counts as selected). Header: ✓ eligible frame. Faded masks: rejected frame or dropped track."
-    : "cells: the predicted mask quality (IoU) per frame.");
+    : "cells: IoU^ = the predicted mask IoU per frame (the quality predictor's; not the quality score Q = s·IoU^).");
   body.append(left, $("div", {class: "ftable"}, table, legend));
   refreshSparks(); draw();
 }
