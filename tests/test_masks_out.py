@@ -153,7 +153,7 @@ def test_predict_save_masks_png_and_npz(toy_checkpoint, tmp_path):
     npz = np.load(out / "masks" / "movie.npz")
     assert npz["labels"].shape == (T, H, W) and npz["ids"].tolist() == list(range(1, len(results) + 1))
     assert np.allclose(npz["scores"], [r["score"] for r in results])
-    assert np.allclose(npz["quality"], [r["quality"] for r in results])
+    assert np.allclose(npz["pred_iou"], [r["pred_iou"] for r in results])
     # every pixel: the id (1 = best score) of the highest-scoring result covering it, 0 where none does
     order = sorted(range(len(results)), key=lambda i: -results[i]["score"])
     for t, p in enumerate(pngs):

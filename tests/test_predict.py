@@ -92,6 +92,42 @@ def test_predict_mp4_results_evaluate_and_overlay(toy_checkpoint, shapes_video, 
         assert im.n_frames == T
 
 
+def test_results_of_older_versions_read_quality_as_pred_iou(toy_checkpoint, shapes_video, tmp_path, capsys):
+    """A predict folder written before pred_iou (its results call the predicted IoU "quality") gives the same
+    evaluation, overlays, report numbers and converted masks as the same results written today."""
+    from autoqvis.viz.report_html import ReportOptions, predict_data
+
+    video, gt = shapes_video
+    new = tmp_path / "new"
+    assert main(["predict", "--checkpoint", str(toy_checkpoint), "--input", str(video), "--out", str(new),
+                 "--no-overlays", "--no-report"]) == 0
+    results = json.loads((new / "results.json").read_text())
+    assert results and all("pred_iou" in r and "quality" not in r for r in results)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "videos.json").write_text((new / "videos.json").read_text())
+    (old / "results.json").write_text(json.dumps(
+        [{("quality" if k == "pred_iou" else k): v for k, v in r.items()} for r in results]))
+    outs = {}
+    for name, folder in (("new", new), ("old", old)):
+        res, vids = str(folder / "results.json"), str(folder / "videos.json")
+        assert main(["evaluate", "--gt", str(gt), "--results", res, "--out", str(tmp_path / f"{name}.json")]) == 0
+        assert main(["visualize", "--results", res, "--videos", vids, "--out", str(tmp_path / f"vis_{name}"),
+                     "--score-threshold", "0", "--format", "gif"]) == 0
+        assert main(["convert-masks", res, str(tmp_path / f"png_{name}"), "--videos", vids,
+                     "--score-threshold", "0"]) == 0
+        page = predict_data(folder, ReportOptions(score_threshold=0.0))
+        outs[name] = {"metrics": (tmp_path / f"{name}.json").read_text(),
+                      "gif": (tmp_path / f"vis_{name}" / "0001_shapes.gif").read_bytes(),
+                      "png": {p.relative_to(tmp_path / f"png_{name}"): p.read_bytes()
+                              for p in sorted((tmp_path / f"png_{name}").rglob("*.png"))},
+                      "page": [[t["v"] for t in tracks] for tracks in page["tracks"].values()]}
+    assert outs["old"] == outs["new"] and outs["new"]["png"]
+    assert outs["new"]["page"] == [[pytest.approx(r["pred_iou"]) for r in results]]  # 12 frames, all shown
+    assert predict_data(new, ReportOptions())["value_name"] == "IoU^"
+    capsys.readouterr()
+
+
 def test_windowed_predict_and_fps(toy_checkpoint, shapes_video, tmp_path):
     video, _ = shapes_video
     out = tmp_path / "win"

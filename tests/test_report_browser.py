@@ -82,7 +82,7 @@ def _stub_predictions(gt: dict, seed: int = 0):
             scores = [0.97 - 0.04 * i for i in range(len(tracks))] + ([0.3, 0.1] if tracks else [])
             base = rng.uniform(0.7, 1.0, (len(segs), 1))  # a track's level, then per-frame wobble
             q = np.clip(base + rng.uniform(-0.2, 0.1, (len(segs), dataset.video(vid).length)), 0.0, 1.0)
-            yield vid, {"scores": np.array(scores), "segmentations": segs, "quality": q}
+            yield vid, {"scores": np.array(scores), "segmentations": segs, "pred_iou": q}
 
     return predict_dataset
 
