@@ -186,6 +186,7 @@ def test_fidelity_switches_in_the_presets(name):
     assert cfg.inference.amp_dtype == ("none" if toy else "float16")  # F2
     assert cfg.train.nonfinite_loss == ("stop" if toy else "skip")  # F6
     assert cfg.selftrain.clips_per_draw == (0 if toy else 2) and cfg.selftrain.batch_size == 4  # F1
+    assert not cfg.runtime.channels_last and not cfg.runtime.compile  # speed-only switches, off
 
 
 def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
