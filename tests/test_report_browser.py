@@ -88,7 +88,7 @@ def _stub_predictions(gt: dict, seed: int = 0):
 
 
 def _stub_train_loop(model, batches, cfg, out_dir, *, max_iter, resume=False, init_state=None, desc="",
-                     val_fn=None, checkpoint_meta=None, progress=True):
+                     val_fn=None, checkpoint_meta=None, progress=True, runtime=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optimizer": {}, "iteration": max_iter}, out_dir / "model_final.pt")

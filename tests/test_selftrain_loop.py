@@ -65,7 +65,7 @@ def _stub_predictions(gt_by_name, calls, val_missing=None):
 
 def _stub_train_loop(seen):
     def train_loop(model, batches, cfg, out_dir, *, max_iter, resume=False, init_state=None, desc="",
-                   val_fn=None, checkpoint_meta=None, progress=True):
+                   val_fn=None, checkpoint_meta=None, progress=True, runtime=None):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         seen.append({"desc": desc, "probs": batches.probs.tolist(), "sources": len(batches.sources),

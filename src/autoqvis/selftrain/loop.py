@@ -358,47 +358,66 @@ class SelfTraining:
 
     # ------------------------------------------------------------------------------- labelling
     def label_round(self, k: int, weights: dict[str, torch.Tensor], previous: dict[int, list[Detection]]) -> dict[int, list[Detection]]:
-        """Pseudo-label, select (eq. 16-22), fuse with T^(k-1) (eq. 4-13); write round k's files.
+        """Round k's labelling in four steps, each skipped when its output exists (a resumed run continues at the
+        first missing one): ``label`` (detections.jsonl), ``select_and_fuse`` (pseudo_labels.json, stats.json),
+        ``evaluate`` (metrics.json; with val ground truth), ``analyse`` (analysis.json; with the unlabeled videos'
+        ground truth). Then the round's row goes into summary.json.
 
         Returns T^(k) on rank 0; the other ranks (which only help to label and validate) get an empty dict.
         """
-        rdir = self.out / f"round_{k}"
-        labels_path, stats_path, det_path = rdir / "pseudo_labels.json", rdir / "stats.json", rdir / "detections.jsonl"
-        unlabeled = self.inputs.unlabeled
-        model, candidates, train_set = None, None, {}
-        done = self._exists(labels_path, stats_path)
-        if not done:
-            model = self._model_with(weights)
-            pseudo_label_dataset(model, unlabeled, self.cfg, det_path, video_ids=self.video_ids, resume=True,
-                                 progress=self.progress, desc=f"round {k}: pseudo-label")
+        model = self.label(k, weights)
+        train_set: dict[int, list[Detection]] = {}
+        candidates: dict[int, list[Detection]] | None = None
+        row: dict[str, Any] = {"round": k}
         if self.main:
-            if done:
-                _, train_set = read_pseudo_labels(labels_path, unlabeled.image_root)
-                stats = read_json(stats_path, "round stats")
-            else:
-                labels = self.select(det_path, previous)
-                candidates, train_set = labels.candidates, labels.state
-                stats = {"round": k, **labels.counts, **self.set_stats(train_set)}
-                write_pseudo_labels(train_set, unlabeled, labels_path, k, self.rule)
-                atomic_write_json(stats_path, stats, indent=1)
-            self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training "
-                      f"set {stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
-            row: dict[str, Any] = {"round": k, "retained": stats["retained"],
-                                   "training_set_tracks": stats["training_set"]["tracks"],
-                                   "eligible_videos": stats["training_set"]["eligible_videos"]}
+            train_set, candidates, stats = self.select_and_fuse(k, previous)
+            row.update(retained=stats["retained"], training_set_tracks=stats["training_set"]["tracks"],
+                       eligible_videos=stats["training_set"]["eligible_videos"])
         if self.inputs.val is not None:
             metrics = self.evaluate(k, model or self._model_with(weights))  # every rank predicts a share
             if self.main:
                 row["val"] = metrics
         if self.main:
             if self.inputs.unlabeled_gt is not None:
-                if candidates is None and not (rdir / "analysis.json").exists():
-                    candidates = self.select(det_path, {}).candidates  # resumed after the labels were written
-                row["analysis"] = self.analyse(k, rdir, candidates, train_set)
+                row["analysis"] = self.analyse(k, candidates, train_set)
             self.summary.append(row)
             atomic_write_json(self.out / "summary.json", summarize(self.summary, self.cfg.selftrain.keep_best), indent=1)
         dist.barrier()  # round k's files exist before any rank reads them
         return train_set
+
+    def _round_file(self, k: int, name: str) -> Path:
+        return self.out / f"round_{k}" / name
+
+    def label(self, k: int, weights: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+        """Step 1, every rank: the model with ``weights`` pseudo-labels the unlabeled videos into
+        round_k/detections.jsonl (continuing a partial file). Done when the round's labels are selected already
+        (then the raw detections are not needed); returns the model, or None when done."""
+        if self._exists(self._round_file(k, "pseudo_labels.json"), self._round_file(k, "stats.json")):
+            return None
+        model = self._model_with(weights)
+        pseudo_label_dataset(model, self.inputs.unlabeled, self.cfg, self._round_file(k, "detections.jsonl"),
+                             video_ids=self.video_ids, resume=True, progress=self.progress,
+                             desc=f"round {k}: pseudo-label")
+        return model
+
+    def select_and_fuse(self, k: int, previous: dict[int, list[Detection]]
+                        ) -> tuple[dict[int, list[Detection]], dict[int, list[Detection]] | None, dict[str, Any]]:
+        """Step 2, rank 0: select (eq. 16-22) and fuse with T^(k-1) (eq. 4-13) -> round_k/pseudo_labels.json and
+        stats.json. Done when both exist: they are read back. Returns (T^(k), the candidates -- None when read
+        back --, the round's stats)."""
+        labels_path, stats_path = self._round_file(k, "pseudo_labels.json"), self._round_file(k, "stats.json")
+        if labels_path.exists() and stats_path.exists():
+            _, train_set = read_pseudo_labels(labels_path, self.inputs.unlabeled.image_root)
+            candidates, stats = None, read_json(stats_path, "round stats")
+        else:
+            labels = self.select(self._round_file(k, "detections.jsonl"), previous)
+            candidates, train_set = labels.candidates, labels.state
+            stats = {"round": k, **labels.counts, **self.set_stats(train_set)}
+            write_pseudo_labels(train_set, self.inputs.unlabeled, labels_path, k, self.rule)
+            atomic_write_json(stats_path, stats, indent=1)
+        self._log(f"round {k}: {stats['tracks_after_nms']} tracks after NMS, {stats['retained']} retained; training "
+                  f"set {stats['training_set']['tracks']} tracks, {stats['training_set']['eligible_videos']} eligible videos")
+        return train_set, candidates, stats
 
     def _model_with(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = self._build(self.cfg)
@@ -426,7 +445,8 @@ class SelfTraining:
 
     # ------------------------------------------------------------------------ evaluation, analysis
     def evaluate(self, k: int, model: torch.nn.Module) -> dict[str, float]:
-        """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json).
+        """Step 3: class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json). Done
+        when metrics.json exists (read back).
 
         Every rank predicts its share of the videos; rank 0 evaluates and writes (the others return {})."""
         from ..engine.inference import evaluate_model
@@ -442,17 +462,21 @@ class SelfTraining:
         self._log(f"round {k}: val AP50 {100 * metrics['AP50']:.1f}  AP {100 * metrics['AP']:.1f}  AR10 {100 * metrics['AR10']:.1f}")
         return metrics
 
-    def analyse(self, k: int, rdir: Path, candidates: dict[int, list[Detection]] | None,
+    def analyse(self, k: int, candidates: dict[int, list[Detection]] | None,
                 train_set: dict[int, list[Detection]]) -> dict[str, Any]:
-        """Fig. 5/6 for round k (its scored detections vs the unlabeled GT), Fig. 7 over rounds 0..k."""
+        """Step 4, rank 0: Fig. 5/6 for round k (its scored detections vs the unlabeled GT) -> round_k/analysis.json,
+        and Fig. 7 over rounds 0..k. Done when analysis.json exists. ``candidates``: None when the labels were read
+        back (a resumed run); they are selected again from detections.jsonl."""
         from ..eval.analysis import analyse, gt_tracks, write_analysis
         from ..viz.plots import plot_area_distribution
 
+        rdir = self.out / f"round_{k}"
         path = rdir / "analysis.json"
         if path.exists():
             summary = read_json(path, "analysis")
         else:
-            assert candidates is not None
+            if candidates is None:  # resumed after the labels were written
+                candidates = self.select(rdir / "detections.jsonl", {}).candidates
             gt = gt_tracks(self.inputs.unlabeled_gt, candidates.keys())
             summary, points = analyse(candidates, train_set, gt)
             write_analysis(summary, points, rdir, title=f"round {k}")
