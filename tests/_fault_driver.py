@@ -53,10 +53,10 @@ def arm_step(spec: str, target: Path, n: int) -> None:
     state = {"dir": None, "steps": 0}
 
     def make_run(run):
-        def wrapped(model, batches, cfg, out_dir, *args, **kwargs):
-            state["dir"] = Path(out_dir)
+        def wrapped(setup, *args, **kwargs):  # setup: trainer._Run
+            state["dir"] = Path(setup.out_dir)
             try:
-                return run(model, batches, cfg, out_dir, *args, **kwargs)
+                return run(setup, *args, **kwargs)
             finally:
                 state["dir"] = None
         return wrapped
