@@ -130,7 +130,7 @@ def cpu_work_per_video(frames: int = 36, tracks: int = 10) -> dict[str, float]:
         segs = pack_runs(*boundaries, tracks, frames, h, w)
         t2 = time.perf_counter()
         pseudo_label_video(1, {"scores": np.linspace(0.9, 0.3, tracks), "segmentations": segs,
-                               "quality": np.full((tracks, frames), 0.8)})
+                               "pred_iou": np.full((tracks, frames), 0.8)})
         t3 = time.perf_counter()
         for key, sec in zip(best, (t1 - t0, t2 - t1, t3 - t2)):
             best[key] = min(best[key], sec)
