@@ -95,3 +95,22 @@ def test_stored_configs_map_old_switches_silently():
         warnings.simplefilter("error")
         cfg = config_from_dict(stored, legacy_note=False)
     assert cfg.runtime.channels_last and not cfg.runtime.compile and cfg.inference.amp_dtype == "none"
+
+
+def test_a_run_saved_with_the_old_switches_resumes(tmp_path):
+    """A selftrain run whose config.yaml still has train.compile / train.amp_inference resumes under the new
+    names: the speed-only switches may change, the test-pass precision may not."""
+    import yaml
+
+    from autoqvis.selftrain.loop import _check_resume_config
+
+    old = load_config("toy").to_dict()
+    del old["runtime"]
+    old["train"].update(amp_inference=False, channels_last=False, compile=True)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_resume_config(load_config("toy"), tmp_path)  # compile off now: allowed
+    old["train"]["amp_inference"] = True  # it ran its test passes in bf16
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(AutoQVISError, match=r"inference\.amp_dtype: run has 'bfloat16', now 'none'"):
+        _check_resume_config(load_config("toy"), tmp_path)
+    _check_resume_config(load_config("toy", ["inference.amp_dtype=bfloat16"]), tmp_path)

@@ -374,3 +374,14 @@ def test_grad_scaler_steps_clip_unscaled_gradients_and_resume_exactly(tmp_path, 
     for a, b in zip(scaled.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert safe_torch_load(tmp_path / "resumed" / "model_final.pt")["grad_scaler"]["scale"] == 2.0 ** 12  # restored
+
+
+def test_runtime_switches_reach_the_fast_path(tmp_path, monkeypatch):
+    """train_loop applies runtime.* (default: all off) to the model it trains, once per call."""
+    from autoqvis.config import RuntimeConfig
+
+    seen = []
+    monkeypatch.setattr(trainer.fast_path, "prepare", lambda model, cfg: seen.append(cfg) or model)
+    _run(tmp_path / "a", max_iter=2)
+    _run(tmp_path / "b", max_iter=2, runtime=RuntimeConfig(channels_last=True, compile=True))
+    assert seen == [RuntimeConfig(), RuntimeConfig(channels_last=True, compile=True)]
