@@ -35,11 +35,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 SWITCHES = {  # name -> train.amp, bf16 test passes (inference.amp_dtype), runtime.channels_last, runtime.compile
-    "fp32": {"amp": False, "amp_inference": False, "channels_last": False, "compile": False},
-    "bf16": {"amp": True, "amp_inference": True, "channels_last": False, "compile": False},
-    "channels_last": {"amp": False, "amp_inference": False, "channels_last": True, "compile": False},
-    "compile": {"amp": False, "amp_inference": False, "channels_last": False, "compile": True},
-    "all": {"amp": True, "amp_inference": True, "channels_last": True, "compile": True},
+    "fp32": {"amp": False, "bf16_inference": False, "channels_last": False, "compile": False},
+    "bf16": {"amp": True, "bf16_inference": True, "channels_last": False, "compile": False},
+    "channels_last": {"amp": False, "bf16_inference": False, "channels_last": True, "compile": False},
+    "compile": {"amp": False, "bf16_inference": False, "channels_last": False, "compile": True},
+    "all": {"amp": True, "bf16_inference": True, "channels_last": True, "compile": True},
 }
 VIDEO_HW = (720, 1280)  # YouTubeVIS-2019 frames; the test resize brings them to 360x640
 CLIP_HW = (360, 640)  # training clips at the paper's smallest training scale
@@ -111,7 +111,7 @@ def build(config: str, switch: str, device, stage: str = "initial", checkpoint: 
     # the names promise float32 or bf16: pin both autocast dtypes (the presets' are float16)
     overrides = [f"train.amp={str(values['amp']).lower()}"]
     overrides += [f"runtime.{k}={str(values[k]).lower()}" for k in ("channels_last", "compile")]
-    overrides += ["train.amp_dtype=bfloat16", f"inference.amp_dtype={'bfloat16' if values['amp_inference'] else 'none'}"]
+    overrides += ["train.amp_dtype=bfloat16", f"inference.amp_dtype={'bfloat16' if values['bf16_inference'] else 'none'}"]
     cfg = load_config(config, overrides)
     if stage == "round":
         cfg = round_config(cfg)

@@ -287,7 +287,9 @@ def move_legacy_keys(data: dict[str, Any], note: bool = True) -> dict[str, Any]:
         out[section] = part
         if old:
             target = out.get(new_section)
-            out[new_section] = {**(target if isinstance(target, dict) else {}), new_key: value}
+            if target is not None and not isinstance(target, dict):
+                continue  # a malformed section: _build names it
+            out[new_section] = {**(target or {}), new_key: value}
             if note:
                 warnings.warn(f"config key {section}.{key} is deprecated: read as {new_section}.{new_key}: "
                               f"{str(value).lower()}; write that instead", FutureWarning, stacklevel=3)
