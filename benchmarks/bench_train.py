@@ -84,7 +84,7 @@ def evaluate_last_checkpoint(run: dict, args: argparse.Namespace) -> dict:
 
     from autoqvis import build_model, load_checkpoint
     from autoqvis.engine.inference import evaluate_model
-    from autoqvis.config import load_config
+    from autoqvis.core.config import load_config
     from autoqvis.data.ytvis import load_ytvis
     from autoqvis.engine.trainer import find_last_checkpoint
 
@@ -131,7 +131,7 @@ def summarize(run: dict, args: argparse.Namespace) -> dict:
 
 def baselines(world: Path) -> dict[str, dict]:
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.eval.baselines import BASELINES, baseline_results
+    from baselines import BASELINES, baseline_results  # benchmarks/ is on sys.path when run as a script
     from autoqvis.eval.ytvis_eval import evaluate
 
     val = load_ytvis(world / "val.json")

@@ -94,7 +94,7 @@ def test_log_area_histogram_bins():
 
 
 def test_write_analysis_and_plots(tmp_path):
-    from autoqvis.viz.plots import plot_area_distribution
+    from autoqvis.eval.plots import plot_area_distribution
 
     summary, points = analyse(_pseudo(), _pseudo(), GT)
     names = write_analysis(summary, points, tmp_path, title="round 0")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from autoqvis.data.coco import CocoDataset, decode_segmentation, load_coco, mask_to_annotation, save_coco
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 # pycocotools 2.0.x under numpy 2 warns on every decode; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from autoqvis.config import Config, load_config
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.config import Config, load_config
+from autoqvis.core.errors import AutoQVISError
 
 
 def test_defaults_are_paper_values():

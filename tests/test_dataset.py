@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autoqvis.config import Config, InputConfig, SelfTrainConfig
+from autoqvis.core.config import Config, InputConfig, SelfTrainConfig
 from autoqvis.data.dataset import (
     SyntheticClips,
     VideoClips,
@@ -19,7 +19,7 @@ from autoqvis.data.dataset import (
     shortest_edge_size,
 )
 from autoqvis.data.ytvis import encode_mask, load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 H, W, T = 24, 32, 8
 

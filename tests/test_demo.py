@@ -168,7 +168,7 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
     assert "trained here from scratch (1 iterations" in text and "--from-scratch" in text
     assert [r[0] for r in table_rows(text, "| model | AP | AP50")] == ["round 0 (initial model)", "round 1"]
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.demo_report import pick_videos
+    from autoqvis.viz.demo_report import pick_videos
 
     (vid,) = pick_videos(load_ytvis(out / "world" / "val.json"), 1)
     names = sorted(p.name for p in (out / "overlays").glob("*.gif"))
@@ -177,7 +177,7 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
 
 # ------------------------------------------------------------------------------ report helpers
 def test_overlay_tracks_write_q_equal_s_times_predicted_iou():
-    from autoqvis.demo_report import overlay_tracks
+    from autoqvis.viz.demo_report import overlay_tracks
 
     results = [{"video_id": 1, "score": 0.6, "segmentations": [None, None], "quality": [0.5, 1.0]},
                {"video_id": 1, "score": 0.9, "segmentations": [None, None], "quality": [0.2, 0.4]},
@@ -191,7 +191,7 @@ def test_overlay_tracks_write_q_equal_s_times_predicted_iou():
 
 def test_pick_videos_prefers_crowded_ones():
     from autoqvis.data.ytvis import Annotation, Video, YTVISDataset
-    from autoqvis.demo_report import pick_videos
+    from autoqvis.viz.demo_report import pick_videos
 
     videos = [Video(i, [f"{i}/0.jpg"], 4, 4) for i in (1, 2, 3, 4)]
     counts = {1: 1, 2: 3, 3: 0, 4: 3}

@@ -13,7 +13,7 @@ import torch
 
 from autoqvis import build_model, load_config
 from autoqvis.model.checkpoint import infer_config, resolve_checkpoint
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from _helpers import save_random_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from autoqvis.data.video_io import VideoReader
 from autoqvis.data.ytvis import encode_mask
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.viz.overlay import (
     OverlayTrack,
     display_scale,

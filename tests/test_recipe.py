@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from _selftrain_cases import TINY_OVERRIDES
-from autoqvis.config import load_config
+from autoqvis.core.config import load_config
 from autoqvis.data.ytvis import encode_mask, load_ytvis
 from autoqvis.engine.trainer import lr_factor
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 
 # ------------------------------------------------------------------------------------------- presets
@@ -57,7 +57,7 @@ def test_recipe_switches_reject_unknown_values(key, value):
 def test_initial_stage_trains_without_droploss_and_the_rounds_with_it(tmp_path, monkeypatch):
     import autoqvis.engine.trainer as trainer
     from autoqvis.data.toyworld import write_toyworld
-    from autoqvis.engine import dist
+    from autoqvis.core import dist
     from autoqvis.selftrain.loop import SelfTraining, SelfTrainInputs, write_pseudo_labels
 
     write_toyworld(tmp_path / "w", size="small", seed=0)
@@ -188,7 +188,7 @@ def test_fidelity_switches_in_the_presets(name):
 
 
 def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
-    from autoqvis.fileio import atomic_torch_save
+    from autoqvis.core.fileio import atomic_torch_save
     from autoqvis.model.checkpoint import checkpoint_config
 
     for amp_inference, expected in ((False, "none"), (True, "bfloat16")):

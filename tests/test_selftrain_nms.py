@@ -111,7 +111,7 @@ def test_detections_from_prediction_without_quality():
 
 
 def test_detection_from_dict_rejects_length_mismatch():
-    from autoqvis.errors import AutoQVISError
+    from autoqvis.core.errors import AutoQVISError
 
     bad = detection_to_dict(track([A, A]))
     bad["selected"] = [1]

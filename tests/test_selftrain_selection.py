@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _selftrain_cases import EMPTY, box, track
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.selftrain.selection import (
     eligible_frames,
     quality_scores,

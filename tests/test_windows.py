@@ -14,7 +14,7 @@ from autoqvis.engine.windows import (
     overlap_iou,
     predict_windowed,
 )
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 COLORS = [(230, 40, 40), (40, 200, 60), (50, 80, 240)]  # one solid colour per object
 BACKGROUND = 128

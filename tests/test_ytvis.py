@@ -23,7 +23,7 @@ from autoqvis.data.ytvis import (
     save_results,
     save_ytvis,
 )
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 H, W, T = 12, 16, 3
 

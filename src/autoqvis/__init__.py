@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config, load_config
-from .errors import AutoQVISError
+from .core.config import Config, load_config
+from .core.errors import AutoQVISError
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from .errors import AutoQVISError
+from .core.errors import AutoQVISError
 
 # name -> (module under autoqvis.commands, one-line help); order is the order of the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.davis import read_davis_folder
     from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import atomic_write_json
 
     src, out = Path(args.input), Path(args.output)
     if not src.exists():
@@ -83,7 +83,7 @@ def _first_char(path: Path) -> str:
 def write_png_folder(videos, tracks: dict[int, list[dict]], out: Path, ids_from_order: bool) -> int:
     """Every video's label maps under ``out`` (staged: all or nothing); returns the number of tracks drawn."""
     from ..data.davis import MAX_ID, track_ids, video_folder_name, video_label_maps, write_davis_video
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from .predict import staged_output
 
     if out.exists() and not out.is_dir():

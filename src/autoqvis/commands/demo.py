@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------- helpers
 def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
     """The packaged toy initial-stage checkpoint and its provenance sidecar."""
-    from ..errors import AutoQVISError
-    from ..fileio import read_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import read_json
 
     assets = Path(__file__).resolve().parents[1] / "assets"
     ckpt, meta = assets / f"{ASSET}.pt", assets / f"{ASSET}.json"
@@ -79,7 +79,7 @@ def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
 
 def check_fits(cfg: Any, provenance: dict[str, Any], ckpt: Path) -> None:
     """The shipped checkpoint must have been made with the model config the demo builds."""
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     made_with, now = provenance.get("model_config"), cfg.to_dict()["model"]
     if made_with != now:
@@ -95,8 +95,8 @@ def file_sha256(path: Path) -> str:
 
 def demo_config(args: argparse.Namespace) -> Any:
     """The toy config with the demo's seed, rounds and iterations."""
-    from ..config import load_config
-    from ..errors import AutoQVISError
+    from ..core.config import load_config
+    from ..core.errors import AutoQVISError
 
     for name, value, low in (("--rounds", args.rounds, 1), ("--max-iters", args.max_iters, 1),
                              ("--overlays", args.overlays, 0), ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
@@ -120,8 +120,8 @@ def demo_config(args: argparse.Namespace) -> Any:
 
 def prepare_out(out: Path, settings: dict[str, Any]) -> bool:
     """Create ``out`` or check it holds a demo with the same settings; returns True when resuming one."""
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json, read_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import atomic_write_json, read_json
 
     marker = out / SETTINGS_FILE
     if marker.exists():
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.toyworld import toyworld_config, write_toyworld
     from ..data.ytvis import load_ytvis
-    from ..fileio import read_json
+    from ..core.fileio import read_json
     from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau
 
     torch.set_num_threads(args.threads)
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.init:
         init, provenance = Path(args.init), None
         if not init.is_file():
-            from ..errors import AutoQVISError
+            from ..core.errors import AutoQVISError
 
             raise AutoQVISError(f"{init}: --init not found")
     else:
@@ -229,8 +229,8 @@ def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path 
                       provenance: dict[str, Any] | None, val: Any, tau: float,
                       timings: dict[str, float]) -> dict[str, Any]:
     """Plots, overlays, report.md, then demo.json (its content is returned) from the finished run in ``out/run``."""
-    from .. import demo_report as rep
-    from ..fileio import atomic_write_bytes, atomic_write_json, read_json
+    from ..viz import demo_report as rep
+    from ..core.fileio import atomic_write_bytes, atomic_write_json, read_json
 
     start = time.perf_counter()
     run_dir, plots_dir, overlays_dir = out / "run", out / "plots", out / "overlays"

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..eval.ytvis_eval import evaluate, format_summary
-    from ..fileio import atomic_write_json
+    from ..core.fileio import atomic_write_json
 
     if args.workers is not None and args.workers < 1:
         raise AutoQVISError(f"--workers must be >= 1, got {args.workers}")

@@ -137,7 +137,7 @@ def discover_inputs(path: str | os.PathLike, fps: float | None = None,
     """The videos named by ``path`` (VIDEO | FRAMES_DIR | VIDEOS_DIR | YTVIS.json), each probed (so a bad one fails
     here, before anything is written), with the image root their ``file_names`` are relative to."""
     from ..data.video_io import IMAGE_EXTENSIONS, is_video_file, natural_key
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     path = Path(path)
     if not path.exists():
@@ -170,7 +170,7 @@ def ytvis_inputs(path: Path, fps: float | None, frames_fps: float | None) -> tup
     """The videos of a YouTubeVIS json (its own ids), frames from its image root."""
     from ..data.video_io import VideoReader
     from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     dataset = load_ytvis(path)
     if not dataset.videos:
@@ -205,7 +205,7 @@ def load_model(checkpoint: str, config: str | None, device: "str | torch.device 
     import torch
 
     from .. import build_model
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..model.checkpoint import checkpoint_config, load_checkpoint, map_key, resolve_checkpoint
 
     checkpoint = str(resolve_checkpoint(checkpoint))
@@ -252,7 +252,7 @@ def window_for(info: Any, window: int | None, overlap: int | None, cfg) -> tuple
 def staged_output(out_dir: Path) -> Iterator[Path]:
     """A scratch folder next to ``out_dir``; on success its files move into ``out_dir`` (each an atomic rename),
     on failure it is deleted: an interrupted run leaves nothing half-written in ``out_dir``."""
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     parent = out_dir.resolve().parent
     try:
@@ -272,7 +272,7 @@ def staged_output(out_dir: Path) -> Iterator[Path]:
 
 
 def check_out_dir(out: Path, inputs_path: Path) -> None:
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     if out.exists() and not out.is_dir():
         raise AutoQVISError(f"{out}: --out must be a folder, a file of that name exists")
@@ -285,7 +285,7 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
     import numpy as np
 
     from ..data.davis import MAX_ID, video_label_maps, write_davis_video
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     if len(shown) > MAX_ID:
         raise AutoQVISError(f"{video.name}: {len(shown)} instances to save, a palette PNG holds {MAX_ID}; "
@@ -296,7 +296,7 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
     if "png" in formats:
         write_davis_video(stage / "Annotations", video.name, video.file_names, labels)
     if "npz" in formats:
-        from ..fileio import atomic_open
+        from ..core.fileio import atomic_open
 
         quality = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
         for i, r in enumerate(shown):
@@ -310,7 +310,7 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
 
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
+    from ..core import dist
 
     with dist.launched(args.device) as device:
         return _run(args, device)
@@ -319,10 +319,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, device) -> int:
     from tqdm import tqdm
 
-    from ..engine import dist
+    from ..core import dist
     from ..engine.inference import predict_video_rle, results_from_prediction
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import atomic_write_json
     from ..viz.overlay import tracks_from_results, write_overlay
 
     for name in ("score_threshold", "overlay_threshold"):

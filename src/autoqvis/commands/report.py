@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..viz.report_html import ReportOptions, write_report
 
     for name in ("max_videos", "max_frames", "max_side"):

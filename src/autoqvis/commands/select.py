@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..core.config import load_config
     from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..selftrain.curate import (SelectionRule, read_training_set, select_round, set_tau, training_set_counts,
                                     write_training_set)
     from ..selftrain.pseudo_label import iter_detection_file

@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The config with the command-line switches applied (they are part of the saved config)."""
-    from ..config import load_config
-    from ..errors import AutoQVISError
+    from ..core.config import load_config
+    from ..core.errors import AutoQVISError
     from ..selftrain.curate import set_tau
 
     cfg = load_config(args.config, args.overrides)
@@ -111,8 +111,8 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
     """
     from ..data.video_io import VideoReader, is_video_file, natural_key, write_image
     from ..data.ytvis import Video, YTVISDataset, load_ytvis
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import atomic_write_json
 
     index = dest / "unlabeled.json"
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
@@ -140,7 +140,7 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
 
 
 def _check_same_videos(unlabeled, gt, video_ids) -> None:
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     for vid in video_ids:
         v = unlabeled.video(vid)
@@ -155,7 +155,7 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
+    from ..core import dist
 
     with dist.launched(args.device):
         return _run(args)
@@ -163,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..data.dataset import SyntheticClips
-    from ..engine import dist
+    from ..core import dist
     from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..model.checkpoint import read_checkpoint, resolve_checkpoint
     from ..selftrain.loop import SelfTrainInputs, run_selftrain
 
@@ -206,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final model: {final}")
     summary = out / "summary.json"
     if summary.exists():
-        from ..fileio import read_json
+        from ..core.fileio import read_json
         from ..selftrain.loop import summary_rows
 
         for row in summary_rows(read_json(summary, "summary")):

@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..core.config import load_config
     from ..data.coco import load_coco
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from .predict import staged_output
 
     for flag, value, low in (("--clips-per-image", args.clips_per_image, 1), ("--seed", args.seed, 0),

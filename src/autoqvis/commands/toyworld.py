@@ -34,9 +34,9 @@ def _parse_overrides(items: list[str]) -> dict:
     """``["miss_rate=0.3", "video_size=[96,128]"]`` -> {"miss_rate": 0.3, "video_size": [96, 128]} (typed)."""
     from typing import get_type_hints
 
-    from ..config import _coerce, parse_override  # the config's own YAML-typed key=value parsing
+    from ..core.config import _coerce, parse_override  # the config's own YAML-typed key=value parsing
     from ..data.toyworld import ToyWorldConfig
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     hints = get_type_hints(ToyWorldConfig)
     out = {}
@@ -50,7 +50,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.toyworld import toyworld_config, write_toyworld
-    from ..fileio import read_json
+    from ..core.fileio import read_json
 
     cfg = toyworld_config(args.size, **_parse_overrides(args.overrides))
     start = time.perf_counter()

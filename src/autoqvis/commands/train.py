@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
+    from ..core import dist
 
     with dist.launched(args.device) as device:
         return _run(args, device)
@@ -56,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, device) -> int:
     import torch
 
-    from ..config import load_config, save_config
+    from ..core.config import load_config, save_config
     from ..data.dataset import SyntheticClips
     from ..data.sampler import BalancedBatches
     from ..data.ytvis import load_ytvis
-    from ..engine import dist
+    from ..core import dist
     from ..engine.inference import evaluate_model
     from ..engine.trainer import find_last_checkpoint, train_loop
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
+    from ..core.errors import AutoQVISError
+    from ..core.fileio import atomic_write_json
 
     cfg = load_config(args.config, args.overrides)
     if args.init:

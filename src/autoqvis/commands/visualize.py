@@ -67,7 +67,7 @@ def folder_videos(path: Path, fps: float | None, frames_fps: float | None) -> tu
 
 
 def check_gt_video(gt: Any, video: Any, where: str) -> None:
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
 
     other = gt.video(video.id)
     if (other.length, other.height, other.width) != (video.length, video.height, video.width):
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.ytvis import load_results, load_ytvis
-    from ..errors import AutoQVISError
+    from ..core.errors import AutoQVISError
     from ..viz.overlay import tracks_from_annotations, tracks_from_results, write_overlay
     from .predict import DEFAULT_FPS, safe_name, staged_output
 

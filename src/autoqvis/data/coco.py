@@ -20,8 +20,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_json, read_json
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, read_json
 from .rle_batch import counts_problems, scan_tracks
 from .ytvis import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, encode_mask, frame_too_large, polygon_in_range
 

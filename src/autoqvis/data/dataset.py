@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config
-from ..errors import AutoQVISError
-from ..fileio import read_json
+from ..core.config import Config
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
 from ..selftrain.selection import eligible_frames
 from .coco import load_coco
 from .synth import augment_frames

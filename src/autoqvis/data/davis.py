@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_bytes
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_bytes
 from .video_io import natural_key
 from .ytvis import decode_rle, encode_mask
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 SHAPES = ("ellipse", "polygon", "blob", "ring", "star", "box")
 TEXTURES = ("stripes", "checks", "noise", "gradient", "dots")

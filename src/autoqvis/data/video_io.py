@@ -22,8 +22,8 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_open, atomic_write_bytes
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_open, atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")

@@ -27,8 +27,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_json, is_finite_number, read_json
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, is_finite_number, read_json
 from .rle_batch import counts_problems, counts_syntax_problem, gc_paused, is_canonical, scan_tracks
 
 RLE = dict  # {"size": [h, w], "counts": str}, COCO compressed RLE (column-major runs, 0s first)

@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..core.config import TrainConfig
 
 _MARK = "_autoqvis_fast_path"  # attribute set on a prepared model: the switches it was prepared with
 

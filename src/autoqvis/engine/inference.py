@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..config import Config
+from ..core.config import Config
 from ..data.dataset import shortest_edge_size
 from ..data.ytvis import YTVISDataset, encode_masks
-from ..errors import AutoQVISError
-from . import dist, fast_path
+from ..core.errors import AutoQVISError
+from ..core import dist
+from . import fast_path
 
 RLE = dict[str, Any]
 

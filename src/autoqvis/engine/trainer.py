@@ -33,11 +33,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import TrainConfig
+from ..core.config import TrainConfig
 from ..data.sampler import batch_loader
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
-from . import dist, fast_path
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
+from ..core import dist
+from . import fast_path
 
 CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pt$")
 FINAL_NAME = "model_final.pt"

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from ..data.ytvis import encode_mask, encode_masks
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 # frames uint8 (n, H, W, 3) -> {"scores": (k,), "masks": bool (k, n, H, W), "quality": (k, n) in [0, 1]}
 ClipPredictor = Callable[[np.ndarray], dict[str, Any]]

@@ -212,8 +212,8 @@ def write_analysis(summary: dict[str, Any], points: dict[str, np.ndarray], out_d
     """Write ``analysis.json`` and the Fig. 5 / Fig. 6 PNGs into out_dir; returns the PNG names."""
     from pathlib import Path
 
-    from ..fileio import atomic_write_json
-    from ..viz import plots
+    from ..core.fileio import atomic_write_json
+    from . import plots
 
     out_dir = Path(out_dir)
     names = ["quality_vs_iou.png", "size_buckets.png"]

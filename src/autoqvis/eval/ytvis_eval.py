@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data.rle_batch import counts_problems, gc_paused, is_canonical, scan_frames
 from ..data.ytvis import RLE, YTVISDataset, load_ytvis
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 from .ytvis_parts import ResultsSource, Scored, Setting, first_per_video, run_parts, truthy_mean, video_iou
 
 __all__ = ["evaluate", "evaluate_detailed", "format_summary", "video_iou", "truthy_mean", "match_video",

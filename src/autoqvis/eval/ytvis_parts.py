@@ -33,8 +33,8 @@ from pycocotools import mask as mask_utils
 from ..data.json_array import parse_part, split_array
 from ..data.rle_batch import counts_syntax_problem, first_bad_counts, forked_pool, scan_frames, use_pool
 from ..data.ytvis import RLE, Video, check_track_masks, parse_result, result_location, rle_area_array, to_rle
-from ..errors import AutoQVISError
-from ..fileio import read_json
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
 
 _PARALLEL_MIN_BYTES = 4 << 20  # results json below which worker processes cost more than they save
 _PARALLEL_MIN_RESULTS = 300  # the same for an in-memory results list

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, safe_torch_load
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
     """
     from dataclasses import replace
 
-    from ..config import config_from_dict, load_config
+    from ..core.config import config_from_dict, load_config
 
     if config is not None:
         return load_config(config, overrides)

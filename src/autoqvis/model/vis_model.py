@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
-from ..errors import AutoQVISError
+from ..core.config import Config
+from ..core.errors import AutoQVISError
 from .backbone import ResNet
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .video_decoder import VideoMultiScaleMaskedTransformerDecoder

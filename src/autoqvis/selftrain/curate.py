@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from ..data.ytvis import YTVISDataset, load_ytvis
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_json
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json
 from .fusion import FUSION_MATCHES, fuse_dataset
 from .pseudo_label import (Detection, detection_from_annotation, detection_to_annotation, filter_by_score,
                            spatiotemporal_nms)

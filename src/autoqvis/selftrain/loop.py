@@ -42,11 +42,11 @@ from typing import Any
 
 import torch
 
-from ..config import Config, config_from_dict, save_config
+from ..core.config import Config, config_from_dict, save_config
 from ..data.ytvis import YTVISDataset, load_ytvis
-from ..engine import dist
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, atomic_write_json, read_json
+from ..core import dist
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_torch_save, atomic_write_json, read_json
 from .curate import (RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts,
                      write_training_set)
 from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
@@ -157,7 +157,7 @@ def _save_model(path: Path, weights: dict[str, torch.Tensor], k: int, cfg: Confi
 
 
 def _read_model(path: Path) -> dict[str, torch.Tensor]:
-    from ..fileio import safe_torch_load
+    from ..core.fileio import safe_torch_load
 
     return safe_torch_load(path)["model"]
 
@@ -445,7 +445,7 @@ class SelfTraining:
                 train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Fig. 5/6 for round k (its scored detections vs the unlabeled GT), Fig. 7 over rounds 0..k."""
         from ..eval.analysis import analyse, gt_tracks, write_analysis
-        from ..viz.plots import plot_area_distribution
+        from ..eval.plots import plot_area_distribution
 
         path = rdir / "analysis.json"
         if path.exists():

@@ -22,7 +22,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from ..data import ytvis
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 RLE = dict[str, Any]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 from .pseudo_label import Detection
 
 

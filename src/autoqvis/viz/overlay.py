@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from ..data.ytvis import decode_rle
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
 

@@ -409,7 +409,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def packaged_config_dir() -> Path:
-    return Path(__file__).resolve().parent / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def resolve_config_path(path: str | Path) -> Path:

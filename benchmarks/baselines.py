@@ -19,8 +19,8 @@ from scipy import ndimage
 from scipy.cluster.vq import kmeans2, vq
 from scipy.optimize import linear_sum_assignment
 
-from ..data.ytvis import YTVISDataset, encode_mask
-from ..errors import AutoQVISError
+from autoqvis.data.ytvis import YTVISDataset, encode_mask
+from autoqvis.core.errors import AutoQVISError
 
 MAX_TRACKS = 100  # the evaluator's largest maxDets
 
