@@ -83,7 +83,7 @@ def evaluate_last_checkpoint(run: dict, args: argparse.Namespace) -> dict:
     import torch
 
     from autoqvis import build_model, load_checkpoint
-    from autoqvis.engine.inference import evaluate_model
+    from autoqvis.eval.model_eval import evaluate_model
     from autoqvis.core.config import load_config
     from autoqvis.data.ytvis import load_ytvis
     from autoqvis.engine.trainer import find_last_checkpoint

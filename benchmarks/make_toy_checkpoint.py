@@ -83,7 +83,7 @@ def reevaluate(train: Path, world: Path) -> None:
     """Score a reused run's final model on the current WORK/world val split (the world may have been remade)."""
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.engine.inference import evaluate_model
+    from autoqvis.eval.model_eval import evaluate_model
     from autoqvis.core.fileio import atomic_write_json
 
     cfg = load_config(train / "config.yaml")

@@ -102,9 +102,10 @@ def test_demo_json_and_spearman_from_the_val_results(demo_dir: Path):
     """The val Spearman numbers are recomputed here from round 0's val_results.json by hand."""
     from scipy.stats import spearmanr
 
-    from autoqvis.data.ytvis import decode_rle, load_ytvis
+    from autoqvis.core.tracks import decode_rle
+    from autoqvis.data.ytvis import load_ytvis
     from autoqvis.eval.analysis import true_ious
-    from autoqvis.selftrain.pseudo_label import Detection
+    from autoqvis.core.tracks import Detection
 
     summary = json.loads((demo_dir / "demo.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]

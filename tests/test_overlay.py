@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from autoqvis.data.video_io import VideoReader
-from autoqvis.data.ytvis import encode_mask
+from autoqvis.core.tracks import encode_mask
 from autoqvis.core.errors import AutoQVISError
 from autoqvis.viz.overlay import (
     OverlayTrack,

@@ -15,7 +15,8 @@ from autoqvis import load_config
 from autoqvis.cli import main
 from autoqvis.core.config import packaged_config_dir
 from autoqvis.data.video_io import VideoReader, write_image, write_mp4
-from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_results, load_ytvis
 from autoqvis.core.fileio import atomic_torch_save
 from _helpers import save_random_checkpoint
 

@@ -13,7 +13,8 @@ import torch
 
 from _selftrain_cases import TINY_OVERRIDES
 from autoqvis.core.config import load_config
-from autoqvis.data.ytvis import encode_mask, load_ytvis
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_ytvis
 from autoqvis.engine.trainer import lr_factor
 from autoqvis.core.errors import AutoQVISError
 
@@ -115,12 +116,13 @@ def test_empty_tracks_are_kept_and_scored_as_the_official_evaluator_does():
 
 def test_evaluate_model_follows_inference_keep_empty_tracks(monkeypatch):
     import autoqvis.engine.inference as inference
+    from autoqvis.eval.model_eval import evaluate_model
 
     gt, pred, _ = _empty_track_case()
     monkeypatch.setattr(inference, "predict_dataset", lambda model, ds, cfg, **kw: iter([(1, pred)]))
     for keep, ap50 in ((True, 0.5), (False, 1.0)):
         cfg = load_config("ytvis19_r50", [f"inference.keep_empty_tracks={str(keep).lower()}"])
-        assert inference.evaluate_model(None, gt, cfg, progress=False)["AP50"] == pytest.approx(ap50)
+        assert evaluate_model(None, gt, cfg, progress=False)["AP50"] == pytest.approx(ap50)
 
 
 # --------------------------------------------------------------------- fidelity items F2 and F6 (docs/fidelity.md)

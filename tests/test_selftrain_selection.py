@@ -6,14 +6,8 @@ import pytest
 
 from _selftrain_cases import EMPTY, box, track
 from autoqvis.core.errors import AutoQVISError
-from autoqvis.selftrain.selection import (
-    eligible_frames,
-    quality_scores,
-    retain,
-    score_and_select,
-    select_frames,
-    training_frames,
-)
+from autoqvis.core.tracks import eligible_frames
+from autoqvis.selftrain.selection import quality_scores, retain, score_and_select, select_frames, training_frames
 
 A = box(0, 0, 4, 4)
 

@@ -20,7 +20,8 @@ from autoqvis.data.toyworld import (
     toyworld_config,
     write_toyworld,
 )
-from autoqvis.data.ytvis import decode_rle, load_ytvis
+from autoqvis.core.tracks import decode_rle
+from autoqvis.data.ytvis import load_ytvis
 from autoqvis.core.errors import AutoQVISError
 
 

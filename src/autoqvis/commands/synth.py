@@ -81,7 +81,8 @@ def export_synthetic(coco: Any, image_ids: list[int], synth_cfg: Any, out: Path,
 
     from ..data.synth import ImageCut2Video
     from ..data.video_io import write_image
-    from ..data.ytvis import Annotation, Video, YTVISDataset, encode_masks, rle_areas, rle_bboxes, save_ytvis
+    from ..core.tracks import encode_masks, rle_areas, rle_bboxes
+    from ..data.ytvis import Annotation, Video, YTVISDataset, save_ytvis
 
     generator = ImageCut2Video(synth_cfg)
     with_masks = [i for i in image_ids if coco.annotations_of(i, include_crowd=False)]

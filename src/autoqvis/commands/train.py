@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace, device) -> int:
     from ..data.sampler import BalancedBatches
     from ..data.ytvis import load_ytvis
     from ..core import dist
-    from ..engine.inference import evaluate_model
+    from ..eval.model_eval import evaluate_model
     from ..engine.trainer import find_last_checkpoint, train_loop
     from ..core.errors import AutoQVISError
     from ..core.fileio import atomic_write_json

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -243,7 +242,3 @@ def _weights_only_reason(e: BaseException) -> str:
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()]
     found = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
     return (found.split(":", 1)[1].strip().rstrip(".") if found else "it holds unsupported content")
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -23,22 +23,16 @@ from PIL import Image
 from ..core.config import Config
 from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
-from ..selftrain.selection import eligible_frames
+from ..core.tracks import eligible_frames
 from .coco import load_coco
+from .geometry import shortest_edge_size
 from .synth import augment_frames
 from .synth import check_config as check_synth_config
-from .ytvis import Annotation, Video, YTVISDataset, decode_rle, load_ytvis
+from ..core.tracks import decode_rle
+from .ytvis import Annotation, Video, YTVISDataset, load_ytvis
 
 
 # ------------------------------------------------------------------------------------- helpers
-def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Output (h, w) with the shorter side ``short``, the longer at most ``max_size`` (detectron2 rule)."""
-    scale = short / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def sample_frame_indices(
     candidates: Sequence[int], num: int, frame_range: int, rng: np.random.Generator,
     mode: str = "frame_numbers",
@@ -246,5 +240,4 @@ __all__ = [
     "augment_clip",
     "make_sample",
     "sample_frame_indices",
-    "shortest_edge_size",
 ]

@@ -746,7 +746,8 @@ def _write_stills(cfg: ToyWorldConfig, seed: int, root: Path, info: dict) -> Non
 
 def _write_videos(cfg: ToyWorldConfig, seed: int, split: str, root: Path):
     """JPEGImages/<split>_NNNN/NNNNN.jpg; returns (videos, annotations) as ``autoqvis.data.ytvis`` records."""
-    from .ytvis import Annotation, Video, encode_masks, rle_areas, rle_bboxes
+    from ..core.tracks import encode_masks, rle_areas, rle_bboxes
+    from .ytvis import Annotation, Video
 
     h, w = cfg.video_size
     videos, annotations = [], []

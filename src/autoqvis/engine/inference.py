@@ -28,14 +28,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..core.config import Config
-from ..data.dataset import shortest_edge_size
-from ..data.ytvis import YTVISDataset, encode_masks
+from ..data.geometry import shortest_edge_size
+from ..core.tracks import RLE, encode_masks
+from ..data.ytvis import YTVISDataset
 from ..core.errors import AutoQVISError
 from ..core import dist
 from . import fast_path
-
-RLE = dict[str, Any]
-
+from .windows import predict_windowed
 
 def resize_for_test(frames: np.ndarray, cfg: Config, device: torch.device | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) RGB -> float32 (T, 3, h, w) in 0..255 with the test-time shortest-edge size, on ``device``
@@ -185,8 +184,6 @@ def predict_video_rle(model: torch.nn.Module, frames: np.ndarray | Iterable[np.n
             model.train(was_training)
         pred["segmentations"] = [_none_if_empty(segs) for segs in pred["segmentations"]]
         return pred
-    from .windows import predict_windowed
-
     was_training = model.training
     model.eval()
     has_quality = bool(getattr(model, "has_quality", True))
@@ -259,22 +256,3 @@ def results_from_prediction(video_id: int, pred: dict[str, Any], keep_empty_trac
 
 __all__ = ["inference_amp_dtype", "encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
            "predict_video_rle", "resize_for_test", "results_from_prediction"]
-
-
-def evaluate_model(model: torch.nn.Module, val: YTVISDataset, cfg: Config, results_path: Path | None = None, *,
-                   progress: bool = True, desc: str = "predict") -> dict[str, float]:
-    """Predict every video of ``val``, write the results json (when ``results_path``), return the class-agnostic
-    metrics.
-
-    Under torchrun every rank predicts a share of the videos; rank 0 writes and evaluates, the others get {}."""
-    from ..data.ytvis import save_results
-    from ..eval.ytvis_eval import evaluate
-
-    results: list[dict[str, Any]] = []
-    for video_id, pred in predict_dataset(model, val, cfg, progress=progress, desc=desc):
-        results.extend(results_from_prediction(video_id, pred, cfg.inference.keep_empty_tracks))
-    if not dist.is_main_process():
-        return {}
-    if results_path is not None:
-        save_results(results, results_path)
-    return evaluate(val, results)

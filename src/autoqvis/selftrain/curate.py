@@ -25,8 +25,8 @@ from ..data.ytvis import YTVISDataset, load_ytvis
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json
 from .fusion import FUSION_MATCHES, fuse_dataset
-from .pseudo_label import (Detection, detection_from_annotation, detection_to_annotation, filter_by_score,
-                           spatiotemporal_nms)
+from ..core.tracks import Detection
+from .pseudo_label import detection_from_annotation, detection_to_annotation, filter_by_score, spatiotemporal_nms
 from .selection import num_selected_nonempty, oracle_select, retain, score_and_select, training_frames
 
 

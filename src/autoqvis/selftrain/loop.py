@@ -41,15 +41,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from ..core.config import Config, config_from_dict, save_config
-from ..data.ytvis import YTVISDataset, load_ytvis
 from ..core import dist
+from ..core.config import Config, config_from_dict, save_config
 from ..core.errors import AutoQVISError
-from ..core.fileio import atomic_torch_save, atomic_write_json, read_json
+from ..core.fileio import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from ..core.tracks import Detection
+from ..data.dataset import SyntheticClips, VideoClips
+from ..data.sampler import BalancedBatches
+from ..data.ytvis import YTVISDataset, load_ytvis
+from ..engine import trainer
+from ..eval.analysis import LOG_AREA_EDGES, analyse, gt_tracks, log_area_histogram, write_analysis
+from ..eval.model_eval import evaluate_model
+from ..eval.plots import plot_area_distribution
+from ..model.checkpoint import load_checkpoint
+from ..model.vis_model import build_model
 from .curate import (RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts,
                      write_training_set)
-from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
+from .labeling import pseudo_label_dataset
+from .pseudo_label import iter_detection_file
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # train.* switches a resumed run may change
@@ -111,8 +122,6 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     saved = out_dir / "config.yaml"
     if not saved.exists():
         return
-    import yaml
-
     old = yaml.safe_load(saved.read_text())
     if isinstance(old, dict):
         old = _upgrade_saved_config(old)
@@ -157,8 +166,6 @@ def _save_model(path: Path, weights: dict[str, torch.Tensor], k: int, cfg: Confi
 
 
 def _read_model(path: Path) -> dict[str, torch.Tensor]:
-    from ..core.fileio import safe_torch_load
-
     return safe_torch_load(path)["model"]
 
 
@@ -288,8 +295,6 @@ class SelfTraining:
                                  "categories": data.categories})
 
     def _build(self, cfg: Config) -> torch.nn.Module:
-        from ..model.vis_model import build_model
-
         return build_model(cfg).to(self.device)
 
     def _log(self, msg: str) -> None:
@@ -299,11 +304,6 @@ class SelfTraining:
     # --------------------------------------------------------------------------- initial stage
     def initial_weights(self) -> dict[str, torch.Tensor]:
         """--init's weights, or the initial stage trained into out/init (Sec. 3.1)."""
-        from .. import load_checkpoint
-        from ..data.dataset import SyntheticClips
-        from ..data.sampler import BalancedBatches
-        from ..engine.trainer import train_loop
-
         # the random init is part of the run (as in `autoqvis train`): torch's default seed differs per process,
         # so without this a run killed before its first checkpoint resumed from other weights
         torch.manual_seed(self.cfg.seed)
@@ -313,7 +313,7 @@ class SelfTraining:
             return _weights(model)
         batches = BalancedBatches([SyntheticClips(self.inputs.synthetic, self.cfg)], [1.0],
                                   self.cfg.train.batch_size, self.cfg.seed, dist.get_rank(), dist.get_world_size())
-        final = train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
+        final = trainer.train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
                            resume=True, desc="initial stage", progress=self.progress,
                            checkpoint_meta={"round": 0, "config": self.cfg.to_dict()})
         load_checkpoint(model, final)
@@ -323,10 +323,6 @@ class SelfTraining:
     def train_round(self, k: int, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Round k's training from ``start`` on synthetic + T^(k-1) clips (read from round k-1's pseudo_labels.json);
         returns (and saves as round_k/model.pt) the trained weights."""
-        from ..data.dataset import SyntheticClips, VideoClips
-        from ..data.sampler import BalancedBatches
-        from ..engine.trainer import train_loop
-
         rdir = self.out / f"round_{k}"
         if self._exists(rdir / "model.pt"):
             return _read_model(rdir / "model.pt")
@@ -347,7 +343,7 @@ class SelfTraining:
         batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k,
                                   dist.get_rank(), dist.get_world_size(), self.cfg.selftrain.source_draw,
                                   self.cfg.selftrain.clips_per_draw)
-        final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
+        final = trainer.train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
                            checkpoint_meta={"round": k, "config": rc.to_dict()})
         weights = {k2: v for k2, v in _read_model(final).items() if not k2.startswith("criterion.")}
@@ -415,7 +411,6 @@ class SelfTraining:
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
-        from ..eval.analysis import LOG_AREA_EDGES, log_area_histogram
 
         return {"training_set": {
             **training_set_counts(train_set, self.cfg.selftrain.min_eligible_frames),
@@ -428,8 +423,6 @@ class SelfTraining:
         """Class-agnostic val metrics of round k's model -> round_k/metrics.json (+ val_results.json).
 
         Every rank predicts its share of the videos; rank 0 evaluates and writes (the others return {})."""
-        from ..engine.inference import evaluate_model
-
         path = self.out / f"round_{k}" / "metrics.json"
         if self._exists(path):
             return read_json(path, "metrics") if self.main else {}
@@ -444,9 +437,6 @@ class SelfTraining:
     def analyse(self, k: int, rdir: Path, candidates: dict[int, list[Detection]] | None,
                 train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Fig. 5/6 for round k (its scored detections vs the unlabeled GT), Fig. 7 over rounds 0..k."""
-        from ..eval.analysis import analyse, gt_tracks, write_analysis
-        from ..eval.plots import plot_area_distribution
-
         path = rdir / "analysis.json"
         if path.exists():
             summary = read_json(path, "analysis")

@@ -51,7 +51,7 @@ class RoundResult:
 def val_detections(results: Sequence[dict], score_threshold: float, tau: float) -> dict[int, list]:
     """Val results -> {video_id: Detections with Q^t (eq. 20) and S^t (eq. 21)}, those scoring >= score_threshold
     (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``quality`` = the predictor's IoU per frame."""
-    from ..selftrain.pseudo_label import Detection
+    from ..core.tracks import Detection
     from ..selftrain.selection import score_and_select
 
     out: dict[int, list] = {}

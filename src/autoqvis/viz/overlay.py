@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..data.ytvis import decode_rle
+from ..core.tracks import decode_rle
 from ..core.errors import AutoQVISError
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues

@@ -39,7 +39,8 @@ from PIL import Image
 
 from ..core.config import config_from_dict, load_config
 from ..data.video_io import VideoReader
-from ..data.ytvis import YTVISDataset, decode_rle, load_results, load_ytvis
+from ..core.tracks import decode_rle
+from ..data.ytvis import YTVISDataset, load_results, load_ytvis
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_text, read_json
 from ..selftrain.curate import RoundLabels, SelectionRule, select_round, training_set_counts
