@@ -67,7 +67,7 @@ def strip_checkpoint(src: Path, fp16: bool) -> dict:
     """A trainer checkpoint -> our .pt payload with only the weights (criterion buffers dropped)."""
     import torch
 
-    from autoqvis.core.fileio import safe_torch_load
+    from autoqvis.core.torch_io import safe_torch_load
 
     ckpt = safe_torch_load(src)
     weights = {}
@@ -100,7 +100,8 @@ def sha256(path: Path) -> str:
 def main() -> int:
     args = parse_args()
     from autoqvis.core.config import load_config
-    from autoqvis.core.fileio import atomic_torch_save, atomic_write_json, read_json
+    from autoqvis.core.fileio import atomic_write_json, read_json
+    from autoqvis.core.torch_io import atomic_torch_save
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="autoqvis_toy_init_"))
     world, train = work / "world", work / "train"

@@ -10,7 +10,7 @@ import torch
 
 from autoqvis import build_model
 from autoqvis.core.config import load_config
-from autoqvis.core.fileio import atomic_torch_save
+from autoqvis.core.torch_io import atomic_torch_save
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

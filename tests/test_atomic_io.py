@@ -26,7 +26,8 @@ import torch
 from autoqvis.data.video_io import list_frame_files
 from autoqvis.engine.trainer import find_last_checkpoint
 from autoqvis.core.errors import AutoQVISError
-from autoqvis.core.fileio import atomic_open, atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from autoqvis.core.fileio import atomic_open, atomic_write_json, read_json
+from autoqvis.core.torch_io import atomic_torch_save, safe_torch_load
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "autoqvis"
@@ -269,7 +270,8 @@ def test_sigkill_at_each_step_leaves_old_or_new_never_partial(tmp_path):
 
 CHECKPOINT_CHILD = textwrap.dedent("""
     import sys, time, torch
-    from autoqvis.core.fileio import atomic_open, atomic_torch_save
+    from autoqvis.core.fileio import atomic_open
+    from autoqvis.core.torch_io import atomic_torch_save
     out = sys.argv[1]
     for it in (1, 2):
         atomic_torch_save({"model": {"w": torch.full((500_000,), float(it))}, "optimizer": {}, "iteration": it},

@@ -121,7 +121,7 @@ def test_config_inferred_from_the_keys_of_the_released_r50_files(reference_dir, 
 
 def test_predict_infers_the_config_of_a_bare_detectron2_file(tmp_path, repo_root, monkeypatch):
     """A file without a config whose keys are R50 VideoCutLER loads into ytvis19_r50 without the predictor."""
-    from autoqvis.commands.predict import load_model
+    from autoqvis.model.checkpoint import load_model
     from autoqvis.model.checkpoint import checkpoint_config
 
     cfg = load_config("ytvis19_r50", ["model.quality.enabled=false"])

@@ -17,7 +17,7 @@ from autoqvis.core.config import packaged_config_dir
 from autoqvis.data.video_io import VideoReader, write_image, write_mp4
 from autoqvis.core.tracks import encode_mask
 from autoqvis.data.ytvis import load_results, load_ytvis
-from autoqvis.core.fileio import atomic_torch_save
+from autoqvis.core.torch_io import atomic_torch_save
 from _helpers import save_random_checkpoint
 
 T, H, W = 12, 96, 128

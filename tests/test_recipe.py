@@ -190,7 +190,7 @@ def test_fidelity_switches_in_the_presets(name):
 
 
 def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
-    from autoqvis.core.fileio import atomic_torch_save
+    from autoqvis.core.torch_io import atomic_torch_save
     from autoqvis.model.checkpoint import checkpoint_config
 
     for amp_inference, expected in ((False, "none"), (True, "bfloat16")):

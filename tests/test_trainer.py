@@ -17,7 +17,7 @@ from autoqvis.data.sampler import BalancedBatches
 from autoqvis.engine import trainer
 from autoqvis.engine.trainer import find_last_checkpoint, lr_factor, param_groups, train_loop
 from autoqvis.core.errors import AutoQVISError
-from autoqvis.core.fileio import safe_torch_load
+from autoqvis.core.torch_io import safe_torch_load
 
 
 class SquareClips:

@@ -10,6 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_bytes, atomic_write_json, read_json
+from ..data.toyworld import toyworld_config, write_toyworld
+from ..data.ytvis import load_ytvis
+from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summary_rows
+from ..viz import demo_report as rep
+from ..viz.report_html import write_report
+
 HELP = "run the whole AutoQ-VIS loop on the built-in toy world (CPU, minutes)"
 DESCRIPTION = """\
 The whole AutoQ-VIS loop on the built-in toy world, on a CPU:
@@ -66,9 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------- helpers
 def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
     """The packaged toy initial-stage checkpoint and its provenance sidecar."""
-    from ..core.errors import AutoQVISError
-    from ..core.fileio import read_json
-
     assets = Path(__file__).resolve().parents[1] / "assets"
     ckpt, meta = assets / f"{ASSET}.pt", assets / f"{ASSET}.json"
     if not ckpt.exists() or not meta.exists():
@@ -79,8 +87,6 @@ def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
 
 def check_fits(cfg: Any, provenance: dict[str, Any], ckpt: Path) -> None:
     """The shipped checkpoint must have been made with the model config the demo builds."""
-    from ..core.errors import AutoQVISError
-
     made_with, now = provenance.get("model_config"), cfg.to_dict()["model"]
     if made_with != now:
         diff = next((k for k in now if now[k] != (made_with or {}).get(k)), "model")
@@ -95,9 +101,6 @@ def file_sha256(path: Path) -> str:
 
 def demo_config(args: argparse.Namespace) -> Any:
     """The toy config with the demo's seed, rounds and iterations."""
-    from ..core.config import load_config
-    from ..core.errors import AutoQVISError
-
     for name, value, low in (("--rounds", args.rounds, 1), ("--max-iters", args.max_iters, 1),
                              ("--overlays", args.overlays, 0), ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
         if value is not None and value < low:
@@ -120,9 +123,6 @@ def demo_config(args: argparse.Namespace) -> Any:
 
 def prepare_out(out: Path, settings: dict[str, Any]) -> bool:
     """Create ``out`` or check it holds a demo with the same settings; returns True when resuming one."""
-    from ..core.errors import AutoQVISError
-    from ..core.fileio import atomic_write_json, read_json
-
     marker = out / SETTINGS_FILE
     if marker.exists():
         old = read_json(marker, "demo settings")
@@ -154,13 +154,6 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.toyworld import toyworld_config, write_toyworld
-    from ..data.ytvis import load_ytvis
-    from ..core.fileio import read_json
-    from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau
-
     torch.set_num_threads(args.threads)
     cfg = demo_config(args)
     out = Path(args.out)
@@ -169,8 +162,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.init:
         init, provenance = Path(args.init), None
         if not init.is_file():
-            from ..core.errors import AutoQVISError
-
             raise AutoQVISError(f"{init}: --init not found")
     else:
         init, provenance = shipped_checkpoint()
@@ -205,8 +196,6 @@ def run(args: argparse.Namespace) -> int:
     with stage(3, total, title, timings):
         print(f"    {args.rounds} rounds x {cfg.selftrain.max_iter} iterations -> {out / 'run'}", flush=True)
         run_selftrain(cfg, inputs, out / "run", resume=True, progress=not args.no_progress)
-        from ..selftrain.loop import summary_rows
-
         for row in summary_rows(read_json(out / "run" / "summary.json", "self-training summary")):
             print(f"    round {row['round']}: {row['retained']} tracks retained, training set "
                   f"{row['training_set_tracks']} tracks in {row['eligible_videos']} eligible videos; "
@@ -216,8 +205,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {out / 'report.md'} is up to date (delete {out / 'demo.json'} to rebuild it)", flush=True)
             summary = read_json(out / "demo.json", "demo summary")
             if not (out / "report.html").exists():
-                from ..viz.report_html import write_report
-
                 write_report(out)
         else:
             summary = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
@@ -229,9 +216,6 @@ def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path 
                       provenance: dict[str, Any] | None, val: Any, tau: float,
                       timings: dict[str, float]) -> dict[str, Any]:
     """Plots, overlays, report.md, then demo.json (its content is returned) from the finished run in ``out/run``."""
-    from ..viz import demo_report as rep
-    from ..core.fileio import atomic_write_bytes, atomic_write_json, read_json
-
     start = time.perf_counter()
     run_dir, plots_dir, overlays_dir = out / "run", out / "plots", out / "overlays"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -286,8 +270,6 @@ def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path 
         "peak_rss_mb": round(peak_rss_mb()),
         "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
                     "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in rounds]}
-    from ..viz.report_html import write_report
-
     write_report(out)  # report.html: the same run to browse, with the tau slider
     atomic_write_json(out / "demo.json", summary, indent=1)
     return summary

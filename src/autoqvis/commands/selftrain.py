@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core import dist
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, read_json
+from ..data.dataset import SyntheticClips
+from ..data.video_io import VideoReader, is_video_file, natural_key, write_image
+from ..data.ytvis import Video, YTVISDataset, load_ytvis
+from ..model.checkpoint import read_checkpoint, resolve_checkpoint
+from ..selftrain.curate import set_tau
+from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows
+
 HELP = "multi-round quality-guided self-training on unlabeled videos"
 DESCRIPTION = """\
 AutoQ-VIS self-training (paper Sec. 3.2-3.4, supplement 6.1-6.2). Round 0 pseudo-labels the unlabeled
@@ -77,10 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The config with the command-line switches applied (they are part of the saved config)."""
-    from ..core.config import load_config
-    from ..core.errors import AutoQVISError
-    from ..selftrain.curate import set_tau
-
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
     if args.rounds is not None:
@@ -109,11 +116,6 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
     Frame folders alone are used in place; otherwise every video is written as jpg frames under
     ``dest/JPEGImages/<name>/`` (once: ``dest/unlabeled.json`` is reused on resume).
     """
-    from ..data.video_io import VideoReader, is_video_file, natural_key, write_image
-    from ..data.ytvis import Video, YTVISDataset, load_ytvis
-    from ..core.errors import AutoQVISError
-    from ..core.fileio import atomic_write_json
-
     index = dest / "unlabeled.json"
     entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
                      key=lambda p: natural_key(p.name))
@@ -140,8 +142,6 @@ def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
 
 
 def _check_same_videos(unlabeled, gt, video_ids) -> None:
-    from ..core.errors import AutoQVISError
-
     for vid in video_ids:
         v = unlabeled.video(vid)
         try:
@@ -155,20 +155,11 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core import dist
-
     with dist.launched(args.device):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..data.dataset import SyntheticClips
-    from ..core import dist
-    from ..data.ytvis import load_ytvis
-    from ..core.errors import AutoQVISError
-    from ..model.checkpoint import read_checkpoint, resolve_checkpoint
-    from ..selftrain.loop import SelfTrainInputs, run_selftrain
-
     cfg = build_config(args)
     out = Path(args.out)
     src = Path(args.unlabeled)
@@ -206,9 +197,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final model: {final}")
     summary = out / "summary.json"
     if summary.exists():
-        from ..core.fileio import read_json
-        from ..selftrain.loop import summary_rows
-
         for row in summary_rows(read_json(summary, "summary")):
             line = f"round {row['round']}: {row['training_set_tracks']} pseudo-label tracks, {row['eligible_videos']} eligible videos"
             if "val" in row:

@@ -18,7 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import AutoQVISError
-
+from .fileio import atomic_write_text
 
 REAL_CLIP_AUGMENTATIONS = ("official", "resize_flip")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -440,8 +440,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from .fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 

@@ -23,8 +23,8 @@ from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json, read_json
 from ..core.tracks import encode_mask
 from .rle_batch import counts_problems, scan_tracks
-from .validate import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_polygons, check_rle_dict, frame_too_large, is_finite_number,
-                       is_int, path_outside_root)
+from .validate import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_polygons, check_rle_dict, frame_too_large,
+                       is_finite_number, is_int, path_outside_root)
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd")

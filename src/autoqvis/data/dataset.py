@@ -23,12 +23,11 @@ from PIL import Image
 from ..core.config import Config
 from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
-from ..core.tracks import eligible_frames
+from ..core.tracks import decode_rle, eligible_frames
 from .coco import load_coco
 from .geometry import shortest_edge_size
-from .synth import augment_frames
+from .synth import ImageCut2Video, augment_frames
 from .synth import check_config as check_synth_config
-from ..core.tracks import decode_rle
 from .ytvis import Annotation, Video, YTVISDataset, load_ytvis
 
 
@@ -205,8 +204,6 @@ class SyntheticClips:
         if not (isinstance(data, dict) and "images" in data):
             raise AutoQVISError(f"{path}: neither a COCO json ('images') nor a YouTubeVIS json ('videos')")
         del data
-        from .synth import ImageCut2Video
-
         self.videos = None
         self.cfg = cfg
         self.coco = load_coco(path)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_bytes
-from .video_io import natural_key
 from ..core.tracks import decode_rle, encode_track
+from .video_io import natural_key
 
 MAX_ID = 255  # an 8-bit palette PNG holds ids 1..255
 

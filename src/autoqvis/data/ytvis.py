@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json, read_json
 from ..core.tracks import RLE, rle_areas, rle_bboxes
 from .rle_batch import gc_paused
-from .validate import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_areas, check_bboxes, check_segmentations, frame_too_large,
-                       is_finite_number, is_int, path_outside_root, per_frame_list)
+from .validate import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_areas, check_bboxes, check_segmentations,
+                       frame_too_large, is_finite_number, is_int, path_outside_root, per_frame_list)
 
 _VIDEO_KEYS = ("id", "file_names", "height", "width", "length")
 _ANN_KEYS = ("id", "video_id", "category_id", "segmentations", "areas", "bboxes", "iscrowd")
@@ -125,8 +126,6 @@ class YTVISDataset:
 
     def read_frame(self, video: Video | int, t: int) -> np.ndarray:
         """Frame ``t`` of ``video`` as uint8 (H, W, 3) RGB."""
-        from PIL import Image, UnidentifiedImageError
-
         video = video if isinstance(video, Video) else self.video(video)
         path = self.frame_path(video, t)
         try:

@@ -18,7 +18,6 @@ on GPU, channels-last backbone, torch.compile.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -27,14 +26,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..core.config import Config
-from ..data.geometry import shortest_edge_size
-from ..core.tracks import RLE, encode_masks
-from ..data.ytvis import YTVISDataset
-from ..core.errors import AutoQVISError
 from ..core import dist
+from ..core.config import Config
+from ..core.errors import AutoQVISError
+from ..core.tracks import RLE, encode_masks
+from ..data.geometry import shortest_edge_size
+from ..data.ytvis import YTVISDataset
 from . import fast_path
 from .windows import predict_windowed
+
 
 def resize_for_test(frames: np.ndarray, cfg: Config, device: torch.device | None = None) -> torch.Tensor:
     """uint8 (T, H, W, 3) RGB -> float32 (T, 3, h, w) in 0..255 with the test-time shortest-edge size, on ``device``

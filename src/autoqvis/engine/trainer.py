@@ -33,11 +33,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.config import TrainConfig
-from ..data.sampler import batch_loader
-from ..core.errors import AutoQVISError
-from ..core.fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
 from ..core import dist
+from ..core.config import TrainConfig
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_text, dumps_json
+from ..core.torch_io import atomic_torch_save, safe_torch_load
+from ..data.sampler import batch_loader
 from . import fast_path
 
 CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pt$")
@@ -237,7 +238,7 @@ def _tensorboard(out_dir: Path, enabled: bool):
     if not enabled or not dist.is_main_process():
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # why: tensorboard is an optional extra
     except ImportError:
         raise AutoQVISError(
             "train.tensorboard is true but tensorboard is not installed (pip install tensorboard)"

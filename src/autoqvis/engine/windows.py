@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..core.tracks import RLE, encode_masks, video_iou
 from ..core.errors import AutoQVISError
+from ..core.tracks import RLE, encode_masks, video_iou
 
 # frames uint8 (n, H, W, 3) -> {"scores": (k,), "masks": bool (k, n, H, W), "quality": (k, n) in [0, 1]}
 ClipPredictor = Callable[[np.ndarray], dict[str, Any]]

@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.rle_batch import counts_problems, gc_paused, is_canonical, scan_frames
-from ..core.tracks import RLE
-from ..data.ytvis import YTVISDataset, load_ytvis
 from ..core.errors import AutoQVISError
+from ..core.tracks import RLE
+from ..data.rle_batch import counts_problems, gc_paused, is_canonical, scan_frames
+from ..data.ytvis import YTVISDataset, load_ytvis
 from .ytvis_parts import ResultsSource, Scored, Setting, first_per_video, run_parts, truthy_mean
 
 __all__ = ["evaluate", "evaluate_detailed", "format_summary", "truthy_mean", "match_video",

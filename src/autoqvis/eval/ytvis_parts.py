@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data.json_array import parse_part, split_array
-from ..data.rle_batch import counts_syntax_problem, first_bad_counts, forked_pool, scan_frames, use_pool
-from ..core.tracks import RLE, video_iou
-from ..data.validate import check_track_masks, to_rle
-from ..data.ytvis import Video, parse_result, result_location
 from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
+from ..core.tracks import RLE, video_iou
+from ..data.json_array import parse_part, split_array
+from ..data.rle_batch import counts_syntax_problem, first_bad_counts, forked_pool, scan_frames, use_pool
+from ..data.validate import check_track_masks, to_rle
+from ..data.ytvis import Video, parse_result, result_location
 
 _PARALLEL_MIN_BYTES = 4 << 20  # results json below which worker processes cost more than they save
 _PARALLEL_MIN_RESULTS = 300  # the same for an in-memory results list

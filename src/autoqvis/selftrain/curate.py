@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from ..data.ytvis import YTVISDataset, load_ytvis
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json
-from .fusion import FUSION_MATCHES, fuse_dataset
 from ..core.tracks import Detection
+from ..data.ytvis import YTVISDataset, load_ytvis
+from .fusion import FUSION_MATCHES, fuse_dataset
 from .pseudo_label import detection_from_annotation, detection_to_annotation, filter_by_score, spatiotemporal_nms
 from .selection import num_selected_nonempty, oracle_select, retain, score_and_select, training_frames
 

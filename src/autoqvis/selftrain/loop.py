@@ -46,19 +46,19 @@ import yaml
 from ..core import dist
 from ..core.config import Config, config_from_dict, save_config
 from ..core.errors import AutoQVISError
-from ..core.fileio import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from ..core.fileio import atomic_write_json, read_json
+from ..core.torch_io import atomic_torch_save, safe_torch_load
 from ..core.tracks import Detection
 from ..data.dataset import SyntheticClips, VideoClips
 from ..data.sampler import BalancedBatches
-from ..data.ytvis import YTVISDataset, load_ytvis
+from ..data.ytvis import YTVISDataset
 from ..engine import trainer
 from ..eval.analysis import LOG_AREA_EDGES, analyse, gt_tracks, log_area_histogram, write_analysis
 from ..eval.model_eval import evaluate_model
 from ..eval.plots import plot_area_distribution
 from ..model.checkpoint import load_checkpoint
 from ..model.vis_model import build_model
-from .curate import (RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts,
-                     write_training_set)
+from .curate import RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts, write_training_set
 from .labeling import pseudo_label_dataset
 from .pseudo_label import iter_detection_file
 

@@ -23,6 +23,7 @@ from ..core.errors import AutoQVISError
 from ..core.tracks import Detection, encode_track, frame_ious, rle_areas, rle_bboxes
 from ..data.validate import check_track_masks
 
+
 # ----------------------------------------------------------------------------------- equations
 def filter_by_score(detections: list[Detection], threshold: float = 0.25) -> list[Detection]:
     """Eq. 16: keep detections with s >= threshold (0.25 itself stays)."""

@@ -24,9 +24,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from ..data.ytvis import YTVISDataset, load_results
 from ..core.fileio import atomic_write_bytes, atomic_write_text, read_json
+from ..core.tracks import Detection
+from ..data.video_io import write_gif, write_image
+from ..data.ytvis import YTVISDataset, load_results
+from ..eval.analysis import analyse, gt_tracks
+from ..eval.plots import plot_quality_vs_iou, plot_size_buckets
+from ..selftrain.selection import score_and_select
+from .overlay import OverlayTrack, overlay_frames, tracks_from_annotations
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 OVERLAY_FPS = 6.0  # YouTubeVIS's annotation rate
@@ -51,9 +59,6 @@ class RoundResult:
 def val_detections(results: Sequence[dict], score_threshold: float, tau: float) -> dict[int, list]:
     """Val results -> {video_id: Detections with Q^t (eq. 20) and S^t (eq. 21)}, those scoring >= score_threshold
     (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``quality`` = the predictor's IoU per frame."""
-    from ..core.tracks import Detection
-    from ..selftrain.selection import score_and_select
-
     out: dict[int, list] = {}
     for r in results:
         if r["score"] < score_threshold or not r.get("quality"):
@@ -70,8 +75,6 @@ def val_quality_analysis(val: YTVISDataset, results: Sequence[dict], score_thres
     Returns (summary, points) of ``autoqvis.eval.analysis.analyse``: ``summary["spearman"]["frame"]`` holds
     rho(Q, IoU) and rho(s, IoU) over every non-empty predicted mask; points are the per-mask arrays.
     """
-    from ..eval.analysis import analyse, gt_tracks
-
     dets = val_detections(results, score_threshold, tau)
     gt = gt_tracks(val, [v.id for v in val.videos])
     return analyse({v: dets.get(v, []) for v in gt}, dets, gt)
@@ -80,8 +83,6 @@ def val_quality_analysis(val: YTVISDataset, results: Sequence[dict], score_thres
 def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: float, tau: float,
                  plots_dir: Path) -> tuple[RoundResult, list[dict]]:
     """Round k's numbers and its val plots; returns (RoundResult, the round's val results)."""
-    from ..eval.plots import plot_quality_vs_iou, plot_size_buckets
-
     rdir = run_dir / f"round_{k}"
     metrics = read_json(rdir / "metrics.json", "metrics")
     results = load_results(rdir / "val_results.json", val)
@@ -115,9 +116,6 @@ def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: floa
 # ------------------------------------------------------------------------------------------ plots
 def plot_metrics_per_round(rounds: Sequence[RoundResult], path: Path) -> None:
     """AP, AP50, AP75 and AR10 on the val split (y, in %) against the self-training round (x)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(6, 3.8))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -143,8 +141,6 @@ def pick_videos(val: YTVISDataset, n: int) -> list[int]:
 def overlay_tracks(results: Sequence[dict], video_id: int, score_threshold: float) -> list:
     """One video's results scoring >= score_threshold as OverlayTracks #1, #2, ... (best first) whose number is
     Q^t = s * IoU^t (eq. 20) in each frame."""
-    from .overlay import OverlayTrack
-
     mine = sorted((r for r in results if r["video_id"] == video_id and r["score"] >= score_threshold),
                   key=lambda r: -r["score"])
     return [OverlayTrack(i + 1, r["segmentations"],
@@ -156,9 +152,6 @@ def write_video_overlay(val: YTVISDataset, video_id: int, results: Sequence[dict
                         gif: Path, png: Path) -> int:
     """Prediction | ground truth for every frame of one val video -> ``gif``; first, middle and last frame
     stacked -> ``png``. Returns the number of frames."""
-    from ..data.video_io import write_gif, write_image
-    from .overlay import overlay_frames, tracks_from_annotations
-
     video = val.video(video_id)
     frames = (val.read_frame(video, t) for t in range(video.length))
     pictures = list(overlay_frames(frames, overlay_tracks(results, video_id, score_threshold),

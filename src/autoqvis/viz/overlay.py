@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..core.tracks import decode_rle
 from ..core.errors import AutoQVISError
+from ..core.tracks import decode_rle
+from ..data.video_io import write_gif, write_mp4
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
 
@@ -269,8 +270,6 @@ def write_overlay(
 ) -> int:
     """Render and write an overlay video: ``.mp4`` (h264, streamed frame by frame) or ``.gif`` (held in memory:
     keep gifs short). ``frames``: uint8 (H, W, 3) RGB. Returns the number of frames written."""
-    from ..data.video_io import write_gif, write_mp4
-
     pictures = overlay_frames(frames, tracks, gt_tracks, min_side=min_side)
     suffix = Path(path).suffix.lower()
     if suffix == ".mp4":

@@ -38,11 +38,11 @@ import numpy as np
 from PIL import Image
 
 from ..core.config import config_from_dict, load_config
-from ..data.video_io import VideoReader
-from ..core.tracks import decode_rle
-from ..data.ytvis import YTVISDataset, load_results, load_ytvis
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_text, read_json
+from ..core.tracks import decode_rle
+from ..data.video_io import VideoReader
+from ..data.ytvis import YTVISDataset, load_results, load_ytvis
 from ..selftrain.curate import RoundLabels, SelectionRule, select_round, training_set_counts
 from ..selftrain.loop import UNLABELED_INDEX
 from ..selftrain.pseudo_label import iter_detection_file
