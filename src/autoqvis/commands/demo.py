@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import resource
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,7 +13,7 @@ import torch
 
 from ..core.config import load_config
 from ..core.errors import AutoQVISError
-from ..core.fileio import atomic_write_bytes, atomic_write_json, read_json
+from ..core.fileio import atomic_write_json, read_json
 from ..data.toyworld import toyworld_config, write_toyworld
 from ..data.ytvis import load_ytvis
 from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summary_rows
@@ -147,11 +146,6 @@ def stage(number: int, total: int, title: str, timings: dict[str, float]) -> Ite
     print(f"[{number}/{total}] {title}: done in {timings[title]:.1f} s", flush=True)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # --------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
@@ -207,72 +201,23 @@ def run(args: argparse.Namespace) -> int:
             if not (out / "report.html").exists():
                 write_report(out)
         else:
-            summary = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
+            summary = rep.write_demo_report(
+                out, cfg, val, selection_tau(cfg), timings, rounds=args.rounds, overlays=args.overlays,
+                overlay_score=args.overlay_score, seed=args.seed, size=args.size, config_name=DEMO_CONFIG,
+                init_text=init_description(cfg, init, provenance), command=command_line(args), threads=args.threads)
     print_summary(out, summary, sum(timings.values()))
     return 0
 
 
-def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path | None,
-                      provenance: dict[str, Any] | None, val: Any, tau: float,
-                      timings: dict[str, float]) -> dict[str, Any]:
-    """Plots, overlays, report.md, then demo.json (its content is returned) from the finished run in ``out/run``."""
-    start = time.perf_counter()
-    run_dir, plots_dir, overlays_dir = out / "run", out / "plots", out / "overlays"
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    overlays_dir.mkdir(parents=True, exist_ok=True)
-    score = cfg.selftrain.score_threshold
-    videos = rep.pick_videos(val, args.overlays)
-    shown = [0, args.rounds] if args.rounds > 0 else [0]
-    rounds = []
-    for k in range(args.rounds + 1):
-        result, results = rep.round_result(run_dir, k, val, score, tau, plots_dir)
-        if k in shown:
-            for vid in videos:
-                gif, png = overlays_dir / f"val_{vid:04d}_round_{k}.gif", overlays_dir / f"val_{vid:04d}_round_{k}.png"
-                n = rep.write_video_overlay(val, vid, results, args.overlay_score, gif, png)
-                result.overlays.append({"video_id": vid, "frames": n, "gif": f"overlays/{gif.name}",
-                                        "png": f"overlays/{png.name}"})
-        rounds.append(result)
-    plots = {"metrics": "plots/metrics_per_round.png"}
-    rep.plot_metrics_per_round(rounds, out / plots["metrics"])
-    if (run_dir / "area_distribution.png").exists():
-        plots["fig7"] = "plots/fig7_area_distribution.png"
-        atomic_write_bytes(out / plots["fig7"], (run_dir / "area_distribution.png").read_bytes())
-    source = read_json(out / "world" / "source.json", "source.json")
-    info = source.get("info", {})
-    world_summary = (f"{len(source['images'])} source stills with imperfect pseudo-masks, "
-                     f"{len(read_json(out / 'world' / 'train.json', 'train.json')['videos'])} unlabeled train videos, "
-                     f"{len(val.videos)} val videos")
+def init_description(cfg: Any, init: Path | None, provenance: dict[str, Any] | None) -> str:
+    """What the report says the initial model is."""
     if init is None:
-        init_text = f"trained here from scratch ({cfg.train.max_iter} iterations on the source stills)"
-    elif provenance is not None:
-        init_text = (f"the toy initial-stage checkpoint shipped in the package (`autoqvis/assets/{ASSET}.pt`, "
-                     f"{provenance['iterations']} iterations on the source stills, made by "
-                     f"`{provenance['regenerate']}`), as the paper starts from VideoCutLER's checkpoint")
-    else:
-        init_text = f"`{init}`"
-    settings = {
-        "seed": args.seed, "size": args.size, "world_summary": world_summary, "init_text": init_text,
-        "round_iters": cfg.selftrain.max_iter, "config": DEMO_CONFIG, "tau": tau, "score_threshold": score,
-        "overlay_score": args.overlay_score,
-        "what_ran": {
-            "command": f"`{command_line(args)}`",
-            "toy world": f"`world/` (seed {args.seed}, size {args.size}; pseudo-mask rates {info.get('pseudo_masks', {}).get('realised')})",
-            "self-training run": "`run/` (round_k/model.pt, pseudo_labels.json, stats.json, metrics.json, val_results.json)",
-            "torch threads": args.threads,
-            "peak RSS": f"{peak_rss_mb():.0f} MB",
-        },
-    }
-    timings["report"] = time.perf_counter() - start
-    rep.write_report(out / "report.md", rep.render_report(rounds, settings, timings, plots))
-    summary = {
-        "settings": {k: v for k, v in settings.items() if k != "what_ran"}, "timings_s": timings,
-        "peak_rss_mb": round(peak_rss_mb()),
-        "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
-                    "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in rounds]}
-    write_report(out)  # report.html: the same run to browse, with the tau slider
-    atomic_write_json(out / "demo.json", summary, indent=1)
-    return summary
+        return f"trained here from scratch ({cfg.train.max_iter} iterations on the source stills)"
+    if provenance is not None:
+        return (f"the toy initial-stage checkpoint shipped in the package (`autoqvis/assets/{ASSET}.pt`, "
+                f"{provenance['iterations']} iterations on the source stills, made by "
+                f"`{provenance['regenerate']}`), as the paper starts from VideoCutLER's checkpoint")
+    return f"`{init}`"
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -305,4 +250,4 @@ def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
     final = out / "run" / f"round_{rounds[-1]['round']}" / "model.pt"
     print(f"models:   {out / 'run'}/round_k/model.pt  (predict with: autoqvis predict --checkpoint {final} "
           "--input VIDEO --out DIR)")
-    print(f"time:     {seconds:.0f} s, peak RSS {peak_rss_mb():.0f} MB")
+    print(f"time:     {seconds:.0f} s, peak RSS {rep.peak_rss_mb():.0f} MB")

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from .. import build_model, load_checkpoint
 from ..core import dist
 from ..core.config import load_config, save_config
 from ..core.errors import AutoQVISError
@@ -20,7 +19,8 @@ from ..data.ytvis import load_ytvis
 from ..engine.trainer import find_last_checkpoint, train_loop
 from ..eval.model_eval import evaluate_model
 from ..eval.ytvis_eval import format_summary
-from ..model.checkpoint import resolve_checkpoint
+from ..model.checkpoint import load_checkpoint, resolve_checkpoint
+from ..model.vis_model import build_model
 
 HELP = "initial stage: train the VIS model + quality predictor on synthetic clips"
 DESCRIPTION = """\
