@@ -8,7 +8,6 @@ import argparse
 from ..model.checkpoint import checkpoint_config, convert_checkpoint, resolve_checkpoint
 from ..model.vis_model import build_model
 
-HELP = "convert a detectron2 VideoMaskFormer/VideoCutLER .pth to autoqvis .pt"
 DESCRIPTION = """\
 Convert a detectron2 checkpoint (VideoCutLER's videocutler_m2f_rn50.pth, AutoQ-VIS .pth, a .pkl with numpy
 arrays, or a bare state dict) into an autoqvis .pt. The file is loaded into the model of --config first:

@@ -10,7 +10,6 @@ from ..core.fileio import atomic_write_json, staged_output
 from ..data.davis import MAX_ID, read_davis_folder, track_ids, video_folder_name, video_label_maps, write_davis_video
 from ..data.ytvis import load_results, load_ytvis
 
-HELP = "convert masks between a DAVIS-style PNG folder and YouTubeVIS json (not weights: see convert-checkpoint)"
 DESCRIPTION = """\
 Convert instance masks between the two layouts other tools read (this converts masks; `convert-checkpoint`
 converts model weights).

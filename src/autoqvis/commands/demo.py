@@ -20,7 +20,6 @@ from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summ
 from ..viz import demo_report as rep
 from ..viz.report_html import write_report
 
-HELP = "run the whole AutoQ-VIS loop on the built-in toy world (CPU, minutes)"
 DESCRIPTION = """\
 The whole AutoQ-VIS loop on the built-in toy world, on a CPU:
 

@@ -8,7 +8,6 @@ from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json
 from ..eval.ytvis_eval import evaluate, format_summary
 
-HELP = "class-agnostic YouTubeVIS AP/AR of a results json against ground truth"
 DESCRIPTION = """\
 Class-agnostic YouTubeVIS evaluation, the official ytvoseval definitions with useCats=0
 (the protocol of VideoCutLER and AutoQ-VIS): video IoU summed over frames, IoU 0.50:0.95,

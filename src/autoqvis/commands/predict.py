@@ -22,7 +22,6 @@ from ..model.checkpoint import load_model
 from ..viz.overlay import tracks_from_results, write_overlay
 from ..viz.report_html import ReportOptions, write_report
 
-HELP = "segment and track instances in videos, frame folders or a YTVIS json"
 DESCRIPTION = """\
 Segment and track every object in your videos with a trained checkpoint.
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..core.errors import AutoQVISError
 from ..viz.report_html import ReportOptions, write_report
 
-HELP = "write DIR/report.html: a self-contained page to browse a selftrain/predict/demo folder"
 DESCRIPTION = """\
 Write DIR/report.html: one static page (no server, nothing loaded from the network; open it from disk)
 for a folder written by autoqvis:

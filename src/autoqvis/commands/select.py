@@ -11,7 +11,6 @@ from ..selftrain.curate import (SelectionRule, read_training_set, select_round, 
                                 write_training_set)
 from ..selftrain.pseudo_label import iter_detection_file
 
-HELP = "re-select a round's pseudo-labels from saved detections (NMS, Q = s*IoU >= tau, fusion) into a PL.json"
 DESCRIPTION = """\
 The selection step of a self-training round on its own: the same code as `autoqvis selftrain` runs after
 pseudo-labelling (autoqvis.selftrain.curate), so a tau sweep (paper Table 5) needs no model.

@@ -16,7 +16,6 @@ from ..model.checkpoint import read_checkpoint, resolve_checkpoint
 from ..selftrain.curate import set_tau
 from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows
 
-HELP = "multi-round quality-guided self-training on unlabeled videos"
 DESCRIPTION = """\
 AutoQ-VIS self-training (paper Sec. 3.2-3.4, supplement 6.1-6.2). Round 0 pseudo-labels the unlabeled
 videos with the initial-stage model (--init, or the initial stage trained first into OUT/init/ on

@@ -19,7 +19,6 @@ from ..data.synth import ImageCut2Video
 from ..data.video_io import write_image
 from ..data.ytvis import Annotation, Video, YTVISDataset, save_ytvis
 
-HELP = "turn still images + COCO masks into a YTVIS synthetic video set (ImageCut2Video)"
 DESCRIPTION = """\
 Turn still images and their instance masks (COCO json, e.g. CutLER's ImageNet pseudo-labels) into
 synthetic training videos with VideoCutLER's ImageCut2Video: per-frame crop, brightness, contrast and

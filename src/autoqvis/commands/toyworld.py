@@ -12,7 +12,6 @@ from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
 from ..data.toyworld import ToyWorldConfig, toyworld_config, write_toyworld
 
-HELP = "generate the procedural toy world (stills, unlabeled videos, val split)"
 DESCRIPTION = """\
 Generate the built-in toy world, seeded and in seconds, in the YouTubeVIS on-disk layout:
 

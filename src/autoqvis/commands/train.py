@@ -22,7 +22,6 @@ from ..eval.ytvis_eval import format_summary
 from ..model.checkpoint import load_checkpoint, resolve_checkpoint
 from ..model.vis_model import build_model
 
-HELP = "initial stage: train the VIS model + quality predictor on synthetic clips"
 DESCRIPTION = """\
 Initial stage of AutoQ-VIS (paper Sec. 3.1): train the VIS model and the mask quality predictor jointly
 on synthetic clips. --synthetic is either a COCO json of still images with (pseudo-)masks, turned into

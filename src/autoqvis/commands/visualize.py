@@ -15,7 +15,6 @@ from ..data.video_io import VideoReader
 from ..data.ytvis import load_results, load_ytvis
 from ..viz.overlay import tracks_from_annotations, tracks_from_results, write_overlay
 
-HELP = "render overlay videos for any YTVIS results file"
 DESCRIPTION = """\
 Draw a results file on its videos: each instance its own colour and id (#1, #2, ... in file order per
 video), its mask tinted and outlined, and -- for autoqvis results -- its per-frame quality at the mask

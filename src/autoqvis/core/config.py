@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -461,6 +460,3 @@ __all__ = [
     "parse_override",
     "resolve_config_path",
 ]
-
-# keep typing imported for annotations evaluated by get_type_hints in subclasses
-_ = typing

@@ -327,9 +327,6 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
     return cfg
 
 
-QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
-
-
 def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
     """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
     config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
