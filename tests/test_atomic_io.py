@@ -65,6 +65,8 @@ ALLOWED: list[tuple[str, str, str]] = [
      "the mp4 muxer writes into the temp file object that atomic_open hands out"),
     ("commands/predict.py", r"np\.savez_compressed\(f,",
      "the npz of --save-masks is written into the temp file object that atomic_open hands out"),
+    ("core/torch_io.py", r"torch\.save\(obj, buf\)",
+     "a checkpoint is serialised into an in-memory buffer, then written with atomic_write_bytes"),
     ("*", r"(?:\.save|\bsavefig)\(buf\b",
      "images, gifs and figures are encoded into an in-memory buffer (io.BytesIO named buf), then written "
      "with atomic_write_bytes"),

@@ -241,12 +241,14 @@ def _parse_categories(value: Any, name: str) -> list[dict[str, Any]]:
 
 @gc_paused
 def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.PathLike | None = None,
-               workers: int | None = None) -> YTVISDataset:
+               workers: int | None = None, check_masks: bool = True) -> YTVISDataset:
     """Read and validate a YouTubeVIS json (a path, or the already-parsed dict, which is not modified).
 
     image_root: folder the ``file_names`` are relative to; default ``<json dir>/JPEGImages`` if it
     exists, else ``<json dir>`` (for a dict: the current folder). workers: processes for the mask
-    checks of large files (default up to 2).
+    checks of large files (default up to 2). check_masks=False skips the mask validator (structure, size, runs):
+    only for files autoqvis wrote itself (a self-training run reading back its own pseudo-labels), whose masks are
+    pycocotools' compressed RLE of the right size; every other field is still checked.
     Missing ``areas``/``bboxes`` are computed from the masks; stored ones are kept as they are.
     """
     if isinstance(path_or_dict, dict):
@@ -279,9 +281,10 @@ def load_ytvis(path_or_dict: str | os.PathLike | dict, image_root: str | os.Path
             raise AutoQVISError(f"{name}: annotation {ann.id}: duplicate annotation id (annotations[{k}])")
         seen.add(ann.id)
         annotations.append(ann)
-    check_segmentations([a.segmentations for a in annotations],
-                         [[videos[a.video_id].height, videos[a.video_id].width] for a in annotations],
-                         [f"{name}: annotation {a.id} (video {a.video_id})" for a in annotations], workers)
+    if check_masks:
+        check_segmentations([a.segmentations for a in annotations],
+                            [[videos[a.video_id].height, videos[a.video_id].width] for a in annotations],
+                            [f"{name}: annotation {a.id} (video {a.video_id})" for a in annotations], workers)
     for ann in annotations:
         if ann.areas is None:
             ann.areas = rle_areas(ann.segmentations)

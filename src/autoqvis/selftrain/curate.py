@@ -171,14 +171,15 @@ def write_training_set(state: dict[int, list[Detection]], unlabeled: YTVISDatase
     atomic_write_json(path, training_set_json(state, unlabeled, rule, description))
 
 
-def read_training_set(path: str | Path, image_root: str | Path | None = None,
-                      unlabeled: YTVISDataset | None = None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
+def read_training_set(path: str | Path, image_root: str | Path | None = None, unlabeled: YTVISDataset | None = None,
+                      check_masks: bool = True) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
     """A PL.json -> (the YouTubeVIS dataset, the state {video_id: tracks in file order}).
 
     A null mask reads as selected whatever ``selected`` says. With ``unlabeled``, every video of the file
     must be one of its videos, of the same length and size (the state is fused frame by frame).
+    ``check_masks=False``: a file this run wrote itself (see ``load_ytvis``).
     """
-    ds = load_ytvis(path, image_root=image_root)
+    ds = load_ytvis(path, image_root=image_root, check_masks=check_masks)
     if unlabeled is not None:
         known = {v.id: v for v in unlabeled.videos}
         for v in ds.videos:

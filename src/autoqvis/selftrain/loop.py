@@ -178,8 +178,9 @@ def write_pseudo_labels(train_set: dict[int, list[Detection]], unlabeled: YTVISD
 
 
 def read_pseudo_labels(path: Path, image_root: Path | None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
-    """A pseudo-label file -> (the YTVIS dataset, {video_id: detections})."""
-    return read_training_set(path, image_root)
+    """A pseudo-label file this run wrote (``write_pseudo_labels``) -> (the YTVIS dataset, {video_id: detections}).
+    Its masks are pycocotools' own RLE, so the mask validator is skipped (``check_masks=False``)."""
+    return read_training_set(path, image_root, check_masks=False)
 
 
 def best_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
