@@ -544,7 +544,7 @@ def coco_train_synthetic_with_bad_segmentation_size(d, w):
     data["annotations"][0]["segmentation"]["size"] = [H, W + 4]
     coco = dump(d / "coco.json", data)
     return Case(["train", "--config", "toy", "--synthetic", str(coco), "--out", str(d / "run"), "--no-progress"],
-                ["coco.json", "annotation 1", "segmentation: RLE 'size'"])
+                ["coco.json", "annotation 1", "segmentation: RLE size is"])
 
 
 # -------------------------------------------------------------------------------------------- configs

@@ -250,7 +250,10 @@ def test_readme_starts_with_the_two_setup_commands_and_make_has_them():
     assert commands == ["make demo", "make test"]
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t.*autoqvis demo --out demo_out", makefile, re.M)
-    assert re.search(r"^test:.*\n\t.*pytest", makefile, re.M)
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    # the import layers (docs/architecture.md) and the copied-code check run before the tests, in CI too
+    assert re.search(r"lint-imports.*\n(?:.*\n)*.*pytest", test_recipe)
+    assert "duplicate-code" in test_recipe
 
 
 def test_architecture_page_links_exist():
