@@ -208,17 +208,16 @@ def selection_flags(item: Any) -> list[int]:
     return [int(bool(s) or seg is None) for s, seg in zip(flags, segs)]
 
 
-def eligible_frames(tracks_of_one_video: Sequence[Any]) -> list[int]:
-    """Eq. 14: frame indices t where every track of the video has S^t = 1 (an empty mask counts as 1).
+def eligible_frames(flags_per_track: Sequence[Sequence[int]]) -> list[int]:
+    """Eq. 14: frame indices t where every track of a video has S^t = 1.
 
-    tracks_of_one_video: Detections, ytvis Annotations or annotation dicts of ONE video (same T); only their
-    selection flags (:func:`selection_flags`) decide. A video without any track has no eligible frame (it is
-    not in the training set, eq. 4). A frame where every track is empty is eligible (it trains "nothing
-    here"), as in the official code.
+    flags_per_track: the tracks' S^t (:func:`selection_flags`, where an empty mask already counts as 1), all of the
+    video's T frames. A video without any track has no eligible frame (it is not in the training set, eq. 4). A
+    frame where every track is empty is eligible (it trains "nothing here"), as in the official code.
     """
-    flags = [selection_flags(a) for a in tracks_of_one_video]
-    if not flags:
+    if not flags_per_track:
         return []
-    if len({len(f) for f in flags}) != 1:
-        raise AutoQVISError(f"eligible_frames: the annotations disagree on the number of frames {sorted({len(f) for f in flags})}")
-    return [t for t in range(len(flags[0])) if all(f[t] for f in flags)]
+    lengths = {len(f) for f in flags_per_track}
+    if len(lengths) != 1:
+        raise AutoQVISError(f"eligible_frames: the annotations disagree on the number of frames {sorted(lengths)}")
+    return [t for t in range(len(flags_per_track[0])) if all(f[t] for f in flags_per_track)]

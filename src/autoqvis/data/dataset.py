@@ -23,7 +23,7 @@ from PIL import Image
 from ..core.config import Config
 from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
-from ..core.tracks import decode_rle, eligible_frames
+from ..core.tracks import decode_rle, eligible_frames, selection_flags
 from .coco import load_coco
 from .geometry import shortest_edge_size
 from .synth import ImageCut2Video, augment_frames
@@ -139,7 +139,7 @@ class VideoClips:
         self.entries: list[tuple[Video, list[int], list[Annotation]]] = []
         for video in dataset.videos:
             anns = dataset.annotations_of(video.id)
-            frames = eligible_frames(anns) if eligible else list(range(video.length))
+            frames = eligible_frames([selection_flags(a) for a in anns]) if eligible else list(range(video.length))
             if len(frames) == 0 or (eligible and len(frames) < cfg.selftrain.min_eligible_frames):
                 continue
             self.entries.append((video, frames, [a for a in anns if not a.iscrowd]))

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from ..core.errors import AutoQVISError
-from ..core.tracks import Detection, eligible_frames
+from ..core.tracks import Detection, eligible_frames, selection_flags
 from ..eval.analysis import true_ious
 
 
@@ -69,5 +69,5 @@ def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any
 def training_frames(annotations_of_one_video: Sequence[Any], min_eligible_frames: int = 2) -> list[int]:
     """The frames a video trains on: its eligible frames (eq. 14), or none when there are fewer than
     ``min_eligible_frames`` (the official ``filter_marked_results`` asks for 2)."""
-    frames = eligible_frames(annotations_of_one_video)
+    frames = eligible_frames([selection_flags(a) for a in annotations_of_one_video])
     return frames if len(frames) >= min_eligible_frames else []
