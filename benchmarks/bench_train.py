@@ -3,7 +3,7 @@
 Runs ``autoqvis train --config CFG --synthetic WORLD/source.json --val WORLD/val.json`` (the command a
 user runs) once per variant, each pinned to its own ``--cores-per-run`` CPU cores with as many torch
 threads, several at once when the machine has the cores (a tuning sweep). A run past ``--time-limit``
-is interrupted and its last checkpoint evaluated. Then the baselines of ``autoqvis.eval.baselines``
+is interrupted and its last checkpoint evaluated. Then the baselines of ``benchmarks/baselines.py``
 are scored on the same val split.
 
     python benchmarks/bench_train.py                                 # configs/toy.yaml on 2 cores

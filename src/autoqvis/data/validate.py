@@ -104,7 +104,7 @@ def check_polygons(seg: list[Any], h: int, w: int, loc: str) -> None:
 def to_rle(seg: Any, h: int, w: int, loc: str) -> RLE | None:
     """One frame's segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE | None.
 
-    Only structure and size are checked here; counts strings are checked in bulk (``rle_check``).
+    Only structure and size are checked here; counts strings are checked in bulk (:mod:`autoqvis.data.rle_batch`).
     """
     if seg is None or (isinstance(seg, list) and not seg):
         return None  # [] is falsy: the official code treats it as absent too

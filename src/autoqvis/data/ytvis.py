@@ -10,8 +10,9 @@ Loading validates everything a later stage would otherwise trip over and raises 
 *compressed* RLE dicts ``{"size": [h, w], "counts": str}``; uncompressed RLE and polygons are
 converted on input. Unknown keys (pseudo-label flags ``selected``, ``quality``, ...) are kept in
 ``extra`` and written back, so a plain YouTubeVIS reader still loads our files and ignores them.
-RLE encoding, decoding, areas and boxes go through pycocotools; the counts strings, which
-pycocotools never checks, are validated in bulk by :mod:`autoqvis.data.rle_batch`.
+Masks and their areas and boxes: :mod:`autoqvis.core.tracks`; the checks shared with the COCO reader, masks
+included (the counts strings, which pycocotools never checks, in bulk by :mod:`autoqvis.data.rle_batch`):
+:mod:`autoqvis.data.validate`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Two forms of a video's prediction:
   RLE-or-None, "quality": (k, T) or None}. Only one video's dense masks are ever held at a time.
 
 Under torchrun, ``predict_dataset`` splits the videos over the ranks and gathers their RLE predictions on
-rank 0 in the dataset's order (``engine.dist.ordered_map``): rank 0 sees the same stream as one process.
+rank 0 in the dataset's order (``core.dist.ordered_map``): rank 0 sees the same stream as one process.
 The fast-path switches of ``cfg.train`` apply (``engine.fast_path``): autocast with ``inference.amp_dtype``
 on GPU, channels-last backbone, torch.compile.
 """
@@ -88,7 +88,7 @@ def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dic
 def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
     """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "quality"}.
 
-    The RLEs are those of ``ytvis.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
+    The RLEs are those of ``tracks.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
     """
     out = _run_model(model, frames, cfg)
     return {**_scores_and_quality(out), "segmentations": encode_masks_on_device(out["masks"])}
@@ -99,7 +99,7 @@ def encode_masks_on_device(masks: torch.Tensor) -> list[list[RLE]]:
 
     RLE runs go down the columns, so every frame must be read column-major; that transposing copy, not
     pycocotools, is most of the cost of encoding (benchmarks/RESULTS.md, "Scale-out"). On the CPU each track is
-    transposed once, as bool (``ytvis.encode_masks`` first copies to uint8, then to Fortran order: ~1.5x slower);
+    transposed once, as bool (``tracks.encode_masks`` first copies to uint8, then to Fortran order: ~1.5x slower);
     on a GPU the run lengths themselves are found there and only they cross to the host (:func:`run_length_rles`),
     so the host's share shrinks from a pass over every pixel to packing a few thousand numbers.
     """
@@ -141,7 +141,7 @@ def pack_runs(changes: np.ndarray, starts_inside: np.ndarray, k: int, t: int, h:
 
 def encode_column_major(masks: np.ndarray) -> list[RLE]:
     """uint8/bool (N, W, H) C-ordered, i.e. N frames stored column by column -> N compressed RLEs of the
-    (H, W) masks (the same dicts as ``ytvis.encode_masks(masks.transpose(0, 2, 1))``, without its copy)."""
+    (H, W) masks (the same dicts as ``tracks.encode_masks(masks.transpose(0, 2, 1))``, without its copy)."""
     if len(masks) == 0:
         return []
     fortran = np.ascontiguousarray(masks).view(np.uint8).transpose(2, 1, 0)  # (H, W, N), Fortran order: a view

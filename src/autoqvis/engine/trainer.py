@@ -12,7 +12,7 @@ Exact resume works because nothing random is carried between iterations: the bat
 each step (point sampling in the criterion, dropout). A run of 2N iterations and a run of N
 iterations resumed for N more end with the same weights, bit for bit on CPU.
 
-Under torchrun (``engine.dist``) the model is wrapped in DistributedDataParallel: each of the W ranks
+Under torchrun (``core.dist``) the model is wrapped in DistributedDataParallel: each of the W ranks
 trains on its own ``batch_size`` clips (so one iteration sees W x batch_size clips), gradients are
 averaged, the logged losses are the means over the ranks, and only rank 0 writes. A checkpoint holds
 no rank-specific state, so it resumes with any number of processes: iteration i then draws the
