@@ -252,7 +252,7 @@ def test_cli_rejects_bad_inputs_before_training(world, tmp_path):
 
 
 def test_unlabeled_video_folder(tmp_path):
-    from autoqvis.commands.selftrain import unlabeled_from_folder
+    from autoqvis.data.inputs import unlabeled_from_folder
     from autoqvis.data.video_io import write_image, write_mp4
 
     rng = np.random.default_rng(0)

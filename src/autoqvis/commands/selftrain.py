@@ -8,10 +8,10 @@ from pathlib import Path
 from ..core import dist
 from ..core.config import load_config
 from ..core.errors import AutoQVISError
-from ..core.fileio import atomic_write_json, read_json
+from ..core.fileio import read_json
 from ..data.dataset import SyntheticClips
-from ..data.video_io import VideoReader, is_video_file, natural_key, write_image
-from ..data.ytvis import Video, YTVISDataset, load_ytvis
+from ..data.inputs import unlabeled_from_folder
+from ..data.ytvis import load_ytvis
 from ..model.checkpoint import read_checkpoint, resolve_checkpoint
 from ..selftrain.curate import set_tau
 from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows
@@ -107,37 +107,6 @@ def build_config(args: argparse.Namespace):
     if args.max_videos is not None and args.max_videos < 1:
         raise AutoQVISError(f"--max-videos must be >= 1, got {args.max_videos}")
     return cfg
-
-
-def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
-    """A folder of video files and/or frame folders -> a YTVIS dataset (no annotations).
-
-    Frame folders alone are used in place; otherwise every video is written as jpg frames under
-    ``dest/JPEGImages/<name>/`` (once: ``dest/unlabeled.json`` is reused on resume).
-    """
-    index = dest / "unlabeled.json"
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
-                     key=lambda p: natural_key(p.name))
-    if not entries:
-        raise AutoQVISError(f"{folder}: holds no video file and no frame folder")
-    in_place = all(p.is_dir() for p in entries)
-    root = folder if in_place else dest / "JPEGImages"
-    if index.exists():
-        return load_ytvis(index, image_root=root)
-    readers = [VideoReader(path, fps=None if path.is_dir() else fps) for path in entries]  # probe all first
-    videos = []
-    for vid, (path, reader) in enumerate(zip(entries, readers), 1):
-        if in_place:
-            names = [f"{path.name}/{f.name}" for f in reader.frame_files or []]
-        else:
-            names = []
-            for t, frame in enumerate(reader):
-                names.append(f"{path.stem}/{t:05d}.jpg")
-                write_image(root / names[-1], frame)
-        videos.append(Video(vid, names, reader.info.height, reader.info.width))
-    ds = YTVISDataset(videos, [], [{"id": 1, "name": "object", "supercategory": "object"}], root)
-    atomic_write_json(index, ds.to_dict())
-    return load_ytvis(index, image_root=root)
 
 
 def _check_same_videos(unlabeled, gt, video_ids) -> None:

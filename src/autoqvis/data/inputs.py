@@ -1,5 +1,6 @@
-"""Input discovery for prediction and overlays: the videos named by a path (a video file, a folder of frames, a folder
-of videos and/or frame folders, or a YouTubeVIS json), each probed, and the YouTubeVIS record describing them."""
+"""Input discovery: the videos named by a path (a video file, a folder of frames, a folder of videos and/or frame
+folders, or a YouTubeVIS json), each probed, and the YouTubeVIS record describing them (predict, visualize); a folder
+of unlabeled videos as a YouTubeVIS set (selftrain)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import AutoQVISError
-from .video_io import IMAGE_EXTENSIONS, VideoReader, is_video_file, list_frame_files, natural_key
-from .ytvis import load_ytvis
+from ..core.fileio import atomic_write_json
+from .video_io import IMAGE_EXTENSIONS, VideoReader, is_video_file, list_frame_files, natural_key, write_image
+from .ytvis import Video, YTVISDataset, load_ytvis
 
 DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTubeVIS's annotation rate)
 
@@ -114,3 +116,34 @@ def videos_json(inputs: list[InputVideo], image_root: Path) -> dict[str, Any]:
     return {"info": {"description": "inputs of autoqvis predict"}, "image_root": str(image_root.resolve()),
             "videos": [v.record() for v in inputs], "annotations": [],
             "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
+
+
+def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None) -> YTVISDataset:
+    """A folder of video files and/or frame folders -> a YTVIS dataset (no annotations).
+
+    Frame folders alone are used in place; otherwise every video is written as jpg frames under
+    ``dest/JPEGImages/<name>/`` (once: ``dest/unlabeled.json`` is reused on resume).
+    """
+    index = dest / "unlabeled.json"
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
+                     key=lambda p: natural_key(p.name))
+    if not entries:
+        raise AutoQVISError(f"{folder}: holds no video file and no frame folder")
+    in_place = all(p.is_dir() for p in entries)
+    root = folder if in_place else dest / "JPEGImages"
+    if index.exists():
+        return load_ytvis(index, image_root=root)
+    readers = [VideoReader(path, fps=None if path.is_dir() else fps) for path in entries]  # probe all first
+    videos = []
+    for vid, (path, reader) in enumerate(zip(entries, readers), 1):
+        if in_place:
+            names = [f"{path.name}/{f.name}" for f in reader.frame_files or []]
+        else:
+            names = []
+            for t, frame in enumerate(reader):
+                names.append(f"{path.stem}/{t:05d}.jpg")
+                write_image(root / names[-1], frame)
+        videos.append(Video(vid, names, reader.info.height, reader.info.width))
+    ds = YTVISDataset(videos, [], [{"id": 1, "name": "object", "supercategory": "object"}], root)
+    atomic_write_json(index, ds.to_dict())
+    return load_ytvis(index, image_root=root)
