@@ -1,6 +1,7 @@
 # Two commands do the whole set-up on a fresh machine:
 #   make demo   -> creates .venv, installs autoqvis, runs the toy-world demo (writes demo_out/)
-#   make test   -> creates .venv, installs autoqvis + test tools, runs the test suite
+#   make test   -> creates .venv, installs autoqvis + test tools, checks the import layers and copied code, runs the
+#                  test suite
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +23,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/autoqvis demo --out demo_out
 
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md (contracts in pyproject.toml)
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n src/autoqvis
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed

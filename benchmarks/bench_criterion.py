@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from autoqvis.config import LossConfig  # noqa: E402
+from autoqvis.core.config import LossConfig  # noqa: E402
 from autoqvis.model.criterion import build_criterion, quality_targets  # noqa: E402
 from autoqvis.model.quality import QualityPredictor, pool_mask_logits, resize_features  # noqa: E402
 

@@ -127,7 +127,7 @@ def measure_infer(config: str, switch: str, device, frames: int, repeat: int, ch
     the way ``predict_clip_rle`` does it (``encode_masks_on_device``), and the former way (numpy's Fortran copy)."""
     import torch
 
-    from autoqvis.data.ytvis import encode_masks
+    from autoqvis.core.tracks import encode_masks
     from autoqvis.engine.inference import _run_model, encode_masks_on_device, predict_clip_rle
 
     model, cfg = build(config, switch, device, checkpoint=checkpoint)

@@ -77,7 +77,7 @@ def child(world: Path, out: Path, mode: str, max_videos: int | None = None) -> d
         tracks, kept = stats["tracks_after_nms"], stats["training_set"]["tracks"]
     else:
         from autoqvis import load_checkpoint
-        from autoqvis.config import load_config
+        from autoqvis.core.config import load_config
         from autoqvis.data.ytvis import load_ytvis
         from autoqvis.engine.inference import predict_video
         from autoqvis.model.vis_model import build_model

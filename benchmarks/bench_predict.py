@@ -51,7 +51,7 @@ def prepare(work: Path, frames: list[int]) -> tuple[Path, dict[int, Path]]:
 
     from autoqvis import build_model, load_config
     from autoqvis.data.video_io import VideoReader, write_mp4
-    from autoqvis.fileio import atomic_torch_save
+    from autoqvis.core.torch_io import atomic_torch_save
 
     cfg = load_config("toy")
     torch.manual_seed(0)

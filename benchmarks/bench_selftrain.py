@@ -130,9 +130,9 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
     from autoqvis.data.dataset import SyntheticClips, VideoClips
     from autoqvis.data.sampler import BalancedBatches
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.engine.inference import evaluate_model
+    from autoqvis.eval.model_eval import evaluate_model
     from autoqvis.engine.trainer import train_loop
-    from autoqvis.fileio import atomic_write_json
+    from autoqvis.core.fileio import atomic_write_json
     from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
 
     cfg = load_config("toy", [*overrides, f"seed={seed}", f"selftrain.max_iter={round_iters}"])

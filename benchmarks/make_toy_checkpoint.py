@@ -67,7 +67,7 @@ def strip_checkpoint(src: Path, fp16: bool) -> dict:
     """A trainer checkpoint -> our .pt payload with only the weights (criterion buffers dropped)."""
     import torch
 
-    from autoqvis.fileio import safe_torch_load
+    from autoqvis.core.torch_io import safe_torch_load
 
     ckpt = safe_torch_load(src)
     weights = {}
@@ -83,8 +83,8 @@ def reevaluate(train: Path, world: Path) -> None:
     """Score a reused run's final model on the current WORK/world val split (the world may have been remade)."""
     from autoqvis import build_model, load_checkpoint, load_config
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.engine.inference import evaluate_model
-    from autoqvis.fileio import atomic_write_json
+    from autoqvis.eval.model_eval import evaluate_model
+    from autoqvis.core.fileio import atomic_write_json
 
     cfg = load_config(train / "config.yaml")
     model = build_model(cfg)
@@ -99,8 +99,9 @@ def sha256(path: Path) -> str:
 
 def main() -> int:
     args = parse_args()
-    from autoqvis.config import load_config
-    from autoqvis.fileio import atomic_torch_save, atomic_write_json, read_json
+    from autoqvis.core.config import load_config
+    from autoqvis.core.fileio import atomic_write_json, read_json
+    from autoqvis.core.torch_io import atomic_torch_save
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="autoqvis_toy_init_"))
     world, train = work / "world", work / "train"

@@ -100,7 +100,7 @@ def cpu_work_per_video(frames: int = 36, tracks: int = 10) -> dict[str, float]:
 
     import torch
 
-    from autoqvis.data.ytvis import encode_masks
+    from autoqvis.core.tracks import encode_masks
     from autoqvis.engine.inference import encode_masks_on_device, pack_runs, run_boundaries
     from autoqvis.selftrain.pseudo_label import pseudo_label_video
     from bench_gpu import video_frames

@@ -37,7 +37,7 @@ def machine() -> str:
 
 def write_block(section: str, name: str, text: str, path: Path = RESULTS) -> None:
     """Put ``text`` between the ``name`` markers in ``## section`` of ``path`` (atomically)."""
-    from autoqvis.fileio import atomic_write_text
+    from autoqvis.core.fileio import atomic_write_text
 
     block = f"<!-- {name} -->\n{text.strip()}\n<!-- /{name} -->\n"
     old = path.read_text() if path.is_file() else "# Benchmark results\n"
@@ -55,7 +55,7 @@ def write_block(section: str, name: str, text: str, path: Path = RESULTS) -> Non
 
 def replace_section(section: str, text: str, path: Path = RESULTS) -> None:
     """Replace the whole ``## section`` of ``path`` by ``text`` (which starts with that heading); append if missing."""
-    from autoqvis.fileio import atomic_write_text
+    from autoqvis.core.fileio import atomic_write_text
 
     old = path.read_text() if path.is_file() else "# Benchmark results\n"
     pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)

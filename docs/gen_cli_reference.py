@@ -51,7 +51,7 @@ def main() -> int:
             print(f"{DOC} is out of date: run python docs/gen_cli_reference.py", file=sys.stderr)
             return 1
         return 0
-    from autoqvis.fileio import atomic_write_text
+    from autoqvis.core.fileio import atomic_write_text
 
     atomic_write_text(DOC, text)
     print(f"wrote {DOC}")

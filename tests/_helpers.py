@@ -9,8 +9,8 @@ from types import ModuleType
 import torch
 
 from autoqvis import build_model
-from autoqvis.config import load_config
-from autoqvis.fileio import atomic_torch_save
+from autoqvis.core.config import load_config
+from autoqvis.core.torch_io import atomic_torch_save
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

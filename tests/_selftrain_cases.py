@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoqvis.selftrain.pseudo_label import Detection, encode_mask
+from autoqvis.core.tracks import Detection, encode_track
 
 H, W = 10, 10
 
@@ -26,7 +26,7 @@ def track(masks: list[np.ndarray], score: float = 0.9, video_id: int = 1, pred_i
     return Detection(
         video_id=video_id,
         score=score,
-        segmentations=[encode_mask(m) for m in masks],
+        segmentations=encode_track(masks),
         pred_iou=list(pred_iou) if pred_iou is not None else [1.0] * t,
         quality=list(quality) if quality is not None else [],
         selected=list(selected) if selected is not None else [],

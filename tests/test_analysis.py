@@ -19,7 +19,7 @@ from autoqvis.eval.analysis import (
     true_ious,
     write_analysis,
 )
-from autoqvis.selftrain.pseudo_label import encode_mask
+from autoqvis.core.tracks import encode_track
 
 A = box(0, 0, 4, 4)
 A75 = box(0, 0, 4, 3)
@@ -27,7 +27,7 @@ FAR = box(6, 6, 10, 10)
 
 
 def segs(masks):
-    return [encode_mask(m) for m in masks]
+    return encode_track(masks)
 
 
 GT = {1: [segs([A, A, A]), segs([FAR, FAR, EMPTY])], 2: []}
@@ -94,7 +94,7 @@ def test_log_area_histogram_bins():
 
 
 def test_write_analysis_and_plots(tmp_path):
-    from autoqvis.viz.plots import plot_area_distribution
+    from autoqvis.eval.plots import plot_area_distribution
 
     summary, points = analyse(_pseudo(), _pseudo(), GT)
     names = write_analysis(summary, points, tmp_path, title="round 0")

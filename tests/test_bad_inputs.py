@@ -26,7 +26,7 @@ from PIL import Image
 
 from autoqvis.cli import main
 from autoqvis.data.video_io import write_mp4
-from autoqvis.data.ytvis import encode_mask
+from autoqvis.core.tracks import encode_mask
 from _helpers import save_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -544,7 +544,7 @@ def coco_train_synthetic_with_bad_segmentation_size(d, w):
     data["annotations"][0]["segmentation"]["size"] = [H, W + 4]
     coco = dump(d / "coco.json", data)
     return Case(["train", "--config", "toy", "--synthetic", str(coco), "--out", str(d / "run"), "--no-progress"],
-                ["coco.json", "annotation 1", "segmentation.size"])
+                ["coco.json", "annotation 1", "segmentation: RLE size is"])
 
 
 # -------------------------------------------------------------------------------------------- configs

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoqvis.eval.baselines import color_cluster_tracks, full_frame_tracks, link_segments
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
+
+from _helpers import load_benchmark
+
+_baselines = load_benchmark("baselines")
+color_cluster_tracks, full_frame_tracks, link_segments = (
+    _baselines.color_cluster_tracks, _baselines.full_frame_tracks, _baselines.link_segments)
 
 
 def _video(t: int = 4, h: int = 40, w: int = 60) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -54,7 +59,7 @@ def test_full_frame_is_one_track_of_whole_frames():
 
 def test_unknown_baseline_is_a_clear_error():
     from autoqvis.data.ytvis import YTVISDataset
-    from autoqvis.eval.baselines import baseline_results
+    baseline_results = _baselines.baseline_results
 
     with pytest.raises(AutoQVISError, match="unknown baseline 'sam'"):
         baseline_results("sam", YTVISDataset([], [], []))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from autoqvis.data.coco import CocoDataset, decode_segmentation, load_coco, mask_to_annotation, save_coco
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 # pycocotools 2.0.x under numpy 2 warns on every decode; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -151,15 +151,15 @@ BAD_INPUTS = [
      r"image 1: file_name '\.\./\.\./etc/x\.png' must be a relative path inside"),
     ("absolute file_name", lambda d: d["images"][0].update(file_name="/tmp/x.png"), r"image 1: file_name"),
     ("bad RLE size", lambda d: d["annotations"][0]["segmentation"].update(size=[H, W + 1]),
-     r"annotation 1 \(image 1\): segmentation\.size is \[12, 17\] but the image is \[12, 16\]"),
+     r"annotation 1 \(image 1\): segmentation: RLE size is \[12, 17\] but the image is 12x16"),
     ("uncompressed counts not covering the image", lambda d: d["annotations"][2]["segmentation"].update(counts=[3, 4]),
-     r"annotation 3 \(image 1\): segmentation\.counts covers 7 pixels, the image has 192"),
+     r"annotation 3 \(image 1\): segmentation: malformed RLE: uncompressed counts sum to 7 but the frame has 192"),
     ("malformed compressed counts", lambda d: d["annotations"][0]["segmentation"].update(counts="52207~~"),
      r"annotation 1 \(image 1\): segmentation\.counts"),
     ("compressed counts too short", lambda d: d["annotations"][0]["segmentation"].update(counts="52"),
      r"annotation 1 \(image 1\): segmentation\.counts runs cover 7 pixels"),
     ("polygon with two points", lambda d: d["annotations"][1].update(segmentation=[[1, 2, 3, 4]]),
-     r"annotation 2 \(image 1\): segmentation polygon 0"),
+     r"annotation 2 \(image 1\): segmentation: polygon 0"),
     ("segmentation of a wrong type", lambda d: d["annotations"][1].update(segmentation="rle"),
      r"annotation 2 \(image 1\): segmentation must be"),
     ("unknown category", lambda d: d["annotations"][1].update(category_id=4),

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from autoqvis.config import Config, load_config, packaged_config_dir
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.config import Config, load_config, packaged_config_dir
+from autoqvis.core.errors import AutoQVISError
 
 
 def test_defaults_are_paper_values():
@@ -86,7 +86,7 @@ def test_runtime_switches_read_in_both_spellings(tmp_path, old, new, value):
 def test_stored_configs_map_old_switches_silently():
     import warnings
 
-    from autoqvis.config import config_from_dict
+    from autoqvis.core.config import config_from_dict
 
     stored = load_config("toy").to_dict()
     del stored["runtime"]

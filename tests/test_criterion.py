@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from autoqvis.config import LossConfig
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.config import LossConfig
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.model import criterion as crit
 from autoqvis.model.criterion import VideoSetCriterion, build_criterion, drop_loss_weights, quality_targets
 from autoqvis.model.point_sample import point_sample, uncertain_point_coords

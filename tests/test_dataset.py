@@ -11,15 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from autoqvis.config import Config, InputConfig, SelfTrainConfig
-from autoqvis.data.dataset import (
-    SyntheticClips,
-    VideoClips,
-    sample_frame_indices,
-    shortest_edge_size,
-)
-from autoqvis.data.ytvis import encode_mask, load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.config import Config, InputConfig, SelfTrainConfig
+from autoqvis.data.dataset import SyntheticClips, VideoClips, sample_frame_indices
+from autoqvis.data.geometry import shortest_edge_size
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_ytvis
+from autoqvis.core.errors import AutoQVISError
 
 H, W, T = 24, 32, 8
 

@@ -103,9 +103,10 @@ def test_demo_json_and_spearman_from_the_val_results(demo_dir: Path):
     """The val Spearman numbers are recomputed here from round 0's val_results.json by hand."""
     from scipy.stats import spearmanr
 
-    from autoqvis.data.ytvis import decode_rle, load_ytvis
+    from autoqvis.core.tracks import decode_rle
+    from autoqvis.data.ytvis import load_ytvis
     from autoqvis.eval.analysis import true_ious
-    from autoqvis.selftrain.pseudo_label import Detection
+    from autoqvis.core.tracks import Detection
 
     summary = json.loads((demo_dir / "demo.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
@@ -169,7 +170,7 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
     assert "trained here from scratch (1 iterations" in text and "--from-scratch" in text
     assert [r[0] for r in table_rows(text, "| model | AP | AP50")] == ["round 0 (initial model)", "round 1"]
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.demo_report import pick_videos
+    from autoqvis.viz.demo_report import pick_videos
 
     (vid,) = pick_videos(load_ytvis(out / "world" / "val.json"), 1)
     names = sorted(p.name for p in (out / "overlays").glob("*.gif"))
@@ -178,7 +179,7 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
 
 # ------------------------------------------------------------------------------ report helpers
 def test_overlay_tracks_write_q_equal_s_times_predicted_iou():
-    from autoqvis.demo_report import overlay_tracks
+    from autoqvis.viz.demo_report import overlay_tracks
 
     results = [{"video_id": 1, "score": 0.6, "segmentations": [None, None], "pred_iou": [0.5, 1.0]},
                {"video_id": 1, "score": 0.9, "segmentations": [None, None], "pred_iou": [0.2, 0.4]},
@@ -192,7 +193,7 @@ def test_overlay_tracks_write_q_equal_s_times_predicted_iou():
 
 def test_pick_videos_prefers_crowded_ones():
     from autoqvis.data.ytvis import Annotation, Video, YTVISDataset
-    from autoqvis.demo_report import pick_videos
+    from autoqvis.viz.demo_report import pick_videos
 
     videos = [Video(i, [f"{i}/0.jpg"], 4, 4) for i in (1, 2, 3, 4)]
     counts = {1: 1, 2: 3, 3: 0, 4: 3}
@@ -211,7 +212,7 @@ def test_shipped_checkpoint_fits_the_toy_config_and_its_provenance():
     import torch
 
     from autoqvis import build_model, load_checkpoint, load_config
-    from autoqvis.config import RuntimeConfig, move_legacy_keys
+    from autoqvis.core.config import RuntimeConfig, move_legacy_keys
 
     meta = json.loads((ASSETS / "toy_init.json").read_text())
     ckpt = ASSETS / "toy_init.pt"
@@ -254,7 +255,10 @@ def test_readme_starts_with_the_two_setup_commands_and_make_has_them():
     assert commands == ["make demo", "make test"]
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t.*autoqvis demo --out demo_out", makefile, re.M)
-    assert re.search(r"^test:.*\n\t.*pytest", makefile, re.M)
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    # the import layers (docs/architecture.md) and the copied-code check run before the tests, in CI too
+    assert re.search(r"lint-imports.*\n(?:.*\n)*.*pytest", test_recipe)
+    assert "duplicate-code" in test_recipe
 
 
 def test_architecture_page_links_exist():

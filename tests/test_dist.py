@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from autoqvis import load_config
-from autoqvis.engine import dist
+from autoqvis.core import dist
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_INIT = REPO / "src" / "autoqvis" / "assets" / "toy_init.pt"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autoqvis import build_model, load_config
-from autoqvis.data.ytvis import encode_masks
+from autoqvis.core.tracks import encode_masks
 from autoqvis.engine import fast_path
 from autoqvis.engine.inference import encode_column_major, predict_clip, predict_clip_rle
 

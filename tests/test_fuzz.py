@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from autoqvis.data.coco import load_coco
-from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_results, load_ytvis
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.eval.ytvis_eval import evaluate
-from autoqvis.fileio import read_json
+from autoqvis.core.fileio import read_json
 
 T, H, W = 3, 12, 16
 

@@ -13,7 +13,7 @@ import torch
 
 from autoqvis import build_model, load_config
 from autoqvis.model.checkpoint import infer_config, resolve_checkpoint
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from _helpers import save_random_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -121,7 +121,7 @@ def test_config_inferred_from_the_keys_of_the_released_r50_files(reference_dir, 
 
 def test_predict_infers_the_config_of_a_bare_detectron2_file(tmp_path, repo_root, monkeypatch):
     """A file without a config whose keys are R50 VideoCutLER loads into ytvis19_r50 without the predictor."""
-    from autoqvis.commands.predict import load_model
+    from autoqvis.model.checkpoint import load_model
     from autoqvis.model.checkpoint import checkpoint_config
 
     cfg = load_config("ytvis19_r50", ["model.quality.enabled=false"])

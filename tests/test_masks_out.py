@@ -13,7 +13,8 @@ from PIL import Image
 from autoqvis.cli import main
 from autoqvis.data.davis import davis_palette, label_map, read_label_png, write_label_png
 from autoqvis.data.video_io import write_mp4
-from autoqvis.data.ytvis import decode_rle, encode_mask, load_ytvis
+from autoqvis.core.tracks import decode_rle, encode_mask
+from autoqvis.data.ytvis import load_ytvis
 from _helpers import save_random_checkpoint
 
 T, H, W = 6, 48, 64

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.model.criterion import dice_loss
 from autoqvis.model.matcher import VideoHungarianMatcher, pairwise_bce, pairwise_dice
 

@@ -10,8 +10,8 @@ import torch
 
 from autoqvis import load_checkpoint, load_config
 from autoqvis.cli import main as cli_main
-from autoqvis.errors import AutoQVISError
-from autoqvis.fileio import atomic_torch_save
+from autoqvis.core.errors import AutoQVISError
+from autoqvis.core.torch_io import atomic_torch_save
 from autoqvis.model.checkpoint import read_checkpoint
 from autoqvis.model.vis_model import build_model
 

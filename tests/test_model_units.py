@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from autoqvis import load_config
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.model import vis_model
 from autoqvis.model.backbone import FrozenBatchNorm2d, ResNet
 from autoqvis.model.position_encoding import sine_position_2d, sine_position_3d

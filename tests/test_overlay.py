@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from autoqvis.data.video_io import VideoReader
-from autoqvis.data.ytvis import encode_mask
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import encode_mask
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.viz.overlay import (
     PRED_IOU_LABEL,
     QUALITY_LABEL,

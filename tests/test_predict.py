@@ -13,10 +13,11 @@ import torch
 
 from autoqvis import load_config
 from autoqvis.cli import main
-from autoqvis.config import packaged_config_dir
+from autoqvis.core.config import packaged_config_dir
 from autoqvis.data.video_io import VideoReader, write_image, write_mp4
-from autoqvis.data.ytvis import encode_mask, load_results, load_ytvis
-from autoqvis.fileio import atomic_torch_save
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_results, load_ytvis
+from autoqvis.core.torch_io import atomic_torch_save
 from _helpers import save_random_checkpoint
 
 T, H, W = 12, 96, 128
@@ -214,7 +215,7 @@ def test_window_choice(frames, h, w, window, expected):
 def test_bad_window_is_a_user_error():
     from autoqvis.commands.predict import window_for
     from autoqvis.data.video_io import VideoInfo
-    from autoqvis.errors import AutoQVISError
+    from autoqvis.core.errors import AutoQVISError
 
     with pytest.raises(AutoQVISError, match="--overlap 8"):
         window_for(VideoInfo(Path("v.mp4"), 50, 64, 64, 25.0, 50, 25.0), 8, 8, load_config("toy"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.model.criterion import build_criterion
 from autoqvis.model.quality import (
     QualityPredictor,

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from _selftrain_cases import TINY_OVERRIDES
-from autoqvis.config import load_config
-from autoqvis.data.ytvis import encode_mask, load_ytvis
+from autoqvis.core.config import load_config
+from autoqvis.core.tracks import encode_mask
+from autoqvis.data.ytvis import load_ytvis
 from autoqvis.engine.trainer import lr_factor
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 
 # ------------------------------------------------------------------------------------------- presets
@@ -57,7 +58,7 @@ def test_recipe_switches_reject_unknown_values(key, value):
 def test_initial_stage_trains_without_droploss_and_the_rounds_with_it(tmp_path, monkeypatch):
     import autoqvis.engine.trainer as trainer
     from autoqvis.data.toyworld import write_toyworld
-    from autoqvis.engine import dist
+    from autoqvis.core import dist
     from autoqvis.selftrain.loop import SelfTraining, SelfTrainInputs, write_pseudo_labels
 
     write_toyworld(tmp_path / "w", size="small", seed=0)
@@ -115,12 +116,13 @@ def test_empty_tracks_are_kept_and_scored_as_the_official_evaluator_does():
 
 def test_evaluate_model_follows_inference_keep_empty_tracks(monkeypatch):
     import autoqvis.engine.inference as inference
+    from autoqvis.eval.model_eval import evaluate_model
 
     gt, pred, _ = _empty_track_case()
     monkeypatch.setattr(inference, "predict_dataset", lambda model, ds, cfg, **kw: iter([(1, pred)]))
     for keep, ap50 in ((True, 0.5), (False, 1.0)):
         cfg = load_config("ytvis19_r50", [f"inference.keep_empty_tracks={str(keep).lower()}"])
-        assert inference.evaluate_model(None, gt, cfg, progress=False)["AP50"] == pytest.approx(ap50)
+        assert evaluate_model(None, gt, cfg, progress=False)["AP50"] == pytest.approx(ap50)
 
 
 # --------------------------------------------------------------------- fidelity items F2 and F6 (docs/fidelity.md)
@@ -190,7 +192,7 @@ def test_fidelity_switches_in_the_presets(name):
 
 
 def test_checkpoints_saved_before_inference_amp_dtype_predict_as_they_did(tmp_path):
-    from autoqvis.fileio import atomic_torch_save
+    from autoqvis.core.torch_io import atomic_torch_save
     from autoqvis.model.checkpoint import checkpoint_config
 
     for amp_inference, expected in ((False, "none"), (True, "bfloat16")):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autoqvis.data.sampler import BalancedBatches, batch_loader
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 
 class CountingSource:

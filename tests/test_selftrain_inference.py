@@ -8,7 +8,8 @@ import torch
 
 from _selftrain_cases import TINY_OVERRIDES
 from autoqvis import build_model, load_config
-from autoqvis.data.ytvis import YTVISDataset, Video, decode_rle, load_results
+from autoqvis.core.tracks import decode_rle
+from autoqvis.data.ytvis import YTVISDataset, Video, load_results
 from autoqvis.engine.inference import (
     predict_dataset,
     predict_video,

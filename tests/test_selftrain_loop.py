@@ -18,7 +18,7 @@ import yaml
 from _selftrain_cases import TINY_OVERRIDES
 from autoqvis import load_config
 from autoqvis.data.ytvis import load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 from autoqvis.selftrain.loop import SelfTrainInputs, run_selftrain
 from autoqvis.selftrain.selection import training_frames
 
@@ -252,7 +252,7 @@ def test_cli_rejects_bad_inputs_before_training(world, tmp_path):
 
 
 def test_unlabeled_video_folder(tmp_path):
-    from autoqvis.commands.selftrain import unlabeled_from_folder
+    from autoqvis.data.inputs import unlabeled_from_folder
     from autoqvis.data.video_io import write_image, write_mp4
 
     rng = np.random.default_rng(0)
@@ -271,7 +271,7 @@ def test_unlabeled_video_folder(tmp_path):
 
 def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
     # a run saved before selftrain.steps existed ran its rounds with train.steps: resume compares with that
-    from autoqvis.config import save_config
+    from autoqvis.core.config import save_config
     from autoqvis.selftrain.loop import _check_resume_config
 
     cfg = load_config("toy")
@@ -287,7 +287,7 @@ def test_resume_reads_a_run_saved_before_selftrain_steps(tmp_path):
 
 
 def test_resume_of_a_run_saved_before_fusion_match_keeps_best_iou(tmp_path):
-    from autoqvis.config import save_config
+    from autoqvis.core.config import save_config
     from autoqvis.selftrain.loop import _check_resume_config
 
     cfg = load_config("toy")

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 
 from _selftrain_cases import EMPTY, box, masks_of, track
-from autoqvis.selftrain.pseudo_label import (
-    detection_from_dict,
-    detection_to_annotation,
-    detection_to_dict,
-    detections_from_prediction,
-    filter_by_score,
-    frame_ious,
-    pseudo_label_video,
-    spatiotemporal_nms,
-)
+from autoqvis.core.tracks import frame_ious
+from autoqvis.selftrain.pseudo_label import detection_from_dict, detection_to_annotation, detection_to_dict, detections_from_prediction, filter_by_score, pseudo_label_video, spatiotemporal_nms
 
 A = box(0, 0, 4, 4)  # 16 px
 FAR = box(6, 6, 10, 10)  # disjoint from A
@@ -29,10 +21,10 @@ def test_filter_by_score_keeps_exactly_025():
 def test_frame_ious_per_frame_and_empty_vs_empty_is_zero():
     a = track([A, A, EMPTY])
     b = track([box(0, 0, 4, 2), FAR, EMPTY])
-    ious = frame_ious([a], [b])
+    ious = frame_ious([a.segmentations], [b.segmentations])
     assert ious.shape == (3, 1, 1)
     np.testing.assert_allclose(ious[:, 0, 0], [0.5, 0.0, 0.0])
-    np.testing.assert_allclose(frame_ious([a], [a])[:, 0, 0], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(frame_ious([a.segmentations], [a.segmentations])[:, 0, 0], [1.0, 1.0, 0.0])
 
 
 def test_nms_suppresses_on_overlap_in_a_single_frame():
@@ -111,7 +103,7 @@ def test_detections_from_prediction_without_quality():
 
 
 def test_detection_from_dict_rejects_length_mismatch():
-    from autoqvis.errors import AutoQVISError
+    from autoqvis.core.errors import AutoQVISError
 
     bad = detection_to_dict(track([A, A]))
     bad["selected"] = [1]

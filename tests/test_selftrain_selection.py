@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 from _selftrain_cases import EMPTY, box, track
-from autoqvis.errors import AutoQVISError
-from autoqvis.selftrain.selection import (
-    eligible_frames,
-    quality_scores,
-    retain,
-    score_and_select,
-    select_frames,
-    training_frames,
-)
+from autoqvis.core.errors import AutoQVISError
+from autoqvis.core.tracks import eligible_frames, selection_flags
+from autoqvis.selftrain.selection import quality_scores, retain, score_and_select, select_frames, training_frames
 
 A = box(0, 0, 4, 4)
 
@@ -59,12 +53,17 @@ def test_retain_counts_non_empty_selected_frames():  # eq. 22 (+ the authors' mi
     assert retain(dets, 1)[0].pred_iou == [0.9, 0.0, 0.1]
 
 
+def flags(*tracks) -> list[list[int]]:
+    """The S^t of each track (Detection, annotation dict or object), as eq. 14 reads them."""
+    return [selection_flags(t) for t in tracks]
+
+
 def test_eligible_frames_every_detection_selected():  # eq. 14
     a = track([A] * 5, selected=[1, 1, 0, 1, 1])
     b = track([A] * 5, selected=[1, 0, 1, 1, 1])
     c = track([A] * 5, selected=[1, 1, 1, 1, 0])
-    assert eligible_frames([a, b, c]) == [0, 3]
-    assert eligible_frames([a]) == [0, 1, 3, 4]
+    assert eligible_frames(flags(a, b, c)) == [0, 3]
+    assert eligible_frames(flags(a)) == [0, 1, 3, 4]
 
 
 def test_eligible_frames_from_annotation_dicts_and_objects():
@@ -75,14 +74,14 @@ def test_eligible_frames_from_annotation_dicts_and_objects():
     seg = {"size": [10, 10], "counts": "046000V2"}
     pseudo = {"segmentations": [seg] * 3, "selected": [0, 1, 1]}
     gt = {"segmentations": [None] * 3}  # no flags: ground truth, every frame selected
-    assert eligible_frames([pseudo, gt]) == [1, 2]
-    assert eligible_frames([Ann([seg] * 3, {"selected": [1, 1, 0]}), gt]) == [0, 1]
-    assert eligible_frames([]) == []
+    assert eligible_frames(flags(pseudo, gt)) == [1, 2]
+    assert eligible_frames(flags(Ann([seg] * 3, {"selected": [1, 1, 0]}), gt)) == [0, 1]
+    assert eligible_frames(flags()) == []
 
 
 def test_an_empty_mask_is_selected_whatever_its_flag_says():  # the official mark_results
     seg = {"size": [10, 10], "counts": "046000V2"}
-    assert eligible_frames([{"segmentations": [None, seg, None], "selected": [0, 0, 1]}]) == [0, 2]
+    assert eligible_frames(flags({"segmentations": [None, seg, None], "selected": [0, 0, 1]})) == [0, 2]
     assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 1]}]) == [0, 2]
     assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 0]}]) == []  # 1 < 2 frames
     assert training_frames([{"segmentations": [None, seg, seg], "selected": [0, 0, 0]}], 1) == [0]
@@ -90,4 +89,4 @@ def test_an_empty_mask_is_selected_whatever_its_flag_says():  # the official mar
 
 def test_eligible_frames_rejects_mixed_lengths():
     with pytest.raises(AutoQVISError, match="number of frames"):
-        eligible_frames([track([A] * 2, selected=[1, 1]), track([A] * 3, selected=[1, 1, 1])])
+        eligible_frames(flags(track([A] * 2, selected=[1, 1]), track([A] * 3, selected=[1, 1, 1])))

@@ -13,11 +13,12 @@ from PIL import Image
 from scipy import ndimage
 
 from autoqvis.cli import main as cli_main
-from autoqvis.config import SynthConfig
+from autoqvis.core.config import SynthConfig
 from autoqvis.data.coco import load_coco
 from autoqvis.data.synth import ClipParams, ImageCut2Video, resized_size, sample_clip_params, view_matrix
-from autoqvis.data.ytvis import decode_rle, load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import decode_rle
+from autoqvis.data.ytvis import load_ytvis
+from autoqvis.core.errors import AutoQVISError
 
 # pycocotools 2.0.x under numpy 2 warns on every decode; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

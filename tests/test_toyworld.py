@@ -20,8 +20,9 @@ from autoqvis.data.toyworld import (
     toyworld_config,
     write_toyworld,
 )
-from autoqvis.data.ytvis import decode_rle, load_ytvis
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import decode_rle
+from autoqvis.data.ytvis import load_ytvis
+from autoqvis.core.errors import AutoQVISError
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_val_ground_truth_scores_ap_one_against_itself(world):
 
 def test_stills_feed_imagecut2video(world):
     """source.json is a training set as CutLER's ImageNet pseudo-labels are: SyntheticClips reads it."""
-    from autoqvis.config import load_config
+    from autoqvis.core.config import load_config
     from autoqvis.data.dataset import SyntheticClips
 
     cfg = load_config("toy")

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoqvis.config import TrainConfig
+from autoqvis.core.config import TrainConfig
 from autoqvis.data.sampler import BalancedBatches
 from autoqvis.engine import trainer
 from autoqvis.engine.trainer import find_last_checkpoint, lr_factor, param_groups, train_loop
-from autoqvis.errors import AutoQVISError
-from autoqvis.fileio import safe_torch_load
+from autoqvis.core.errors import AutoQVISError
+from autoqvis.core.torch_io import safe_torch_load
 
 
 class SquareClips:
@@ -230,7 +230,7 @@ def test_iteration_seed_is_pure():
 # ------------------------------------------------------------------------------- the real toy model
 def _toy_model_and_cfg():
     from autoqvis import build_model
-    from autoqvis.config import load_config
+    from autoqvis.core.config import load_config
 
     cfg = load_config("toy", ["model.num_queries=4", "model.dec_layers=2", "loss.num_points=64"])
     torch.manual_seed(0)
@@ -378,7 +378,7 @@ def test_grad_scaler_steps_clip_unscaled_gradients_and_resume_exactly(tmp_path, 
 
 def test_runtime_switches_reach_the_fast_path(tmp_path, monkeypatch):
     """train_loop applies runtime.* (default: all off) to the model it trains, once per call."""
-    from autoqvis.config import RuntimeConfig
+    from autoqvis.core.config import RuntimeConfig
 
     seen = []
     monkeypatch.setattr(trainer.fast_path, "prepare", lambda model, cfg: seen.append(cfg) or model)

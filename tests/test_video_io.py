@@ -20,7 +20,7 @@ from autoqvis.data.video_io import (
     write_image,
     write_mp4,
 )
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.errors import AutoQVISError
 
 H, W = 48, 64
 

@@ -5,16 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoqvis.data.ytvis import decode_rle, encode_mask
-from autoqvis.engine.windows import (
-    WindowLinker,
-    WindowTracks,
-    iter_windows,
-    link_tracks,
-    overlap_iou,
-    predict_windowed,
-)
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import decode_rle, encode_mask, video_iou
+from autoqvis.engine.windows import WindowLinker, WindowTracks, iter_windows, link_tracks, predict_windowed
+from autoqvis.core.errors import AutoQVISError
 
 COLORS = [(230, 40, 40), (40, 200, 60), (50, 80, 240)]  # one solid colour per object
 BACKGROUND = 128
@@ -95,19 +88,19 @@ def test_bad_window_settings_are_user_errors():
 
 
 # ----------------------------------------------------------------------------------- IoU and matching
-def test_overlap_iou_sums_intersections_and_unions_over_frames():
+def test_video_iou_of_overlap_frames_sums_intersections_and_unions_over_frames():
     a0 = np.zeros((4, 5), bool); a0[:2, :2] = True  # 4 px
     b0 = np.zeros((4, 5), bool); b0[:2, 1:3] = True  # 4 px, 2 shared
     a1 = np.zeros((4, 5), bool); a1[:, :] = True  # 20 px
     b1 = np.zeros((4, 5), bool); b1[0, 0] = True  # 1 px, 1 shared
     prev = [[encode_mask(a0), encode_mask(a1)], [None, None]]
     new = [[encode_mask(b0), encode_mask(b1)], [encode_mask(a0), None]]
-    iou = overlap_iou(prev, new)
+    iou, _ = video_iou(prev, new)  # the linker's overlap IoU
     assert iou.shape == (2, 2)
     assert iou[0, 0] == pytest.approx((2 + 1) / (6 + 20))  # not the mean of per-frame IoUs (1/3, 1/20)
     assert iou[0, 1] == pytest.approx(4 / (4 + 20))
     assert iou[1, 0] == 0.0 and iou[1, 1] == 0.0
-    assert overlap_iou([], new).shape == (0, 2)
+    assert video_iou([], new)[0].shape == (0, 2)
 
 
 def test_link_tracks_is_hungarian_and_thresholded():

@@ -12,18 +12,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from autoqvis.data.rle_batch import counts_problems, counts_syntax_problem, scan_tracks
-from autoqvis.data.ytvis import (
-    YTVISDataset,
-    decode_rle,
-    encode_mask,
-    encode_masks,
-    load_results,
-    load_ytvis,
-    rle_areas,
-    save_results,
-    save_ytvis,
-)
-from autoqvis.errors import AutoQVISError
+from autoqvis.core.tracks import decode_rle, encode_mask, encode_masks, rle_areas
+from autoqvis.data.ytvis import YTVISDataset, load_results, load_ytvis, save_results, save_ytvis
+from autoqvis.core.errors import AutoQVISError
 
 H, W, T = 12, 16, 3
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from autoqvis import cli
-from autoqvis.data.ytvis import encode_masks, load_ytvis, rle_areas, rle_bboxes
-from autoqvis.errors import AutoQVISError
-from autoqvis.fileio import read_json
-from autoqvis.eval.ytvis_eval import STAT_KEYS, evaluate, evaluate_detailed, format_summary, video_iou
+from autoqvis.core.tracks import encode_masks, rle_areas, rle_bboxes
+from autoqvis.data.ytvis import load_ytvis
+from autoqvis.core.errors import AutoQVISError
+from autoqvis.core.fileio import read_json
+from autoqvis.core.tracks import video_iou
+from autoqvis.eval.ytvis_eval import STAT_KEYS, evaluate, evaluate_detailed, format_summary
 
 CASES = ["01_mixed_basic", "02_perfect", "03_many_fp_maxdets", "04_crowd", "05_area_ranges", "06_ties_nulls_empty"]
 

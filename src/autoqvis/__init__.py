@@ -13,22 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config, load_config
-from .errors import AutoQVISError
+from .core.config import Config, load_config
+from .core.errors import AutoQVISError
 
 __version__ = "0.1.0"
 
 
 def build_model(cfg: Config) -> Any:
     """The VideoMaskFormer (+ quality predictor when ``cfg.model.quality.enabled``) of ``cfg``."""
-    from .model.vis_model import build_model as _build
+    from .model.vis_model import build_model as _build  # why: torch is heavy; `import autoqvis` (the CLI) stays light
 
     return _build(cfg)
 
 
 def load_checkpoint(model: Any, path: str, **kwargs: Any) -> Any:
     """Load our ``.pt`` or a detectron2 ``.pth`` (VideoCutLER / AutoQ-VIS) into ``model``."""
-    from .model.checkpoint import load_checkpoint as _load
+    from .model.checkpoint import load_checkpoint as _load  # why: as above, torch only when a model is built
 
     return _load(model, path, **kwargs)
 

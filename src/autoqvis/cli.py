@@ -1,6 +1,7 @@
 """``autoqvis`` command line: one subcommand per stage, each implemented in ``autoqvis.commands.<name>``.
 
-Every subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Every subcommand module defines ``add_arguments(parser)``, ``run(args) -> int`` and usually ``DESCRIPTION``; its
+one-line help is in :data:`COMMANDS`.
 Modules are imported only when their subcommand runs, so ``autoqvis --help`` stays fast.
 """
 
@@ -12,7 +13,7 @@ import os
 import sys
 import traceback
 
-from .errors import AutoQVISError
+from .core.errors import AutoQVISError
 
 # name -> (module under autoqvis.commands, one-line help); order is the order of the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "convert a detectron2 VideoMaskFormer/VideoCutLER .pth to autoqvis .pt"
+from ..model.checkpoint import checkpoint_config, convert_checkpoint, resolve_checkpoint
+from ..model.vis_model import build_model
+
 DESCRIPTION = """\
 Convert a detectron2 checkpoint (VideoCutLER's videocutler_m2f_rn50.pth, AutoQ-VIS .pth, a .pkl with numpy
 arrays, or a bare state dict) into an autoqvis .pt. The file is loaded into the model of --config first:
@@ -25,9 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import checkpoint_config, convert_checkpoint, resolve_checkpoint
-    from ..model.vis_model import build_model
-
     src = resolve_checkpoint(args.input)
     cfg = checkpoint_config(src, args.config, args.overrides)
     model = build_model(cfg)

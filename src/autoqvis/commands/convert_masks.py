@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "convert masks between a DAVIS-style PNG folder and YouTubeVIS json (not weights: see convert-checkpoint)"
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, staged_output
+from ..data.davis import MAX_ID, read_davis_folder, track_ids, video_folder_name, video_label_maps, write_davis_video
+from ..data.ytvis import load_results, load_ytvis
+
 DESCRIPTION = """\
 Convert instance masks between the two layouts other tools read (this converts masks; `convert-checkpoint`
 converts model weights).
@@ -38,11 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.davis import read_davis_folder
-    from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
-
     src, out = Path(args.input), Path(args.output)
     if not src.exists():
         raise AutoQVISError(f"{src}: not found")
@@ -53,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(data['videos'])} video(s), {len(data['annotations'])} object(s) -> {out}")
         return 0
     if args.videos:
-        from ..data.ytvis import load_results
-
         videos = load_ytvis(args.videos)
         results = [r for r in load_results(src, videos) if r["score"] >= args.score_threshold]
         tracks = {v.id: [] for v in videos.videos}
@@ -82,10 +79,6 @@ def _first_char(path: Path) -> str:
 
 def write_png_folder(videos, tracks: dict[int, list[dict]], out: Path, ids_from_order: bool) -> int:
     """Every video's label maps under ``out`` (staged: all or nothing); returns the number of tracks drawn."""
-    from ..data.davis import MAX_ID, track_ids, video_folder_name, video_label_maps, write_davis_video
-    from ..errors import AutoQVISError
-    from .predict import staged_output
-
     if out.exists() and not out.is_dir():
         raise AutoQVISError(f"{out}: a file of that name exists; OUT must be a folder for PNGs")
     names = [video_folder_name(v) for v in videos.videos]

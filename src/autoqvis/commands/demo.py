@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import resource
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-HELP = "run the whole AutoQ-VIS loop on the built-in toy world (CPU, minutes)"
+import torch
+
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, read_json
+from ..data.toyworld import toyworld_config, write_toyworld
+from ..data.ytvis import load_ytvis
+from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summary_rows
+from ..viz import demo_report as rep
+from ..viz.report_html import write_report
+
 DESCRIPTION = """\
 The whole AutoQ-VIS loop on the built-in toy world, on a CPU:
 
@@ -66,9 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------- helpers
 def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
     """The packaged toy initial-stage checkpoint and its provenance sidecar."""
-    from ..errors import AutoQVISError
-    from ..fileio import read_json
-
     assets = Path(__file__).resolve().parents[1] / "assets"
     ckpt, meta = assets / f"{ASSET}.pt", assets / f"{ASSET}.json"
     if not ckpt.exists() or not meta.exists():
@@ -79,8 +85,6 @@ def shipped_checkpoint() -> tuple[Path, dict[str, Any]]:
 
 def check_fits(cfg: Any, provenance: dict[str, Any], ckpt: Path) -> None:
     """The shipped checkpoint must have been made with the model config the demo builds."""
-    from ..errors import AutoQVISError
-
     made_with, now = provenance.get("model_config"), cfg.to_dict()["model"]
     if made_with != now:
         diff = next((k for k in now if now[k] != (made_with or {}).get(k)), "model")
@@ -95,9 +99,6 @@ def file_sha256(path: Path) -> str:
 
 def demo_config(args: argparse.Namespace) -> Any:
     """The toy config with the demo's seed, rounds and iterations."""
-    from ..config import load_config
-    from ..errors import AutoQVISError
-
     for name, value, low in (("--rounds", args.rounds, 1), ("--max-iters", args.max_iters, 1),
                              ("--overlays", args.overlays, 0), ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
         if value is not None and value < low:
@@ -120,9 +121,6 @@ def demo_config(args: argparse.Namespace) -> Any:
 
 def prepare_out(out: Path, settings: dict[str, Any]) -> bool:
     """Create ``out`` or check it holds a demo with the same settings; returns True when resuming one."""
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json, read_json
-
     marker = out / SETTINGS_FILE
     if marker.exists():
         old = read_json(marker, "demo settings")
@@ -147,20 +145,8 @@ def stage(number: int, total: int, title: str, timings: dict[str, float]) -> Ite
     print(f"[{number}/{total}] {title}: done in {timings[title]:.1f} s", flush=True)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # --------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.toyworld import toyworld_config, write_toyworld
-    from ..data.ytvis import load_ytvis
-    from ..fileio import read_json
-    from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau
-
     torch.set_num_threads(args.threads)
     cfg = demo_config(args)
     out = Path(args.out)
@@ -169,8 +155,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.init:
         init, provenance = Path(args.init), None
         if not init.is_file():
-            from ..errors import AutoQVISError
-
             raise AutoQVISError(f"{init}: --init not found")
     else:
         init, provenance = shipped_checkpoint()
@@ -205,8 +189,6 @@ def run(args: argparse.Namespace) -> int:
     with stage(3, total, title, timings):
         print(f"    {args.rounds} rounds x {cfg.selftrain.max_iter} iterations -> {out / 'run'}", flush=True)
         run_selftrain(cfg, inputs, out / "run", resume=True, progress=not args.no_progress)
-        from ..selftrain.loop import summary_rows
-
         for row in summary_rows(read_json(out / "run" / "summary.json", "self-training summary")):
             print(f"    round {row['round']}: {row['retained']} tracks retained, training set "
                   f"{row['training_set_tracks']} tracks in {row['eligible_videos']} eligible videos; "
@@ -216,81 +198,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {out / 'report.md'} is up to date (delete {out / 'demo.json'} to rebuild it)", flush=True)
             summary = read_json(out / "demo.json", "demo summary")
             if not (out / "report.html").exists():
-                from ..viz.report_html import write_report
-
                 write_report(out)
         else:
-            summary = write_demo_report(out, cfg, args, init, provenance, val, selection_tau(cfg), timings)
+            summary = rep.write_demo_report(
+                out, cfg, val, selection_tau(cfg), timings, rounds=args.rounds, overlays=args.overlays,
+                overlay_score=args.overlay_score, seed=args.seed, size=args.size, config_name=DEMO_CONFIG,
+                init_text=init_description(cfg, init, provenance), command=command_line(args), threads=args.threads)
     print_summary(out, summary, sum(timings.values()))
     return 0
 
 
-def write_demo_report(out: Path, cfg: Any, args: argparse.Namespace, init: Path | None,
-                      provenance: dict[str, Any] | None, val: Any, tau: float,
-                      timings: dict[str, float]) -> dict[str, Any]:
-    """Plots, overlays, report.md, then demo.json (its content is returned) from the finished run in ``out/run``."""
-    from .. import demo_report as rep
-    from ..fileio import atomic_write_bytes, atomic_write_json, read_json
-
-    start = time.perf_counter()
-    run_dir, plots_dir, overlays_dir = out / "run", out / "plots", out / "overlays"
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    overlays_dir.mkdir(parents=True, exist_ok=True)
-    score = cfg.selftrain.score_threshold
-    videos = rep.pick_videos(val, args.overlays)
-    shown = [0, args.rounds] if args.rounds > 0 else [0]
-    rounds = []
-    for k in range(args.rounds + 1):
-        result, results = rep.round_result(run_dir, k, val, score, tau, plots_dir)
-        if k in shown:
-            for vid in videos:
-                gif, png = overlays_dir / f"val_{vid:04d}_round_{k}.gif", overlays_dir / f"val_{vid:04d}_round_{k}.png"
-                n = rep.write_video_overlay(val, vid, results, args.overlay_score, gif, png)
-                result.overlays.append({"video_id": vid, "frames": n, "gif": f"overlays/{gif.name}",
-                                        "png": f"overlays/{png.name}"})
-        rounds.append(result)
-    plots = {"metrics": "plots/metrics_per_round.png"}
-    rep.plot_metrics_per_round(rounds, out / plots["metrics"])
-    if (run_dir / "area_distribution.png").exists():
-        plots["fig7"] = "plots/fig7_area_distribution.png"
-        atomic_write_bytes(out / plots["fig7"], (run_dir / "area_distribution.png").read_bytes())
-    source = read_json(out / "world" / "source.json", "source.json")
-    info = source.get("info", {})
-    world_summary = (f"{len(source['images'])} source stills with imperfect pseudo-masks, "
-                     f"{len(read_json(out / 'world' / 'train.json', 'train.json')['videos'])} unlabeled train videos, "
-                     f"{len(val.videos)} val videos")
+def init_description(cfg: Any, init: Path | None, provenance: dict[str, Any] | None) -> str:
+    """What the report says the initial model is."""
     if init is None:
-        init_text = f"trained here from scratch ({cfg.train.max_iter} iterations on the source stills)"
-    elif provenance is not None:
-        init_text = (f"the toy initial-stage checkpoint shipped in the package (`autoqvis/assets/{ASSET}.pt`, "
-                     f"{provenance['iterations']} iterations on the source stills, made by "
-                     f"`{provenance['regenerate']}`), as the paper starts from VideoCutLER's checkpoint")
-    else:
-        init_text = f"`{init}`"
-    settings = {
-        "seed": args.seed, "size": args.size, "world_summary": world_summary, "init_text": init_text,
-        "round_iters": cfg.selftrain.max_iter, "config": DEMO_CONFIG, "tau": tau, "score_threshold": score,
-        "overlay_score": args.overlay_score,
-        "what_ran": {
-            "command": f"`{command_line(args)}`",
-            "toy world": f"`world/` (seed {args.seed}, size {args.size}; pseudo-mask rates {info.get('pseudo_masks', {}).get('realised')})",
-            "self-training run": "`run/` (round_k/model.pt, pseudo_labels.json, stats.json, metrics.json, val_results.json)",
-            "torch threads": args.threads,
-            "peak RSS": f"{peak_rss_mb():.0f} MB",
-        },
-    }
-    timings["report"] = time.perf_counter() - start
-    rep.write_report(out / "report.md", rep.render_report(rounds, settings, timings, plots))
-    summary = {
-        "settings": {k: v for k, v in settings.items() if k != "what_ran"}, "timings_s": timings,
-        "peak_rss_mb": round(peak_rss_mb()),
-        "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
-                    "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in rounds]}
-    from ..viz.report_html import write_report
-
-    write_report(out)  # report.html: the same run to browse, with the tau slider
-    atomic_write_json(out / "demo.json", summary, indent=1)
-    return summary
+        return f"trained here from scratch ({cfg.train.max_iter} iterations on the source stills)"
+    if provenance is not None:
+        return (f"the toy initial-stage checkpoint shipped in the package (`autoqvis/assets/{ASSET}.pt`, "
+                f"{provenance['iterations']} iterations on the source stills, made by "
+                f"`{provenance['regenerate']}`), as the paper starts from VideoCutLER's checkpoint")
+    return f"`{init}`"
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -323,4 +249,4 @@ def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
     final = out / "run" / f"round_{rounds[-1]['round']}" / "model.pt"
     print(f"models:   {out / 'run'}/round_k/model.pt  (predict with: autoqvis predict --checkpoint {final} "
           "--input VIDEO --out DIR)")
-    print(f"time:     {seconds:.0f} s, peak RSS {peak_rss_mb():.0f} MB")
+    print(f"time:     {seconds:.0f} s, peak RSS {rep.peak_rss_mb():.0f} MB")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "class-agnostic YouTubeVIS AP/AR of a results json against ground truth"
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json
+from ..eval.ytvis_eval import evaluate, format_summary
+
 DESCRIPTION = """\
 Class-agnostic YouTubeVIS evaluation, the official ytvoseval definitions with useCats=0
 (the protocol of VideoCutLER and AutoQ-VIS): video IoU summed over frames, IoU 0.50:0.95,
@@ -31,10 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AutoQVISError
-    from ..eval.ytvis_eval import evaluate, format_summary
-    from ..fileio import atomic_write_json
-
     if args.workers is not None and args.workers < 1:
         raise AutoQVISError(f"--workers must be >= 1, got {args.workers}")
     stats = evaluate(args.gt, args.results, workers=args.workers, check_masks=args.check_masks)  # GT checked once

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import re
-import shutil
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-HELP = "segment and track instances in videos, frame folders or a YTVIS json"
+import numpy as np
+from tqdm import tqdm
+
+from ..core import dist
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_open, atomic_write_json, staged_output
+from ..data.davis import MAX_ID, video_label_maps, write_davis_video
+from ..data.inputs import InputVideo, discover_inputs, videos_json
+from ..engine.inference import predict_video_rle, results_from_prediction
+from ..engine.windows import check_window
+from ..model.checkpoint import load_model
+from ..viz.overlay import tracks_from_results, write_overlay
+from ..viz.report_html import ReportOptions, write_report
+
 DESCRIPTION = """\
 Segment and track every object in your videos with a trained checkpoint.
 
@@ -51,7 +60,6 @@ processes and rank 0 writes the same files as one process would.
 AUTO_WINDOW_ABOVE = 100  # frames of 640x360; longer videos are windowed even without --window
 AUTO_WINDOW = 36  # frames of 640x360 per window then (the longest YouTubeVIS-2019 video)
 AUTO_PIXELS = 640 * 360  # larger frames get proportionally fewer (masks are kept at the input size)
-DEFAULT_FPS = 6.0  # overlay rate of frame folders without a known rate (YouTubeVIS's annotation rate)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,160 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-# ------------------------------------------------------------------------------------------------ inputs
-@dataclass
-class InputVideo:
-    """One input video as it will be read: ``reader`` streams its (resampled) frames; ``file_names`` are the
-    frame paths relative to the image root (virtual for a video file, whose frames are decoded from
-    ``container``)."""
-
-    video_id: int
-    name: str
-    reader: Any  # autoqvis.data.video_io.VideoReader
-    file_names: list[str]
-    container: Path | None = None
-    target_fps: float | None = None  # the --fps asked for (None: every frame)
-
-    def record(self) -> dict[str, Any]:
-        """The YouTubeVIS video record of ``videos.json`` (``source``/``fps`` say how to decode a video file)."""
-        info = self.reader.info
-        rec: dict[str, Any] = {"id": self.video_id, "name": self.name, "width": info.width, "height": info.height,
-                               "length": len(self.file_names), "file_names": self.file_names}
-        if self.container is not None:
-            rec["source"] = str(self.container.resolve())
-            rec["fps"] = self.target_fps
-        return rec
-
-    @property
-    def fps(self) -> float:
-        return self.reader.info.fps or DEFAULT_FPS
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "video"
-
-
-def video_file_input(video_id: int, path: Path, fps: float | None) -> InputVideo:
-    from ..data.video_io import VideoReader
-
-    reader = VideoReader(path, fps=fps)
-    name = safe_name(path.stem)
-    return InputVideo(video_id, name, reader, [f"{name}/{t:05d}.jpg" for t in range(len(reader))], path, fps)
-
-
-def frame_folder_input(video_id: int, folder: Path, root: Path, fps: float | None,
-                       frames_fps: float | None) -> InputVideo:
-    from ..data.video_io import VideoReader, list_frame_files
-
-    files = list_frame_files(folder)
-    reader = VideoReader(files, fps=fps, folder_fps=frames_fps)
-    names = [files[i].relative_to(root).as_posix() for i in reader.indices]
-    return InputVideo(video_id, safe_name(folder.name), reader, names)
-
-
-def discover_inputs(path: str | os.PathLike, fps: float | None = None,
-                    frames_fps: float | None = None) -> tuple[list[InputVideo], Path]:
-    """The videos named by ``path`` (VIDEO | FRAMES_DIR | VIDEOS_DIR | YTVIS.json), each probed (so a bad one fails
-    here, before anything is written), with the image root their ``file_names`` are relative to."""
-    from ..data.video_io import IMAGE_EXTENSIONS, is_video_file, natural_key
-    from ..errors import AutoQVISError
-
-    path = Path(path)
-    if not path.exists():
-        raise AutoQVISError(f"{path}: input not found")
-    if path.is_file():
-        if path.suffix.lower() == ".json":
-            return ytvis_inputs(path, fps, frames_fps)
-        if not is_video_file(path):
-            raise AutoQVISError(f"{path}: not a video (mp4, webm, mkv, mov, avi, m4v), a frame folder or a YTVIS json")
-        return [video_file_input(1, path, fps)], path.parent
-    entries = sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
-    if any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
-        return [frame_folder_input(1, path, path.parent, fps, frames_fps)], path.parent
-    videos = [p for p in entries if (p.is_file() and is_video_file(p)) or p.is_dir()]
-    if not videos:
-        raise AutoQVISError(f"{path}: folder holds no frames (jpg/png), videos or frame folders")
-    out, used = [], set()
-    for k, p in enumerate(videos, start=1):
-        item = frame_folder_input(k, p, path, fps, frames_fps) if p.is_dir() else video_file_input(k, p, fps)
-        if item.name in used:  # a.mp4 and a.webm
-            item.name = f"{item.name}_{k}"
-            if item.container is not None:
-                item.file_names = [f"{item.name}/{t:05d}.jpg" for t in range(len(item.file_names))]
-        used.add(item.name)
-        out.append(item)
-    return out, path
-
-
-def ytvis_inputs(path: Path, fps: float | None, frames_fps: float | None) -> tuple[list[InputVideo], Path]:
-    """The videos of a YouTubeVIS json (its own ids), frames from its image root."""
-    from ..data.video_io import VideoReader
-    from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
-
-    dataset = load_ytvis(path)
-    if not dataset.videos:
-        raise AutoQVISError(f"{path}: holds no videos")
-    root = Path(dataset.image_root or path.parent)
-    out = []
-    for v in dataset.videos:
-        reader = VideoReader([dataset.frame_path(v, t) for t in range(v.length)], fps=fps, folder_fps=frames_fps)
-        first = Path(v.file_names[0]).parent.name
-        out.append(InputVideo(v.id, safe_name(first or f"video_{v.id}"), reader,
-                              [v.file_names[i] for i in reader.indices]))
-    return out, root
-
-
-def videos_json(inputs: list[InputVideo], image_root: Path) -> dict[str, Any]:
-    """A YouTubeVIS json (no annotations) describing ``inputs``; ``image_root`` (absolute) is kept as an extra key
-    so that the frames can be found from wherever the file is read."""
-    return {"info": {"description": "inputs of autoqvis predict"}, "image_root": str(image_root.resolve()),
-            "videos": [v.record() for v in inputs], "annotations": [],
-            "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
-
-
 # ------------------------------------------------------------------------------------------------- model
-QUALITY_PREFIX = "sem_seg_head.predictor.maskiou_feature_extractor."
-
-
-def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
-    """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
-    config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
-    that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
-    gives a model without one (no per-frame predicted IoU), rather than an untrained one."""
-    import torch
-
-    from .. import build_model
-    from ..errors import AutoQVISError
-    from ..model.checkpoint import checkpoint_config, load_checkpoint, map_key, resolve_checkpoint
-
-    checkpoint = str(resolve_checkpoint(checkpoint))
-    cfg = checkpoint_config(checkpoint, config)
-    model = build_model(cfg)
-    report = load_checkpoint(model, checkpoint)
-    # entries a file never carries (map_key drops them, e.g. BatchNorm counters) are not "missing"
-    missing = [k for k in report.missing if not k.startswith(QUALITY_PREFIX) and map_key(k) is not None]
-    if missing or report.unexpected:
-        keys = (missing or report.unexpected)[:3]
-        raise AutoQVISError(
-            f"{checkpoint}: does not fit the model of config '{cfg.name}' ({len(missing)} weights missing, "
-            f"{len(report.unexpected)} unknown, e.g. {', '.join(keys)}): a checkpoint of another architecture?"
-        )
-    if cfg.model.quality.enabled and any(k.startswith(QUALITY_PREFIX) for k in report.missing):
-        print(f"note: {checkpoint} has no quality predictor weights; predicting without per-frame predicted IoU")
-        cfg = replace(cfg, model=replace(cfg.model, quality=replace(cfg.model.quality, enabled=False)))
-        model = build_model(cfg)
-        load_checkpoint(model, checkpoint)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), cfg
-
-
 def window_for(info: Any, window: int | None, overlap: int | None, cfg) -> tuple[int, int]:
     """(window, overlap) for one video (``info``: its VideoInfo): ``--window`` if given (0 = whole video), else the
     config's ``input.test_window``, else automatic: the whole video up to AUTO_WINDOW_ABOVE frames, windows of
     AUTO_WINDOW frames above, both scaled down for frames larger than AUTO_PIXELS."""
-    from ..engine.windows import check_window
-
     overlap = cfg.input.test_window_overlap if overlap is None else overlap
     if window is None:
         window = cfg.input.test_window
@@ -251,32 +110,7 @@ def window_for(info: Any, window: int | None, overlap: int | None, cfg) -> tuple
 
 
 # ------------------------------------------------------------------------------------------------ output
-@contextlib.contextmanager
-def staged_output(out_dir: Path) -> Iterator[Path]:
-    """A scratch folder next to ``out_dir``; on success its files move into ``out_dir`` (each an atomic rename),
-    on failure it is deleted: an interrupted run leaves nothing half-written in ``out_dir``."""
-    from ..errors import AutoQVISError
-
-    parent = out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
-    except OSError as e:
-        raise AutoQVISError(f"{out_dir}: cannot create the output folder ({e.strerror or e})") from None
-    try:
-        yield stage
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                dst = out_dir / src.relative_to(stage)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
 def check_out_dir(out: Path, inputs_path: Path) -> None:
-    from ..errors import AutoQVISError
-
     if out.exists() and not out.is_dir():
         raise AutoQVISError(f"{out}: --out must be a folder, a file of that name exists")
     if out.resolve() == inputs_path.resolve():
@@ -285,11 +119,6 @@ def check_out_dir(out: Path, inputs_path: Path) -> None:
 
 def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], formats: list[str]) -> None:
     """One video's instances (ids 1, 2, ... as in the overlays) as DAVIS PNGs and/or an npz of label maps."""
-    import numpy as np
-
-    from ..data.davis import MAX_ID, video_label_maps, write_davis_video
-    from ..errors import AutoQVISError
-
     if len(shown) > MAX_ID:
         raise AutoQVISError(f"{video.name}: {len(shown)} instances to save, a palette PNG holds {MAX_ID}; "
                             "raise --overlay-threshold")
@@ -299,8 +128,6 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
     if "png" in formats:
         write_davis_video(stage / "Annotations", video.name, video.file_names, labels)
     if "npz" in formats:
-        from ..fileio import atomic_open
-
         pred_iou = np.full((len(shown), len(video.file_names)), np.nan, np.float32)
         for i, r in enumerate(shown):
             if r.get("pred_iou") is not None:
@@ -313,21 +140,11 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
 
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
-
     with dist.launched(args.device) as device:
         return _run(args, device)
 
 
 def _run(args: argparse.Namespace, device) -> int:
-    from tqdm import tqdm
-
-    from ..engine import dist
-    from ..engine.inference import predict_video_rle, results_from_prediction
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
-    from ..viz.overlay import tracks_from_results, write_overlay
-
     for name in ("score_threshold", "overlay_threshold"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise AutoQVISError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
@@ -364,8 +181,6 @@ def _run(args: argparse.Namespace, device) -> int:
         atomic_write_json(stage / "results.json", results)
         atomic_write_json(stage / "videos.json", videos_json(inputs, image_root))
         if not args.no_report:
-            from ..viz.report_html import ReportOptions, write_report
-
             write_report(stage, ReportOptions(score_threshold=args.overlay_threshold), shown_as=out.resolve())
     print(f"{len(inputs)} video(s), {len(results)} instance(s) -> {out / 'results.json'}, {out / 'videos.json'}"
           + ("" if args.no_overlays else f", overlays in {out / 'overlays'}"))

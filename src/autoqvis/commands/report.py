@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "write DIR/report.html: a self-contained page to browse a selftrain/predict/demo folder"
+from ..core.errors import AutoQVISError
+from ..viz.report_html import ReportOptions, write_report
+
 DESCRIPTION = """\
 Write DIR/report.html: one static page (no server, nothing loaded from the network; open it from disk)
 for a folder written by autoqvis:
@@ -39,9 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AutoQVISError
-    from ..viz.report_html import ReportOptions, write_report
-
     for name in ("max_videos", "max_frames", "max_side"):
         if getattr(args, name) < 1:
             raise AutoQVISError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

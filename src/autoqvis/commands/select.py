@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "re-select a round's pseudo-labels from saved detections (NMS, Q = s*IoU >= tau, fusion) into a PL.json"
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..data.ytvis import load_ytvis
+from ..selftrain.curate import (SelectionRule, read_training_set, select_round, set_tau, training_set_counts,
+                                write_training_set)
+from ..selftrain.pseudo_label import iter_detection_file
+
 DESCRIPTION = """\
 The selection step of a self-training round on its own: the same code as `autoqvis selftrain` runs after
 pseudo-labelling (autoqvis.selftrain.curate), so a tau sweep (paper Table 5) needs no model.
@@ -54,13 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
-    from ..selftrain.curate import (SelectionRule, read_training_set, select_round, set_tau, training_set_counts,
-                                    write_training_set)
-    from ..selftrain.pseudo_label import iter_detection_file
-
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
     if args.tau is not None:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "multi-round quality-guided self-training on unlabeled videos"
+from ..core import dist
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
+from ..data.dataset import SyntheticClips
+from ..data.inputs import unlabeled_from_folder
+from ..data.ytvis import load_ytvis
+from ..model.checkpoint import read_checkpoint, resolve_checkpoint
+from ..selftrain.curate import set_tau
+from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows
+
 DESCRIPTION = """\
 AutoQ-VIS self-training (paper Sec. 3.2-3.4, supplement 6.1-6.2). Round 0 pseudo-labels the unlabeled
 videos with the initial-stage model (--init, or the initial stage trained first into OUT/init/ on
@@ -77,10 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The config with the command-line switches applied (they are part of the saved config)."""
-    from ..config import load_config
-    from ..errors import AutoQVISError
-    from ..selftrain.curate import set_tau
-
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
     if args.rounds is not None:
@@ -103,45 +109,7 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
-def unlabeled_from_folder(folder: Path, dest: Path, fps: float | None):
-    """A folder of video files and/or frame folders -> a YTVIS dataset (no annotations).
-
-    Frame folders alone are used in place; otherwise every video is written as jpg frames under
-    ``dest/JPEGImages/<name>/`` (once: ``dest/unlabeled.json`` is reused on resume).
-    """
-    from ..data.video_io import VideoReader, is_video_file, natural_key, write_image
-    from ..data.ytvis import Video, YTVISDataset, load_ytvis
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
-
-    index = dest / "unlabeled.json"
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video_file(p))),
-                     key=lambda p: natural_key(p.name))
-    if not entries:
-        raise AutoQVISError(f"{folder}: holds no video file and no frame folder")
-    in_place = all(p.is_dir() for p in entries)
-    root = folder if in_place else dest / "JPEGImages"
-    if index.exists():
-        return load_ytvis(index, image_root=root)
-    readers = [VideoReader(path, fps=None if path.is_dir() else fps) for path in entries]  # probe all first
-    videos = []
-    for vid, (path, reader) in enumerate(zip(entries, readers), 1):
-        if in_place:
-            names = [f"{path.name}/{f.name}" for f in reader.frame_files or []]
-        else:
-            names = []
-            for t, frame in enumerate(reader):
-                names.append(f"{path.stem}/{t:05d}.jpg")
-                write_image(root / names[-1], frame)
-        videos.append(Video(vid, names, reader.info.height, reader.info.width))
-    ds = YTVISDataset(videos, [], [{"id": 1, "name": "object", "supercategory": "object"}], root)
-    atomic_write_json(index, ds.to_dict())
-    return load_ytvis(index, image_root=root)
-
-
 def _check_same_videos(unlabeled, gt, video_ids) -> None:
-    from ..errors import AutoQVISError
-
     for vid in video_ids:
         v = unlabeled.video(vid)
         try:
@@ -155,20 +123,11 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
-
     with dist.launched(args.device):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..data.dataset import SyntheticClips
-    from ..engine import dist
-    from ..data.ytvis import load_ytvis
-    from ..errors import AutoQVISError
-    from ..model.checkpoint import read_checkpoint, resolve_checkpoint
-    from ..selftrain.loop import SelfTrainInputs, run_selftrain
-
     cfg = build_config(args)
     out = Path(args.out)
     src = Path(args.unlabeled)
@@ -206,9 +165,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final model: {final}")
     summary = out / "summary.json"
     if summary.exists():
-        from ..fileio import read_json
-        from ..selftrain.loop import summary_rows
-
         for row in summary_rows(read_json(summary, "summary")):
             line = f"round {row['round']}: {row['training_set_tracks']} pseudo-label tracks, {row['eligible_videos']} eligible videos"
             if "val" in row:

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
-HELP = "turn still images + COCO masks into a YTVIS synthetic video set (ImageCut2Video)"
+import numpy as np
+from tqdm import tqdm
+
+from ..core.config import load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import staged_output
+from ..core.tracks import encode_masks, rle_areas, rle_bboxes
+from ..data.coco import load_coco
+from ..data.synth import ImageCut2Video
+from ..data.video_io import write_image
+from ..data.ytvis import Annotation, Video, YTVISDataset, save_ytvis
+
 DESCRIPTION = """\
 Turn still images and their instance masks (COCO json, e.g. CutLER's ImageNet pseudo-labels) into
 synthetic training videos with VideoCutLER's ImageCut2Video: per-frame crop, brightness, contrast and
@@ -39,11 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..data.coco import load_coco
-    from ..errors import AutoQVISError
-    from .predict import staged_output
-
     for flag, value, low in (("--clips-per-image", args.clips_per_image, 1), ("--seed", args.seed, 0),
                              ("--frames", args.frames, 1), ("--max-images", args.max_images, 1),
                              ("--jpeg-quality", args.jpeg_quality, 1)):
@@ -76,13 +83,6 @@ def export_synthetic(coco: Any, image_ids: list[int], synth_cfg: Any, out: Path,
     partner is another image of the set (one with masks), chosen by the same generator.
     Returns the written YTVISDataset.
     """
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..data.synth import ImageCut2Video
-    from ..data.video_io import write_image
-    from ..data.ytvis import Annotation, Video, YTVISDataset, encode_masks, rle_areas, rle_bboxes, save_ytvis
-
     generator = ImageCut2Video(synth_cfg)
     with_masks = [i for i in image_ids if coco.annotations_of(i, include_crowd=False)]
     position = {image_id: p for p, image_id in enumerate(with_masks)}
@@ -124,7 +124,5 @@ def _pick_partner(with_masks: list[int], own_position: int | None, rng: Any) -> 
 
 def _stem(file_name: str) -> str:
     """The file's name without folders and suffix, reduced to characters safe in a folder name."""
-    import re
-
     stem = file_name.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "image"

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import get_type_hints
 
-HELP = "generate the procedural toy world (stills, unlabeled videos, val split)"
+from ..core.config import _coerce, parse_override  # the config's own YAML-typed key=value parsing
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
+from ..data.toyworld import ToyWorldConfig, toyworld_config, write_toyworld
+
 DESCRIPTION = """\
 Generate the built-in toy world, seeded and in seconds, in the YouTubeVIS on-disk layout:
 
@@ -32,12 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _parse_overrides(items: list[str]) -> dict:
     """``["miss_rate=0.3", "video_size=[96,128]"]`` -> {"miss_rate": 0.3, "video_size": [96, 128]} (typed)."""
-    from typing import get_type_hints
-
-    from ..config import _coerce, parse_override  # the config's own YAML-typed key=value parsing
-    from ..data.toyworld import ToyWorldConfig
-    from ..errors import AutoQVISError
-
     hints = get_type_hints(ToyWorldConfig)
     out = {}
     for item in items:
@@ -49,9 +48,6 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.toyworld import toyworld_config, write_toyworld
-    from ..fileio import read_json
-
     cfg = toyworld_config(args.size, **_parse_overrides(args.overrides))
     start = time.perf_counter()
     paths = write_toyworld(args.out, cfg, args.seed, size=args.size, overwrite=args.overwrite)

@@ -7,7 +7,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HELP = "initial stage: train the VIS model + quality predictor on synthetic clips"
+import torch
+
+from ..core import dist
+from ..core.config import load_config, save_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json
+from ..data.dataset import SyntheticClips
+from ..data.sampler import BalancedBatches
+from ..data.ytvis import load_ytvis
+from ..engine.trainer import find_last_checkpoint, train_loop
+from ..eval.model_eval import evaluate_model
+from ..eval.ytvis_eval import format_summary
+from ..model.checkpoint import load_checkpoint, resolve_checkpoint
+from ..model.vis_model import build_model
+
 DESCRIPTION = """\
 Initial stage of AutoQ-VIS (paper Sec. 3.1): train the VIS model and the mask quality predictor jointly
 on synthetic clips. --synthetic is either a COCO json of still images with (pseudo-)masks, turned into
@@ -47,29 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import dist
-
     with dist.launched(args.device) as device:
         return _run(args, device)
 
 
 def _run(args: argparse.Namespace, device) -> int:
-    import torch
-
-    from ..config import load_config, save_config
-    from ..data.dataset import SyntheticClips
-    from ..data.sampler import BalancedBatches
-    from ..data.ytvis import load_ytvis
-    from ..engine import dist
-    from ..engine.inference import evaluate_model
-    from ..engine.trainer import find_last_checkpoint, train_loop
-    from ..errors import AutoQVISError
-    from ..fileio import atomic_write_json
-
     cfg = load_config(args.config, args.overrides)
     if args.init:
-        from ..model.checkpoint import resolve_checkpoint
-
         args.init = str(resolve_checkpoint(args.init))
     if args.max_iters is not None:
         if args.max_iters < 1:
@@ -85,8 +83,6 @@ def _run(args: argparse.Namespace, device) -> int:
     val = load_ytvis(args.val) if args.val else None
     if val is not None and not val.annotations:
         raise AutoQVISError(f"{args.val}: --val needs ground truth, but the file has no annotations")
-
-    from .. import build_model, load_checkpoint
 
     torch.manual_seed(cfg.seed)  # the random init is part of the run: same seed, same weights
     model = build_model(cfg)
@@ -124,8 +120,6 @@ def _run(args: argparse.Namespace, device) -> int:
     print(f"final model: {final}")
     if val is not None:
         atomic_write_json(out / "metrics.json", metrics, indent=2)
-        from ..eval.ytvis_eval import format_summary
-
         print(f"{args.val}: class-agnostic YouTubeVIS metrics of the final model")
         for line in format_summary(metrics):
             print(line)

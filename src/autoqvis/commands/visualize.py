@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-HELP = "render overlay videos for any YTVIS results file"
+from tqdm import tqdm
+
+from ..core.errors import AutoQVISError
+from ..core.fileio import staged_output
+from ..data.inputs import DEFAULT_FPS, discover_inputs, safe_name, videos_json
+from ..data.video_io import VideoReader
+from ..data.ytvis import load_results, load_ytvis
+from ..viz.overlay import tracks_from_annotations, tracks_from_results, write_overlay
+
 DESCRIPTION = """\
 Draw a results file on its videos: each instance its own colour and id (#1, #2, ... in file order per
 video), its mask tinted and outlined, and -- for autoqvis results -- "#id IoU^ 0.82" at the mask centre:
@@ -38,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def ytvis_videos(path: Path) -> Any:
     """A YTVIS json whose ``image_root`` extra key (written by `autoqvis predict`) wins over the usual
     <json dir>/JPEGImages or <json dir>."""
-    from ..data.ytvis import load_ytvis
-
     dataset = load_ytvis(path)
     if isinstance(dataset.extra.get("image_root"), str):
         root = Path(dataset.extra["image_root"])
@@ -50,8 +56,6 @@ def ytvis_videos(path: Path) -> Any:
 def frame_reader(dataset: Any, video: Any) -> Any:
     """A VideoReader over one video of ``dataset``: decoded again from its ``source`` file at its ``fps`` when
     `autoqvis predict` read it from a video file, else its frame files under the image root."""
-    from ..data.video_io import VideoReader
-
     if isinstance(video.extra.get("source"), str):
         return VideoReader(video.extra["source"], fps=video.extra.get("fps"))
     return VideoReader([dataset.frame_path(video, t) for t in range(video.length)])
@@ -59,16 +63,11 @@ def frame_reader(dataset: Any, video: Any) -> Any:
 
 def folder_videos(path: Path, fps: float | None, frames_fps: float | None) -> tuple[Any, dict[int, Any]]:
     """(dataset, readers) for a video file / frame folder / folder of videos, numbered as `autoqvis predict` does."""
-    from ..data.ytvis import load_ytvis
-    from .predict import discover_inputs, videos_json
-
     inputs, root = discover_inputs(path, fps, frames_fps)
     return load_ytvis(videos_json(inputs, root)), {v.video_id: v.reader for v in inputs}
 
 
 def check_gt_video(gt: Any, video: Any, where: str) -> None:
-    from ..errors import AutoQVISError
-
     other = gt.video(video.id)
     if (other.length, other.height, other.width) != (video.length, video.height, video.width):
         raise AutoQVISError(
@@ -78,13 +77,6 @@ def check_gt_video(gt: Any, video: Any, where: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..data.ytvis import load_results, load_ytvis
-    from ..errors import AutoQVISError
-    from ..viz.overlay import tracks_from_annotations, tracks_from_results, write_overlay
-    from .predict import DEFAULT_FPS, safe_name, staged_output
-
     if not 0.0 <= args.score_threshold <= 1.0:
         raise AutoQVISError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.max_videos is not None and args.max_videos < 1:

@@ -10,7 +10,6 @@ naming the annotation. Unknown keys are kept, so a file survives a load/save rou
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,12 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_json, read_json
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, read_json
+from ..core.tracks import encode_mask
 from .rle_batch import counts_problems, scan_tracks
-from .ytvis import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, encode_mask, frame_too_large, polygon_in_range
+from .validate import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_polygons, check_rle_dict, frame_too_large,
+                       is_finite_number, is_int, path_outside_root)
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd")
@@ -190,55 +191,18 @@ def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------- validation
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _safe_relative(file_name: str) -> bool:
-    """True when ``file_name`` is a relative path that stays inside the image root."""
-    if not file_name or os.path.isabs(file_name) or file_name.startswith(("/", "\\")):
-        return False
-    norm = os.path.normpath(file_name.replace("\\", "/"))
-    return norm != ".." and not norm.startswith("../") and norm != "."
-
-
-def _check_rle(rle: dict[str, Any], hw: tuple[int, int], where: str) -> None:
-    size = rle.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(s) for s in size)):
-        raise AutoQVISError(f"{where}: segmentation.size must be [height, width], got {size!r}")
-    if tuple(size) != hw:
-        raise AutoQVISError(f"{where}: segmentation.size is {size} but the image is {list(hw)} (height, width)")
-    counts = rle.get("counts")
-    if isinstance(counts, str):
-        pass  # checked for all annotations at once by _check_compressed_counts
-    elif isinstance(counts, list):
-        if not all(_is_int(c) and c >= 0 for c in counts):
-            raise AutoQVISError(f"{where}: segmentation.counts must hold non-negative integers")
-        if sum(counts) != hw[0] * hw[1]:
-            raise AutoQVISError(
-                f"{where}: segmentation.counts covers {sum(counts)} pixels, the image has {hw[0] * hw[1]}"
-            )
+def _check_segmentation(seg: Any, hw: tuple[int, int], where: str) -> None:
+    """Structure and size of an annotation's RLE dict or polygon list (compressed counts: in bulk, later)."""
+    if isinstance(seg, dict):
+        if isinstance(seg.get("counts"), bytes):  # json gives str; a dict handed in must too (kept as given)
+            raise AutoQVISError(f"{where}: segmentation: RLE 'counts' must be a string or a list of integers, got bytes")
+        check_rle_dict(seg, *hw, f"{where}: segmentation", of="image")
+    elif isinstance(seg, list):
+        if not seg:
+            raise AutoQVISError(f"{where}: segmentation is an empty polygon list")
+        check_polygons(seg, *hw, f"{where}: segmentation")
     else:
-        raise AutoQVISError(f"{where}: segmentation.counts must be a string or a list, got {type(counts).__name__}")
-
-
-def _check_polygons(polys: list[Any], hw: tuple[int, int], where: str) -> None:
-    if not polys:
-        raise AutoQVISError(f"{where}: segmentation is an empty polygon list")
-    for k, poly in enumerate(polys):
-        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-            raise AutoQVISError(
-                f"{where}: segmentation polygon {k} must be a flat list of >= 3 (x, y) pairs"
-            )
-        if not all(_is_number(v) for v in poly):
-            raise AutoQVISError(f"{where}: segmentation polygon {k} holds a non-numeric or non-finite value")
-        if not polygon_in_range(poly, *hw):
-            raise AutoQVISError(f"{where}: segmentation polygon {k} has a vertex more than an image size outside "
-                                f"the {hw[1]}x{hw[0]} image")
+        raise AutoQVISError(f"{where}: segmentation must be an RLE object or a polygon list")
 
 
 def _parse_image(rec: Any, i: int, name: str) -> CocoImage:
@@ -248,13 +212,13 @@ def _parse_image(rec: Any, i: int, name: str) -> CocoImage:
     for key in _IMAGE_KEYS:
         if key not in rec:
             raise AutoQVISError(f"{where}: missing field {key!r}")
-    if not _is_int(rec["id"]):
+    if not is_int(rec["id"]):
         raise AutoQVISError(f"{where}: id must be an integer, got {rec['id']!r}")
     where = f"{name}: image {rec['id']}"
-    if not isinstance(rec["file_name"], str) or not _safe_relative(rec["file_name"]):
+    if not isinstance(rec["file_name"], str) or not rec["file_name"] or path_outside_root(rec["file_name"]):
         raise AutoQVISError(f"{where}: file_name {rec['file_name']!r} must be a relative path inside the image root")
     for key in ("height", "width"):
-        if not _is_int(rec[key]) or rec[key] <= 0:
+        if not is_int(rec[key]) or rec[key] <= 0:
             raise AutoQVISError(f"{where}: {key} must be a positive integer, got {rec[key]!r}")
     if frame_too_large(rec["height"], rec["width"]):
         raise AutoQVISError(f"{where}: height x width = {rec['height']} x {rec['width']}: images are limited to "
@@ -271,30 +235,25 @@ def _parse_annotation(rec: Any, i: int, name: str, images: dict[int, CocoImage],
     for key in ("id", "image_id", "segmentation"):
         if key not in rec:
             raise AutoQVISError(f"{where}: missing field {key!r}")
-    if not _is_int(rec["id"]):
+    if not is_int(rec["id"]):
         raise AutoQVISError(f"{where}: id must be an integer, got {rec['id']!r}")
     where = f"{name}: annotation {rec['id']}"
-    image = images.get(rec["image_id"]) if _is_int(rec["image_id"]) else None
+    image = images.get(rec["image_id"]) if is_int(rec["image_id"]) else None
     if image is None:
         raise AutoQVISError(f"{where}: image_id {rec['image_id']!r} names no image in the file")
     where = f"{where} (image {image.id})"
     category_id = rec.get("category_id", 1)
-    if not _is_int(category_id) or (category_ids and category_id not in category_ids):
+    if not is_int(category_id) or (category_ids and category_id not in category_ids):
         raise AutoQVISError(f"{where}: category_id {category_id!r} is not one of the file's categories")
     seg = rec["segmentation"]
-    if isinstance(seg, dict):
-        _check_rle(seg, (image.height, image.width), where)
-    elif isinstance(seg, list):
-        _check_polygons(seg, (image.height, image.width), where)
-    else:
-        raise AutoQVISError(f"{where}: segmentation must be an RLE object or a polygon list")
+    _check_segmentation(seg, (image.height, image.width), where)
     iscrowd = rec.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, bool):
         raise AutoQVISError(f"{where}: iscrowd must be 0 or 1, got {iscrowd!r}")
     area, bbox = rec.get("area"), rec.get("bbox")  # None: filled from the mask once the RLE is checked
-    if area is not None and (not _is_number(area) or area < 0):
+    if area is not None and (not is_finite_number(area) or area < 0):
         raise AutoQVISError(f"{where}: area must be a non-negative number, got {area!r}")
-    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)
                                  and bbox[2] >= 0 and bbox[3] >= 0):
         raise AutoQVISError(f"{where}: bbox must be [x, y, width, height] with width, height >= 0, got {bbox!r}")
     extra = {k: v for k, v in rec.items() if k not in _ANN_KEYS}
@@ -342,7 +301,7 @@ def _parse_categories(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     if not isinstance(cats, list):
         raise AutoQVISError(f"{name}: categories must be a list")
     for i, c in enumerate(cats):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
+        if not isinstance(c, dict) or not is_int(c.get("id")):
             raise AutoQVISError(f"{name}: categories[{i}]: must be an object with an integer id")
     _check_unique([c["id"] for c in cats], "category", name)
     return cats

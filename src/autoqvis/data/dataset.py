@@ -20,25 +20,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config
-from ..errors import AutoQVISError
-from ..fileio import read_json
-from ..selftrain.selection import eligible_frames
+from ..core.config import Config
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
+from ..core.tracks import decode_rle, eligible_frames, selection_flags
 from .coco import load_coco
-from .synth import augment_frames
+from .geometry import shortest_edge_size
+from .synth import ImageCut2Video, augment_frames
 from .synth import check_config as check_synth_config
-from .ytvis import Annotation, Video, YTVISDataset, decode_rle, load_ytvis
+from .ytvis import Annotation, Video, YTVISDataset, load_ytvis
 
 
 # ------------------------------------------------------------------------------------- helpers
-def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Output (h, w) with the shorter side ``short``, the longer at most ``max_size`` (detectron2 rule)."""
-    scale = short / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def sample_frame_indices(
     candidates: Sequence[int], num: int, frame_range: int, rng: np.random.Generator,
     mode: str = "frame_numbers",
@@ -146,7 +139,7 @@ class VideoClips:
         self.entries: list[tuple[Video, list[int], list[Annotation]]] = []
         for video in dataset.videos:
             anns = dataset.annotations_of(video.id)
-            frames = eligible_frames(anns) if eligible else list(range(video.length))
+            frames = eligible_frames([selection_flags(a) for a in anns]) if eligible else list(range(video.length))
             if len(frames) == 0 or (eligible and len(frames) < cfg.selftrain.min_eligible_frames):
                 continue
             self.entries.append((video, frames, [a for a in anns if not a.iscrowd]))
@@ -211,8 +204,6 @@ class SyntheticClips:
         if not (isinstance(data, dict) and "images" in data):
             raise AutoQVISError(f"{path}: neither a COCO json ('images') nor a YouTubeVIS json ('videos')")
         del data
-        from .synth import ImageCut2Video
-
         self.videos = None
         self.cfg = cfg
         self.coco = load_coco(path)
@@ -246,5 +237,4 @@ __all__ = [
     "augment_clip",
     "make_sample",
     "sample_frame_indices",
-    "shortest_edge_size",
 ]

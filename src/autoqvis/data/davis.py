@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_bytes
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_bytes
+from ..core.tracks import decode_rle, encode_track
 from .video_io import natural_key
-from .ytvis import decode_rle, encode_mask
 
 MAX_ID = 255  # an 8-bit palette PNG holds ids 1..255
 
@@ -138,7 +138,7 @@ def read_davis_folder(annotations_dir: str | Path, image_ext: str = ".jpg") -> d
         videos.append({"id": vid, "name": folder.name, "width": int(shape[1]), "height": int(shape[0]),
                        "length": len(pngs), "file_names": [f"{folder.name}/{p.stem}{image_ext}" for p in pngs]})
         for obj in (int(v) for v in np.unique(stack) if v != 0):
-            segs = [encode_mask(lab == obj) if (lab == obj).any() else None for lab in stack]
+            segs = encode_track(stack == obj)
             annotations.append({"id": len(annotations) + 1, "video_id": vid, "category_id": 1, "iscrowd": 0,
                                 "davis_id": obj, "segmentations": segs})
     return {"info": {"description": f"DAVIS-style labels from {root}"}, "videos": videos,

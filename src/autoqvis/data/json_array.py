@@ -13,15 +13,11 @@ caller then reads the file whole (and reports its error).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Union
 
-try:  # optional: about a quarter faster on RLE-heavy files, more on numbers
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
+import orjson
 
 Source = Union[bytes, str, "os.PathLike[str]"]  # the json text, or the path of a file holding it
 
@@ -75,14 +71,8 @@ def parse_part(source: Source, ranges: list[tuple[int, int]], i: int) -> list[An
 
 
 def loads(text: bytes | bytearray) -> Any:
-    """json.loads (orjson when installed), refusing NaN / Infinity with a ValueError."""
-    if orjson is not None:
-        return orjson.loads(text)  # refuses NaN / Infinity itself
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed in json")
+    """orjson.loads, which refuses NaN / Infinity with a ValueError (json does not allow them)."""
+    return orjson.loads(text)
 
 
 def _read(source: Source, start: int, end: int, into: memoryview | None = None) -> bytes:

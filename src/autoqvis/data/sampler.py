@@ -21,8 +21,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from ..config import SOURCE_DRAWS, check_clips_per_draw
-from ..errors import AutoQVISError
+from ..core.config import SOURCE_DRAWS, check_clips_per_draw
+from ..core.errors import AutoQVISError
 
 # Tags that keep the source stream and the clip stream of one iteration independent.
 _SOURCE_STREAM = 0

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import SynthConfig
-from ..errors import AutoQVISError
+from ..core.config import SynthConfig
+from ..core.errors import AutoQVISError
 
 _CROP_TYPES = ("absolute_range", "relative_range")
 

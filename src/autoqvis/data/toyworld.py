@@ -28,7 +28,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
+from ..core.tracks import encode_masks, rle_areas, rle_bboxes
+from .coco import CocoDataset, CocoImage, mask_to_annotation, save_coco
+from .ytvis import Annotation, Video, YTVISDataset, save_ytvis
 
 SHAPES = ("ellipse", "polygon", "blob", "ring", "star", "box")
 TEXTURES = ("stripes", "checks", "noise", "gradient", "dots")
@@ -723,8 +726,6 @@ def pseudo_mask_summary(cfg: ToyWorldConfig, stats: list[dict[str, float]]) -> d
 
 def _write_stills(cfg: ToyWorldConfig, seed: int, root: Path, info: dict) -> None:
     """images/*.jpg + source.json (pseudo-masks) + source_gt.json (true masks) under ``root``."""
-    from .coco import CocoDataset, CocoImage, mask_to_annotation, save_coco
-
     (root / "images").mkdir()
     h, w = cfg.still_size
     images, pseudo_anns, true_anns, stats = [], [], [], []
@@ -746,8 +747,6 @@ def _write_stills(cfg: ToyWorldConfig, seed: int, root: Path, info: dict) -> Non
 
 def _write_videos(cfg: ToyWorldConfig, seed: int, split: str, root: Path):
     """JPEGImages/<split>_NNNN/NNNNN.jpg; returns (videos, annotations) as ``autoqvis.data.ytvis`` records."""
-    from .ytvis import Annotation, Video, encode_masks, rle_areas, rle_bboxes
-
     h, w = cfg.video_size
     videos, annotations = [], []
     for vid, video in enumerate(iter_videos(cfg, seed, split), start=1):
@@ -767,8 +766,6 @@ def _write_videos(cfg: ToyWorldConfig, seed: int, split: str, root: Path):
 
 def _write_all(cfg: ToyWorldConfig, seed: int, root: Path, size: str) -> None:
     """Every output of OUTPUT_FILES into the (empty) folder ``root``."""
-    from .ytvis import YTVISDataset, save_ytvis
-
     info = {"seed": seed, "size": size, "config": dataclasses.asdict(cfg)}
     _write_stills(cfg, seed, root, info)
     for split in ("train", "val"):

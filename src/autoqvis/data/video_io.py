@@ -22,8 +22,8 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_open, atomic_write_bytes
+from ..core.errors import AutoQVISError, first_line
+from ..core.fileio import atomic_open, atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
@@ -204,7 +204,7 @@ def _open_container(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as e:
-        raise AutoQVISError(f"{path}: not a readable video ({_first_line(e)})") from None
+        raise AutoQVISError(f"{path}: not a readable video ({first_line(e)})") from None
     if not container.streams.video:
         container.close()
         raise AutoQVISError(f"{path}: holds no video stream")
@@ -218,7 +218,7 @@ def _probe_container(path: Path) -> tuple[list[float], tuple[int, int], float | 
         try:
             pts = [p.pts for p in container.demux(stream) if p.size]
         except av.FFmpegError as e:
-            raise AutoQVISError(f"{path}: corrupt video ({_first_line(e)})") from None
+            raise AutoQVISError(f"{path}: corrupt video ({first_line(e)})") from None
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         if not pts:
@@ -245,7 +245,7 @@ def _decode_container(path: Path) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="rgb24")
                 i += 1
         except av.FFmpegError as e:
-            raise AutoQVISError(f"{path}: corrupt video: decoding failed after {i} frames ({_first_line(e)})") from None
+            raise AutoQVISError(f"{path}: corrupt video: decoding failed after {i} frames ({first_line(e)})") from None
 
 
 def _check_frame_files(files: list[Path], where: Path) -> tuple[int, int]:
@@ -258,7 +258,7 @@ def _check_frame_files(files: list[Path], where: Path) -> tuple[int, int]:
         except FileNotFoundError:
             raise AutoQVISError(f"{p}: frame file not found") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise AutoQVISError(f"{p}: not a readable image ({_first_line(e)})") from None
+            raise AutoQVISError(f"{p}: not a readable image ({first_line(e)})") from None
         if size is None:
             size, first = wh, p
         elif wh != size:
@@ -277,15 +277,10 @@ def _read_frame_file(path: Path, hw: tuple[int, int]) -> np.ndarray:
     except FileNotFoundError:
         raise AutoQVISError(f"{path}: frame file not found") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise AutoQVISError(f"{path}: not a readable image ({_first_line(e)})") from None
+        raise AutoQVISError(f"{path}: not a readable image ({first_line(e)})") from None
     if frame.shape[:2] != hw:
         raise AutoQVISError(f"{path}: frame is {frame.shape[0]}x{frame.shape[1]}, the video is {hw[0]}x{hw[1]} (HxW)")
     return frame
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ---------------------------------------------------------------------------------------- writers

@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..config import RuntimeConfig
+from ..core.config import RuntimeConfig
 
 _MARK = "_autoqvis_fast_path"  # attribute set on a prepared model: the switches it was prepared with
 
@@ -33,7 +33,7 @@ def can_compile(device: torch.device) -> bool:
         return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     if device.type == "cuda":
         try:
-            import triton  # noqa: F401
+            import triton  # noqa: F401  # why: optional (GPU compile backend); only probed
         except ImportError:
             return False
         return True

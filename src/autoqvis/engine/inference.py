@@ -11,14 +11,13 @@ Two forms of a video's prediction:
   RLE-or-None, "pred_iou": (k, T) or None}. Only one video's dense masks are ever held at a time.
 
 Under torchrun, ``predict_dataset`` splits the videos over the ranks and gathers their RLE predictions on
-rank 0 in the dataset's order (``engine.dist.ordered_map``): rank 0 sees the same stream as one process.
+rank 0 in the dataset's order (``core.dist.ordered_map``): rank 0 sees the same stream as one process.
 The fast-path switches of ``cfg.runtime`` apply (``engine.fast_path``): autocast with ``inference.amp_dtype``
 on GPU, channels-last backbone, torch.compile.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -27,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..config import Config
-from ..data.dataset import shortest_edge_size
-from ..data.ytvis import YTVISDataset, encode_masks
-from ..errors import AutoQVISError
-from . import dist, fast_path
-
-RLE = dict[str, Any]
+from ..core import dist
+from ..core.config import Config
+from ..core.errors import AutoQVISError
+from ..core.tracks import RLE, encode_masks
+from ..data.geometry import shortest_edge_size
+from ..data.ytvis import YTVISDataset
+from . import fast_path
+from .windows import predict_windowed
 
 
 def resize_for_test(frames: np.ndarray, cfg: Config, device: torch.device | None = None) -> torch.Tensor:
@@ -88,7 +88,7 @@ def predict_clip(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dic
 def predict_clip_rle(model: torch.nn.Module, frames: np.ndarray, cfg: Config) -> dict[str, Any]:
     """``predict_clip`` with the masks as RLE: {"scores" (k,), "segmentations": k lists of T RLEs, "pred_iou"}.
 
-    The RLEs are those of ``ytvis.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
+    The RLEs are those of ``tracks.encode_masks`` (empty masks included), made by :func:`encode_masks_on_device`.
     """
     out = _run_model(model, frames, cfg)
     return {**_scores_and_pred_iou(out), "segmentations": encode_masks_on_device(out["masks"])}
@@ -99,7 +99,7 @@ def encode_masks_on_device(masks: torch.Tensor) -> list[list[RLE]]:
 
     RLE runs go down the columns, so every frame must be read column-major; that transposing copy, not
     pycocotools, is most of the cost of encoding (benchmarks/RESULTS.md, "Scale-out"). On the CPU each track is
-    transposed once, as bool (``ytvis.encode_masks`` first copies to uint8, then to Fortran order: ~1.5x slower);
+    transposed once, as bool (``tracks.encode_masks`` first copies to uint8, then to Fortran order: ~1.5x slower);
     on a GPU the run lengths themselves are found there and only they cross to the host (:func:`run_length_rles`),
     so the host's share shrinks from a pass over every pixel to packing a few thousand numbers.
     """
@@ -141,7 +141,7 @@ def pack_runs(changes: np.ndarray, starts_inside: np.ndarray, k: int, t: int, h:
 
 def encode_column_major(masks: np.ndarray) -> list[RLE]:
     """uint8/bool (N, W, H) C-ordered, i.e. N frames stored column by column -> N compressed RLEs of the
-    (H, W) masks (the same dicts as ``ytvis.encode_masks(masks.transpose(0, 2, 1))``, without its copy)."""
+    (H, W) masks (the same dicts as ``tracks.encode_masks(masks.transpose(0, 2, 1))``, without its copy)."""
     if len(masks) == 0:
         return []
     fortran = np.ascontiguousarray(masks).view(np.uint8).transpose(2, 1, 0)  # (H, W, N), Fortran order: a view
@@ -184,8 +184,6 @@ def predict_video_rle(model: torch.nn.Module, frames: np.ndarray | Iterable[np.n
             model.train(was_training)
         pred["segmentations"] = [_none_if_empty(segs) for segs in pred["segmentations"]]
         return pred
-    from .windows import predict_windowed
-
     was_training = model.training
     model.eval()
     has_quality = bool(getattr(model, "has_quality", True))
@@ -258,22 +256,3 @@ def results_from_prediction(video_id: int, pred: dict[str, Any], keep_empty_trac
 
 __all__ = ["inference_amp_dtype", "encode_column_major", "encode_masks_on_device", "run_length_rles", "predict_clip", "predict_clip_rle", "predict_dataset", "predict_video",
            "predict_video_rle", "resize_for_test", "results_from_prediction"]
-
-
-def evaluate_model(model: torch.nn.Module, val: YTVISDataset, cfg: Config, results_path: Path | None = None, *,
-                   progress: bool = True, desc: str = "predict") -> dict[str, float]:
-    """Predict every video of ``val``, write the results json (when ``results_path``), return the class-agnostic
-    metrics.
-
-    Under torchrun every rank predicts a share of the videos; rank 0 writes and evaluates, the others get {}."""
-    from ..data.ytvis import save_results
-    from ..eval.ytvis_eval import evaluate
-
-    results: list[dict[str, Any]] = []
-    for video_id, pred in predict_dataset(model, val, cfg, progress=progress, desc=desc):
-        results.extend(results_from_prediction(video_id, pred, cfg.inference.keep_empty_tracks))
-    if not dist.is_main_process():
-        return {}
-    if results_path is not None:
-        save_results(results, results_path)
-    return evaluate(val, results)

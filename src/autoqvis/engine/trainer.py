@@ -12,7 +12,7 @@ Exact resume works because nothing random is carried between iterations: the bat
 each step (point sampling in the criterion, dropout). A run of 2N iterations and a run of N
 iterations resumed for N more end with the same weights, bit for bit on CPU.
 
-Under torchrun (``engine.dist``) the model is wrapped in DistributedDataParallel: each of the W ranks
+Under torchrun (``core.dist``) the model is wrapped in DistributedDataParallel: each of the W ranks
 trains on its own ``batch_size`` clips (so one iteration sees W x batch_size clips), gradients are
 averaged, the logged losses are the means over the ranks, and only rank 0 writes. A checkpoint holds
 no rank-specific state, so it resumes with any number of processes: iteration i then draws the
@@ -34,11 +34,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import RuntimeConfig, TrainConfig
+from ..core import dist
+from ..core.config import RuntimeConfig, TrainConfig
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_text, dumps_json
+from ..core.torch_io import atomic_torch_save, safe_torch_load
 from ..data.sampler import batch_loader
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, atomic_write_text, dumps_json, safe_torch_load
-from . import dist, fast_path
+from . import fast_path
 
 CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pt$")
 FINAL_NAME = "model_final.pt"
@@ -237,7 +239,7 @@ def _tensorboard(out_dir: Path, enabled: bool):
     if not enabled or not dist.is_main_process():
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # why: tensorboard is an optional extra
     except ImportError:
         raise AutoQVISError(
             "train.tensorboard is true but tensorboard is not installed (pip install tensorboard)"

@@ -15,18 +15,16 @@ Rules (documented here because they decide the output):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from ..data.ytvis import encode_mask, encode_masks
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
+from ..core.tracks import RLE, encode_masks, video_iou
 
 # frames uint8 (n, H, W, 3) -> {"scores": (k,), "masks": bool (k, n, H, W), "pred_iou": (k, n) in [0, 1]}
 ClipPredictor = Callable[[np.ndarray], dict[str, Any]]
-RLE = dict[str, Any]
 
 DEFAULT_LINK_IOU = 0.5
 
@@ -86,42 +84,6 @@ def iter_windows(frames: Iterable[np.ndarray], window: int | None, overlap: int)
             fresh = 0
     if fresh:
         yield start, np.stack(buffer)
-
-
-def overlap_iou(prev: Sequence[Sequence[RLE | None]], new: Sequence[Sequence[RLE | None]]) -> np.ndarray:
-    """Mask IoU of track pairs over the shared frames, as YouTubeVIS measures it: sum over frames of intersections
-    over sum of unions (None = empty mask).
-
-    Args:
-        prev: A tracks, each a list of O RLEs (or None) on the shared frames.
-        new: B tracks, each a list of the same O frames.
-    Returns:
-        float64 (A, B) in [0, 1]; 0 where both masks are empty in every shared frame.
-    """
-    a, b = len(prev), len(new)
-    inter, area_a, area_b = np.zeros((a, b)), np.zeros(a), np.zeros(b)
-    if a == 0 or b == 0:
-        return inter
-    for f in range(len(prev[0])):
-        col_a, col_b = [tr[f] for tr in prev], [tr[f] for tr in new]
-        size = next((r["size"] for r in col_a + col_b if r is not None), None)
-        if size is None:
-            continue
-        col_a, col_b = [r or empty_rle(size) for r in col_a], [r or empty_rle(size) for r in col_b]
-        aa = mask_utils.area(col_a).astype(np.float64)
-        ab = mask_utils.area(col_b).astype(np.float64)
-        iou = np.asarray(mask_utils.iou(col_a, col_b, [0] * b), dtype=np.float64).reshape(a, b)
-        # pycocotools gives IoU; I = IoU * (|A| + |B|) / (1 + IoU) recovers the intersection to sum over frames.
-        inter += iou * (aa[:, None] + ab[None, :]) / (1.0 + iou)
-        area_a += aa
-        area_b += ab
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def empty_rle(size: Sequence[int]) -> RLE:
-    """RLE of an all-zero mask of ``size`` [h, w]."""
-    return encode_mask(np.zeros(tuple(size), dtype=bool))
 
 
 def link_tracks(iou: np.ndarray, min_iou: float = DEFAULT_LINK_IOU) -> list[tuple[int, int]]:
@@ -196,7 +158,7 @@ class WindowLinker:
         if self.pending is not None:
             tail = [r[self.pending_len - self.overlap :] for r in self.pending.rles]
             head = [r[: self.overlap] for r in win.rles]
-            for i, j in link_tracks(overlap_iou(tail, head), self.min_iou):
+            for i, j in link_tracks(video_iou(tail, head)[0], self.min_iou):
                 ids[j] = self.pending_ids[i]
         for j, tid in enumerate(ids):
             if tid is None:

@@ -16,12 +16,15 @@ Given pseudo-labels (Detections, with Q^t) and the ground-truth tracks of the sa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..selftrain.pseudo_label import RLE, Detection, frame_ious
+from ..core.fileio import atomic_write_json
+from ..core.tracks import RLE, Detection, frame_ious, rle_area, video_iou
+from . import plots
 
 COCO_BUCKETS = {"small": 32.0**2, "medium": 96.0**2}  # upper bounds in pixels; large: the rest
 COCO_IMAGE_AREA = 640.0 * 480.0
@@ -31,10 +34,6 @@ TRUE_IOU_GOOD = 0.5  # a pseudo mask is "correct" at IoU >= 0.5 (Table 2's pract
 
 
 # ------------------------------------------------------------------------------------ matching
-def _as_tracks(segmentations: Sequence[Sequence[RLE | None]], video_id: int) -> list[Detection]:
-    return [Detection(video_id=video_id, score=1.0, segmentations=list(s)) for s in segmentations]
-
-
 def true_ious(dets: list[Detection], gt_segmentations: Sequence[Sequence[RLE | None]]) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame and per-video IoU of each pseudo track with its best-matching ground-truth track.
 
@@ -45,14 +44,9 @@ def true_ious(dets: list[Detection], gt_segmentations: Sequence[Sequence[RLE | N
     num_frames = dets[0].num_frames if dets else 0
     if n == 0 or not gt_segmentations:
         return np.zeros((n, num_frames)), np.zeros(n)
-    gts = _as_tracks(gt_segmentations, dets[0].video_id)
-    iou = frame_ious(dets, gts)  # (T, N, M)
-    area_d = np.array([d.areas() for d in dets], dtype=np.float64).T[:, :, None]  # (T, N, 1)
-    area_g = np.array([g.areas() for g in gts], dtype=np.float64).T[:, None, :]  # (T, 1, M)
-    inter = iou * (area_d + area_g) / (1.0 + iou)  # from IoU = I / (A + B - I)
-    union = area_d + area_g - inter
-    union_sum = union.sum(axis=0)
-    video = np.divide(inter.sum(axis=0), union_sum, out=np.zeros_like(union_sum), where=union_sum > 0)
+    segs = [d.segmentations for d in dets]
+    iou = frame_ious(segs, gt_segmentations)  # (T, N, M)
+    video, _ = video_iou(segs, gt_segmentations)  # (N, M)
     best = video.argmax(axis=1)  # (N,)
     return iou[:, np.arange(n), best].T, video[np.arange(n), best]
 
@@ -94,15 +88,9 @@ def log_area_histogram(tracks: Iterable[Sequence[RLE | None]]) -> list[int]:
         for seg in segs:
             if seg is not None:
                 h, w = seg["size"]
-                values.append(math.log(max(_area(seg), 1) / (h * w)))
+                values.append(math.log(max(rle_area(seg), 1) / (h * w)))
     clipped = np.clip(np.asarray(values, dtype=np.float64), LOG_AREA_EDGES[0], LOG_AREA_EDGES[-1])
     return [int(c) for c in np.histogram(clipped, bins=LOG_AREA_EDGES)[0]]
-
-
-def _area(seg: RLE) -> int:
-    import pycocotools.mask as mask_utils
-
-    return int(mask_utils.area(seg))
 
 
 # ------------------------------------------------------------------------------------- analysis
@@ -127,8 +115,8 @@ def collect_points(
                 cols["score"].append(d.score)
                 cols["pred_iou"].append(d.pred_iou[t] if d.pred_iou else math.nan)
                 cols["iou"].append(f_iou[t])
-                cols["area"].append(_area(seg))
-                cols["rel_area"].append(_area(seg) / (h * w))
+                cols["area"].append(rle_area(seg))
+                cols["rel_area"].append(rle_area(seg) / (h * w))
                 q_track.append(q)
             if q_track:
                 tracks["track_quality"].append(float(np.mean(q_track)))
@@ -210,11 +198,6 @@ def gt_tracks(dataset: Any, video_ids: Iterable[int] | None = None) -> dict[int,
 
 def write_analysis(summary: dict[str, Any], points: dict[str, np.ndarray], out_dir: Any, title: str = "") -> list[str]:
     """Write ``analysis.json`` and the Fig. 5 / Fig. 6 PNGs into out_dir; returns the PNG names."""
-    from pathlib import Path
-
-    from ..fileio import atomic_write_json
-    from ..viz import plots
-
     out_dir = Path(out_dir)
     names = ["quality_vs_iou.png", "size_buckets.png"]
     plots.plot_quality_vs_iou(points, summary["spearman"]["frame"], out_dir / names[0], title)

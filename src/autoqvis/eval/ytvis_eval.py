@@ -27,12 +27,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.errors import AutoQVISError
+from ..core.tracks import RLE
 from ..data.rle_batch import counts_problems, gc_paused, is_canonical, scan_frames
-from ..data.ytvis import RLE, YTVISDataset, load_ytvis
-from ..errors import AutoQVISError
-from .ytvis_parts import ResultsSource, Scored, Setting, first_per_video, run_parts, truthy_mean, video_iou
+from ..data.ytvis import YTVISDataset, load_ytvis
+from .ytvis_parts import ResultsSource, Scored, Setting, first_per_video, run_parts, truthy_mean
 
-__all__ = ["evaluate", "evaluate_detailed", "format_summary", "video_iou", "truthy_mean", "match_video",
+__all__ = ["evaluate", "evaluate_detailed", "format_summary", "truthy_mean", "match_video",
            "accumulate", "summarize", "EvalResult", "STAT_KEYS"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)  # (T,)

@@ -21,72 +21,23 @@ reports the first bad result of the file, with its index, exactly as a serial ch
 
 from __future__ import annotations
 
-import itertools
-import operator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from ..core.errors import AutoQVISError
+from ..core.fileio import read_json
+from ..core.tracks import RLE, video_iou
 from ..data.json_array import parse_part, split_array
 from ..data.rle_batch import counts_syntax_problem, first_bad_counts, forked_pool, scan_frames, use_pool
-from ..data.ytvis import RLE, Video, check_track_masks, parse_result, result_location, rle_area_array, to_rle
-from ..errors import AutoQVISError
-from ..fileio import read_json
+from ..data.validate import check_track_masks, to_rle
+from ..data.ytvis import Video, parse_result, result_location
 
 _PARALLEL_MIN_BYTES = 4 << 20  # results json below which worker processes cost more than they save
 _PARALLEL_MIN_RESULTS = 300  # the same for an in-memory results list
 _PARTS_PER_WORKER = 2  # more parts than workers: a worker slowed down by other jobs takes fewer
-
-
-# ------------------------------------------------------------------------------------ video IoU
-def video_iou(dt_segmentations: Sequence[Sequence[RLE | None]], gt_segmentations: Sequence[Sequence[RLE | None]],
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Spatio-temporal IoU of every detection/GT track pair of one video (valid RLEs of one size).
-
-    dt_segmentations: D tracks x L frames, gt_segmentations: G x L (RLE or None).
-    Returns iou (D, G) float64 = sum_t |d_t & g_t| / sum_t |d_t | g_t| (0 if the union is empty) and
-    dt_areas (D, L) int64 per-frame detection areas (0 where None).
-    One pycocotools ``iou`` call per frame for all its non-empty pairs (it skips pairs whose boxes do
-    not overlap); with ``iscrowd=1`` it divides by the detection's area, so |d & g| = round(o * |d|)
-    exactly. Unions come from the areas (|d| + |g| - |d & g|). All sums are exact integers, so the
-    division gives the official float bit for bit.
-    """
-    num_dt, num_gt = len(dt_segmentations), len(gt_segmentations)
-    length = len(dt_segmentations[0]) if num_dt else 0
-    dt_areas = _track_areas(dt_segmentations, length)
-    if num_dt == 0 or num_gt == 0:
-        return np.zeros((num_dt, num_gt)), dt_areas
-    gt_areas = _track_areas(gt_segmentations, length)
-    pairs = (dt_areas.T > 0)[:, :, None] & (gt_areas.T > 0)[:, None, :]  # (L, D, G): empty masks add nothing
-    frame, d, g = np.nonzero(pairs)  # frame by frame, in the row-major order of each frame's iou matrix
-    if len(frame) == 0:
-        return np.zeros((num_dt, num_gt)), dt_areas
-    dt_frames, gt_frames = list(zip(*dt_segmentations)), list(zip(*gt_segmentations))
-    on_dt, on_gt = pairs.any(2), pairs.any(1)  # (L, D), (L, G)
-    overlaps = []
-    for t in np.flatnonzero(on_dt.any(1)).tolist():
-        dts, gts = dt_frames[t], gt_frames[t]
-        gi = np.flatnonzero(on_gt[t]).tolist()
-        o = mask_utils.iou([dts[i] for i in np.flatnonzero(on_dt[t]).tolist()], [gts[j] for j in gi], [1] * len(gi))
-        overlaps.append(o.ravel())
-    o = np.concatenate(overlaps)
-    if (o < 0).any():  # pycocotools' answer to masks of different sizes
-        raise AutoQVISError(f"frame {int(frame[np.argmax(o < 0)])}: masks of different sizes")
-    inter = np.bincount(d * num_gt + g, weights=np.rint(o * dt_areas[d, frame]), minlength=num_dt * num_gt)
-    union = dt_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter.reshape(num_dt, num_gt)
-    return np.divide(inter.reshape(num_dt, num_gt), union, out=np.zeros((num_dt, num_gt)), where=union > 0), dt_areas
-
-
-def _track_areas(tracks: Sequence[Sequence[RLE | None]], length: int) -> np.ndarray:
-    """(N, L) int64 pixel counts (0 where None), pycocotools over all present frames at once."""
-    flat = list(itertools.chain.from_iterable(tracks))
-    present = np.fromiter(map(operator.is_not, flat, itertools.repeat(None)), dtype=bool, count=len(flat))
-    areas = np.zeros(len(flat), dtype=np.int64)
-    areas[present] = rle_area_array(list(itertools.compress(flat, present.tolist())))
-    return areas.reshape(len(tracks), length)
 
 
 def truthy_mean(areas: np.ndarray) -> np.ndarray:

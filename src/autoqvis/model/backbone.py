@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 # blocks per stage (res2, res3, res4, res5)
 BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, safe_torch_load
+from ..core.config import config_from_dict, load_config
+from ..core.errors import AutoQVISError
+from ..core.torch_io import atomic_torch_save, safe_torch_load
+from .vis_model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +251,8 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     if "@" in repo:
         repo, revision = repo.split("@", 1)
     repo_id, filename = f"{parts[0]}/{repo}", "/".join(parts[2:])
-    try:
-        import huggingface_hub
-        from huggingface_hub import constants, errors
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise AutoQVISError(f"{text}: needs the huggingface_hub package (pip install huggingface_hub)") from None
+    import huggingface_hub  # why: slow to import (~0.5 s), needed only for hf:// names
+    from huggingface_hub import constants, errors  # why: as above
     where = f"{repo_id} file {filename}" + (f" at {revision}" if revision else "")
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
@@ -298,10 +297,6 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
     Raises:
         AutoQVISError: the stored config is invalid, or there is none and the keys match no known architecture.
     """
-    from dataclasses import replace
-
-    from ..config import config_from_dict, load_config
-
     if config is not None:
         return load_config(config, overrides)
     state, meta = read_checkpoint(path)
@@ -331,3 +326,28 @@ def checkpoint_config(path: str | Path, config: str | Path | None = None, overri
              "with" if has_quality else "without")
     return cfg
 
+
+def load_model(checkpoint: str, config: str | None, device: "str | torch.device | None"):
+    """(model in eval mode on ``device``, its config). ``checkpoint`` is a path or ``hf://OWNER/REPO/FILE``; the
+    config comes from ``config``, the checkpoint, or the checkpoint's keys (R50 VideoCutLER / AutoQ-VIS). A file
+    that does not fit that architecture is an error; a file without quality predictor weights (e.g. VideoCutLER)
+    gives a model without one (no per-frame predicted IoU), rather than an untrained one."""
+    checkpoint = str(resolve_checkpoint(checkpoint))
+    cfg = checkpoint_config(checkpoint, config)
+    model = build_model(cfg)
+    report = load_checkpoint(model, checkpoint)
+    # entries a file never carries (map_key drops them, e.g. BatchNorm counters) are not "missing"
+    missing = [k for k in report.missing if not k.startswith(QUALITY_PREFIX) and map_key(k) is not None]
+    if missing or report.unexpected:
+        keys = (missing or report.unexpected)[:3]
+        raise AutoQVISError(
+            f"{checkpoint}: does not fit the model of config '{cfg.name}' ({len(missing)} weights missing, "
+            f"{len(report.unexpected)} unknown, e.g. {', '.join(keys)}): a checkpoint of another architecture?"
+        )
+    if cfg.model.quality.enabled and any(k.startswith(QUALITY_PREFIX) for k in report.missing):
+        print(f"note: {checkpoint} has no quality predictor weights; predicting without per-frame predicted IoU")
+        cfg = replace(cfg, model=replace(cfg.model, quality=replace(cfg.model.quality, enabled=False)))
+        model = build_model(cfg)
+        load_checkpoint(model, checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), cfg

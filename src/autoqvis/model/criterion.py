@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LossConfig
-from ..engine.dist import get_world_size, is_distributed
-from ..errors import AutoQVISError
+from ..core.config import LossConfig
+from ..core.dist import get_world_size, is_distributed
+from ..core.errors import AutoQVISError
 from .matcher import VideoHungarianMatcher
 from .point_sample import point_sample, uncertain_point_coords
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 from .point_sample import point_sample
 
 

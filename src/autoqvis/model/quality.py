@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
 
 MASK_SIZE = 28  # mask logits are resized to 28x28, then 2x2 max-pooled to the 14x14 feature grid
 FEATURE_SIZE = 14

@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
-from ..errors import AutoQVISError
+from ..core.config import Config
+from ..core.errors import AutoQVISError
 from .backbone import ResNet
+from .criterion import build_criterion
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .quality import QualityPredictor
 from .video_decoder import VideoMultiScaleMaskedTransformerDecoder
 
 ENCODE_CHUNK = 8  # frames per backbone/pixel-decoder pass at inference (frames are independent there)
@@ -291,15 +293,11 @@ def build_model(cfg: Config) -> VideoMaskFormer:
     )
     quality = None
     if m.quality.enabled:
-        from .quality import QualityPredictor
-
         quality = QualityPredictor(pd.conv_dim, m.quality.conv_dim, m.quality.fc_dim)
     predictor = VideoMultiScaleMaskedTransformerDecoder(
         pd.conv_dim, m.num_classes, m.hidden_dim, m.num_queries, m.nheads, m.dim_feedforward, m.dec_layers,
         m.pre_norm, pd.mask_dim, quality,
     )
-    from .criterion import build_criterion
-
     # a frozen predictor gets no quality loss: it would still push gradients into the mask branch
     with_quality_loss = m.quality.enabled and not cfg.train.freeze_quality_predictor
     criterion = build_criterion(cfg.loss, m.num_classes, m.dec_layers, with_quality_loss)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json
+from ..core.tracks import Detection
 from ..data.ytvis import YTVISDataset, load_ytvis
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_json
 from .fusion import FUSION_MATCHES, fuse_dataset
-from .pseudo_label import (Detection, detection_from_annotation, detection_to_annotation, filter_by_score,
-                           spatiotemporal_nms)
+from .pseudo_label import detection_from_annotation, detection_to_annotation, filter_by_score, spatiotemporal_nms
 from .selection import num_selected_nonempty, oracle_select, retain, score_and_select, training_frames
 
 
@@ -171,14 +171,15 @@ def write_training_set(state: dict[int, list[Detection]], unlabeled: YTVISDatase
     atomic_write_json(path, training_set_json(state, unlabeled, rule, description))
 
 
-def read_training_set(path: str | Path, image_root: str | Path | None = None,
-                      unlabeled: YTVISDataset | None = None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
+def read_training_set(path: str | Path, image_root: str | Path | None = None, unlabeled: YTVISDataset | None = None,
+                      check_masks: bool = True) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
     """A PL.json -> (the YouTubeVIS dataset, the state {video_id: tracks in file order}).
 
     A null mask reads as selected whatever ``selected`` says. With ``unlabeled``, every video of the file
     must be one of its videos, of the same length and size (the state is fused frame by frame).
+    ``check_masks=False``: a file this run wrote itself (see ``load_ytvis``).
     """
-    ds = load_ytvis(path, image_root=image_root)
+    ds = load_ytvis(path, image_root=image_root, check_masks=check_masks)
     if unlabeled is not None:
         known = {v.id: v for v in unlabeled.videos}
         for v in ds.videos:

@@ -20,12 +20,12 @@ import dataclasses
 
 import numpy as np
 
-from .pseudo_label import Detection, frame_ious
+from ..core.tracks import Detection, frame_ious
 
 
 def track_iou_per_frame(a: Detection, b: Detection) -> np.ndarray:
     """Per-frame mask IoU of two tracks of the same video: float (T,)."""
-    return frame_ious([a], [b])[:, 0, 0]
+    return frame_ious([a.segmentations], [b.segmentations])[:, 0, 0]
 
 
 def overlaps(new: Detection, exist: Detection, iou_threshold: float = 0.5) -> bool:

@@ -41,15 +41,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from ..config import Config, config_from_dict, save_config
-from ..data.ytvis import YTVISDataset, load_ytvis
-from ..engine import dist
-from ..errors import AutoQVISError
-from ..fileio import atomic_torch_save, atomic_write_json, read_json
-from .curate import (RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts,
-                     write_training_set)
-from .pseudo_label import Detection, iter_detection_file, pseudo_label_dataset
+from ..core import dist
+from ..core.config import Config, config_from_dict, save_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_json, read_json
+from ..core.torch_io import atomic_torch_save, safe_torch_load
+from ..core.tracks import Detection
+from ..data.dataset import SyntheticClips, VideoClips
+from ..data.sampler import BalancedBatches
+from ..data.ytvis import YTVISDataset
+from ..engine import trainer
+from ..eval.analysis import LOG_AREA_EDGES, analyse, gt_tracks, log_area_histogram, write_analysis
+from ..eval.model_eval import evaluate_model
+from ..eval.plots import plot_area_distribution
+from ..model.checkpoint import load_checkpoint
+from ..model.vis_model import build_model
+from .curate import RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts, write_training_set
+from .labeling import pseudo_label_dataset
+from .pseudo_label import iter_detection_file
 
 ROUND_SEED_STRIDE = 1000  # round k's batches use seed 1000 * cfg.seed + k
 SPEED_ONLY = ("channels_last", "compile")  # runtime.* switches a resumed run may change
@@ -111,8 +122,6 @@ def _check_resume_config(cfg: Config, out_dir: Path) -> None:
     saved = out_dir / "config.yaml"
     if not saved.exists():
         return
-    import yaml
-
     old = yaml.safe_load(saved.read_text())
     if isinstance(old, dict):
         old = _upgrade_saved_config(old)
@@ -158,8 +167,6 @@ def _save_model(path: Path, weights: dict[str, torch.Tensor], k: int, cfg: Confi
 
 
 def _read_model(path: Path) -> dict[str, torch.Tensor]:
-    from ..fileio import safe_torch_load
-
     return safe_torch_load(path)["model"]
 
 
@@ -172,8 +179,9 @@ def write_pseudo_labels(train_set: dict[int, list[Detection]], unlabeled: YTVISD
 
 
 def read_pseudo_labels(path: Path, image_root: Path | None) -> tuple[YTVISDataset, dict[int, list[Detection]]]:
-    """A pseudo-label file -> (the YTVIS dataset, {video_id: detections})."""
-    return read_training_set(path, image_root)
+    """A pseudo-label file this run wrote (``write_pseudo_labels``) -> (the YTVIS dataset, {video_id: detections}).
+    Its masks are pycocotools' own RLE, so the mask validator is skipped (``check_masks=False``)."""
+    return read_training_set(path, image_root, check_masks=False)
 
 
 def best_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -289,8 +297,6 @@ class SelfTraining:
                                  "categories": data.categories})
 
     def _build(self, cfg: Config) -> torch.nn.Module:
-        from ..model.vis_model import build_model
-
         return build_model(cfg).to(self.device)
 
     def _log(self, msg: str) -> None:
@@ -300,11 +306,6 @@ class SelfTraining:
     # --------------------------------------------------------------------------- initial stage
     def initial_weights(self) -> dict[str, torch.Tensor]:
         """--init's weights, or the initial stage trained into out/init (Sec. 3.1)."""
-        from .. import load_checkpoint
-        from ..data.dataset import SyntheticClips
-        from ..data.sampler import BalancedBatches
-        from ..engine.trainer import train_loop
-
         # the random init is part of the run (as in `autoqvis train`): torch's default seed differs per process,
         # so without this a run killed before its first checkpoint resumed from other weights
         torch.manual_seed(self.cfg.seed)
@@ -314,7 +315,7 @@ class SelfTraining:
             return _weights(model)
         batches = BalancedBatches([SyntheticClips(self.inputs.synthetic, self.cfg)], [1.0],
                                   self.cfg.train.batch_size, self.cfg.seed, dist.get_rank(), dist.get_world_size())
-        final = train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
+        final = trainer.train_loop(model, batches, self.cfg.train, self.out / "init", max_iter=self.cfg.train.max_iter,
                            resume=True, desc="initial stage", progress=self.progress,
                            checkpoint_meta={"round": 0, "config": self.cfg.to_dict()}, runtime=self.cfg.runtime)
         load_checkpoint(model, final)
@@ -324,10 +325,6 @@ class SelfTraining:
     def train_round(self, k: int, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Round k's training from ``start`` on synthetic + T^(k-1) clips (read from round k-1's pseudo_labels.json);
         returns (and saves as round_k/model.pt) the trained weights."""
-        from ..data.dataset import SyntheticClips, VideoClips
-        from ..data.sampler import BalancedBatches
-        from ..engine.trainer import train_loop
-
         rdir = self.out / f"round_{k}"
         if self._exists(rdir / "model.pt"):
             return _read_model(rdir / "model.pt")
@@ -348,7 +345,7 @@ class SelfTraining:
         batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * self.cfg.seed + k,
                                   dist.get_rank(), dist.get_world_size(), self.cfg.selftrain.source_draw,
                                   self.cfg.selftrain.clips_per_draw)
-        final = train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
+        final = trainer.train_loop(model, batches, rc.train, rdir / "train", max_iter=rc.train.max_iter, resume=True,
                            desc=f"round {k}", progress=self.progress,
                            checkpoint_meta={"round": k, "config": rc.to_dict()}, runtime=rc.runtime)
         weights = {k2: v for k2, v in _read_model(final).items() if not k2.startswith("criterion.")}
@@ -435,7 +432,6 @@ class SelfTraining:
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
-        from ..eval.analysis import LOG_AREA_EDGES, log_area_histogram
 
         return {"training_set": {
             **training_set_counts(train_set, self.cfg.selftrain.min_eligible_frames),
@@ -449,8 +445,6 @@ class SelfTraining:
         when metrics.json exists (read back).
 
         Every rank predicts its share of the videos; rank 0 evaluates and writes (the others return {})."""
-        from ..engine.inference import evaluate_model
-
         path = self.out / f"round_{k}" / "metrics.json"
         if self._exists(path):
             return read_json(path, "metrics") if self.main else {}
@@ -467,9 +461,6 @@ class SelfTraining:
         """Step 4, rank 0: Fig. 5/6 for round k (its scored detections vs the unlabeled GT) -> round_k/analysis.json,
         and Fig. 7 over rounds 0..k. Done when analysis.json exists. ``candidates``: None when the labels were read
         back (a resumed run); they are selected again from detections.jsonl."""
-        from ..eval.analysis import analyse, gt_tracks, write_analysis
-        from ..viz.plots import plot_area_distribution
-
         rdir = self.out / f"round_{k}"
         path = rdir / "analysis.json"
         if path.exists():

@@ -14,81 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
-from ..data import ytvis
-from ..errors import AutoQVISError
-
-RLE = dict[str, Any]
-
-
-@dataclass
-class Detection:
-    """One track of one video.
-
-    video_id:       the YTVIS video id.
-    score:          s_d, the class head's object confidence in [0, 1].
-    segmentations:  T entries, a COCO RLE per frame or None where the mask is empty.
-    pred_iou:       T floats, the quality predictor's IoU per frame (empty when there is no predictor).
-    quality:        T floats, Q_d^t (eq. 20); filled by selection.
-    selected:       T ints 0/1, S_d^t (eq. 21); filled by selection.
-    """
-
-    video_id: int
-    score: float
-    segmentations: list[RLE | None]
-    pred_iou: list[float] = field(default_factory=list)
-    quality: list[float] = field(default_factory=list)
-    selected: list[int] = field(default_factory=list)
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.segmentations)
-
-    def areas(self) -> list[int]:
-        """Mask area in pixels per frame (0 where absent)."""
-        return [0 if s is None else int(mask_utils.area(s)) for s in self.segmentations]
-
-
-# ----------------------------------------------------------------------------------------- masks
-def encode_mask(mask: np.ndarray) -> RLE | None:
-    """bool (H, W) -> COCO RLE with a str ``counts``; None for an empty mask (YTVIS writes null)."""
-    return ytvis.encode_mask(mask) if mask.any() else None
-
-
-def _empty_rle(size: tuple[int, int]) -> RLE:
-    return mask_utils.encode(np.zeros(size, dtype=np.uint8, order="F"))
-
-
-def frame_ious(tracks_a: list[Detection], tracks_b: list[Detection]) -> np.ndarray:
-    """Mask IoU of every pair of tracks in every frame.
-
-    tracks_a: Na detections of one video, tracks_b: Nb detections of the same video (same T).
-    Returns float (T, Na, Nb). An absent mask has IoU 0 with anything, absent-vs-absent included.
-    """
-    num_frames = tracks_a[0].num_frames if tracks_a else (tracks_b[0].num_frames if tracks_b else 0)
-    out = np.zeros((num_frames, len(tracks_a), len(tracks_b)))
-    if not tracks_a or not tracks_b:
-        return out
-    for t in range(num_frames):
-        seg_a = [d.segmentations[t] for d in tracks_a]
-        seg_b = [d.segmentations[t] for d in tracks_b]
-        size = next((tuple(s["size"]) for s in seg_a + seg_b if s is not None), None)
-        if size is None:
-            continue
-        empty = _empty_rle(size)
-        # pycocotools gives 0 for an empty union, so empty-vs-empty frames never count as overlap.
-        out[t] = mask_utils.iou(
-            [s if s is not None else empty for s in seg_a],
-            [s if s is not None else empty for s in seg_b],
-            [0] * len(seg_b),
-        )
-    return out
+from ..core.errors import AutoQVISError
+from ..core.tracks import Detection, encode_track, frame_ious, rle_areas, rle_bboxes
+from ..data.validate import check_track_masks
 
 
 # ----------------------------------------------------------------------------------- equations
@@ -104,7 +37,8 @@ def spatiotemporal_nms(detections: list[Detection], iou_threshold: float = 0.5) 
     least one frame is dropped (the track IoU is the maximum over frames; empty-vs-empty frames count 0).
     No re-sorting: the official ``apply_nmsV2`` walks the list as given. Returns the kept tracks in order.
     """
-    worst_frame_iou = frame_ious(detections, detections).max(axis=0, initial=0.0)  # (N, N)
+    segs = [d.segmentations for d in detections]
+    worst_frame_iou = frame_ious(segs, segs).max(axis=0, initial=0.0)  # (N, N)
     kept: list[int] = []
     for i in range(len(detections)):
         if all(worst_frame_iou[i, j] < iou_threshold for j in kept):
@@ -123,7 +57,7 @@ def detections_from_prediction(video_id: int, pred: dict[str, Any]) -> list[Dete
     if "segmentations" in pred:
         segs = [list(s) for s in pred["segmentations"]]
     else:
-        segs = [[encode_mask(m) for m in track] for track in np.asarray(pred["masks"], dtype=bool)]
+        segs = [encode_track(track) for track in np.asarray(pred["masks"], dtype=bool)]
     pred_iou = pred.get("pred_iou")
     pred_iou = None if pred_iou is None else np.clip(np.asarray(pred_iou, dtype=np.float64), 0.0, 1.0)
     return [
@@ -151,52 +85,6 @@ def pseudo_label_video(
     """
     dets = detections_from_prediction(video_id, pred)
     return suppress_and_filter(dets, score_threshold, nms_iou), len(dets)
-
-
-def pseudo_label_dataset(
-    model: Any,
-    unlabeled: "ytvis.YTVISDataset",
-    cfg: Any,
-    out_path: str | os.PathLike,
-    *,
-    video_ids: Iterable[int] | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    desc: str = "pseudo-label",
-) -> Path:
-    """Label every unlabeled video with ``model`` and stream its raw detections to ``out_path`` (jsonl).
-
-    Per video: the model's top-k tracks (cfg.model.test_topk) in the model's order with the predictor's IoU
-    per frame, BEFORE NMS and the score filter (the DET.jsonl form that ``autoqvis select`` reads; the
-    selection, :mod:`autoqvis.selftrain.curate`, applies both). One line per video is appended and flushed,
-    so memory stays flat in the number of videos and a killed run resumes (``resume=True``) at the first
-    unfinished video. Returns ``out_path``.
-
-    Under torchrun every rank calls this: the model runs on each rank's share of the videos, rank 0 gathers
-    the predictions in video order and alone writes, so the file is the one a single process writes (same
-    lines, same order).
-    """
-    from ..engine import dist, inference
-
-    out_path = Path(out_path)
-    main = dist.is_main_process()
-    if dist.broadcast_object(resume and out_path.exists()):
-        return out_path
-    ids = [v.id for v in unlabeled.videos] if video_ids is None else list(video_ids)
-    writer = DetectionWriter(out_path, resume=resume) if main else None
-    todo = dist.broadcast_object([v for v in ids if v not in writer.done_videos] if main else None)
-    try:
-        for video_id, pred in inference.predict_dataset(model, unlabeled, cfg, video_ids=todo, progress=progress,
-                                                        desc=desc):
-            writer.write(video_id, detections_from_prediction(video_id, pred))
-    except BaseException:
-        if writer is not None:
-            writer.abandon()
-        raise
-    if writer is not None:
-        writer.close()
-    dist.barrier()  # the file exists for every rank from here on
-    return out_path
 
 
 # -------------------------------------------------------------------------------- serialisation
@@ -235,21 +123,13 @@ def detection_from_annotation(ann: Any) -> Detection:
 
 def detection_to_annotation(det: Detection, ann_id: int) -> dict[str, Any]:
     """A detection as a YTVIS annotation dict; score, pred_iou, Q^t and S^t ride along as extra keys."""
-    areas, bboxes = [], []
-    for seg in det.segmentations:
-        if seg is None:
-            areas.append(None)
-            bboxes.append(None)
-        else:
-            areas.append(int(mask_utils.area(seg)))
-            bboxes.append([float(x) for x in mask_utils.toBbox(seg)])
     return {
         "id": int(ann_id),
         "video_id": det.video_id,
         "category_id": 1,
         "segmentations": det.segmentations,
-        "areas": areas,
-        "bboxes": bboxes,
+        "areas": rle_areas(det.segmentations),
+        "bboxes": rle_bboxes(det.segmentations),
         "iscrowd": 0,
         "score": det.score,
         # per-frame extras only when present: YTVIS readers check that a per-frame list has T entries
@@ -365,16 +245,8 @@ def _check_against_video(dets: list[Detection], videos: dict[int, Any], video_id
         if d.num_frames != video.length:
             raise AutoQVISError(f"{loc}: segmentations has {d.num_frames} entries, video {video_id} has "
                                 f"{video.length} frames")
-        d.segmentations = ytvis.check_track_masks(d.segmentations, [video.height, video.width], loc)
+        d.segmentations = check_track_masks(d.segmentations, [video.height, video.width], loc)
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in d.pred_iou):
             raise AutoQVISError(f"{loc}: pred_iou must hold finite numbers")
         if not (isinstance(d.score, float) and np.isfinite(d.score)):
             raise AutoQVISError(f"{loc}: score must be a finite number")
-
-
-def group_by_video(detections: Iterable[Detection]) -> dict[int, list[Detection]]:
-    """Detections -> {video_id: [detections in input order]}, video ids ascending."""
-    out: dict[int, list[Detection]] = {}
-    for d in detections:
-        out.setdefault(d.video_id, []).append(d)
-    return dict(sorted(out.items()))

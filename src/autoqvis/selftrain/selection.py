@@ -1,4 +1,5 @@
-"""Quality-guided selection (supplement 6.2, eq. 19-22) and eligible frames (eq. 14).
+"""Quality-guided selection (supplement 6.2, eq. 19-22) and the frames a video trains on (eq. 14, whose rule,
+``eligible_frames``, lives in :mod:`autoqvis.core.tracks`: the training dataset applies it too).
 
 Conventions taken from the authors' code, where the paper is silent:
 - a frame where the track's mask is empty counts as *selected* (S^t = 1): an absent object is not a
@@ -13,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from ..errors import AutoQVISError
-from .pseudo_label import Detection
+from ..core.errors import AutoQVISError
+from ..core.tracks import Detection, eligible_frames, selection_flags
+from ..eval.analysis import true_ious
 
 
 def quality_scores(det: Detection, use_quality_predictor: bool = True) -> list[float]:
@@ -57,8 +59,6 @@ def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any
     """Table 2's "practical limit" (an oracle, for analysis only): S^t = 1 where the mask's TRUE IoU with its
     best-matching ground-truth track (``autoqvis.eval.analysis.true_ious``) is >= iou_threshold; empty
     frames stay selected as in eq. 21. Q^t is kept as it was."""
-    from ..eval.analysis import true_ious
-
     frame_iou, _ = true_ious(dets, gt_segmentations)
     return [
         dataclasses.replace(d, selected=[int(seg is None or iou >= iou_threshold) for seg, iou in zip(d.segmentations, f)])
@@ -66,42 +66,8 @@ def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any
     ]
 
 
-def _selected_flags(item: Any) -> list[int]:
-    """S^t of a Detection, a ytvis ``Annotation`` (extra["selected"]) or an annotation dict.
-
-    A frame where the mask is empty counts as selected whatever the flag says (the official ``mark_results``);
-    an annotation without flags (ground truth) is selected in every frame.
-    """
-    if isinstance(item, Detection):
-        flags, segs = item.selected, item.segmentations
-    elif isinstance(item, dict):
-        flags, segs = item.get("selected"), item["segmentations"]
-    else:
-        flags, segs = (getattr(item, "extra", None) or {}).get("selected"), item.segmentations
-    if not flags:
-        return [1] * len(segs)
-    if len(flags) != len(segs):
-        raise AutoQVISError(f"eligible_frames: {len(flags)} selected flags for {len(segs)} frames")
-    return [int(bool(s) or seg is None) for s, seg in zip(flags, segs)]
-
-
-def eligible_frames(annotations_of_one_video: Sequence[Any]) -> list[int]:
-    """Eq. 14: frame indices t where every detection of the video has S^t = 1 (an empty mask counts as 1).
-
-    annotations_of_one_video: Detections, ytvis Annotations or annotation dicts of ONE video (same T).
-    A video without any detection has no eligible frame (it is not in the training set, eq. 4). A frame where
-    every track is empty is eligible (it trains "nothing here"), as in the official code.
-    """
-    flags = [_selected_flags(a) for a in annotations_of_one_video]
-    if not flags:
-        return []
-    if len({len(f) for f in flags}) != 1:
-        raise AutoQVISError(f"eligible_frames: the annotations disagree on the number of frames {sorted({len(f) for f in flags})}")
-    return [t for t in range(len(flags[0])) if all(f[t] for f in flags)]
-
-
 def training_frames(annotations_of_one_video: Sequence[Any], min_eligible_frames: int = 2) -> list[int]:
     """The frames a video trains on: its eligible frames (eq. 14), or none when there are fewer than
     ``min_eligible_frames`` (the official ``filter_marked_results`` asks for 2)."""
-    frames = eligible_frames(annotations_of_one_video)
+    frames = eligible_frames([selection_flags(a) for a in annotations_of_one_video])
     return frames if len(frames) >= min_eligible_frames else []

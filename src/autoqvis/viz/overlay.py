@@ -19,8 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..data.ytvis import decode_rle
-from ..errors import AutoQVISError
+from ..core.errors import AutoQVISError
+from ..core.tracks import decode_rle
+from ..data.video_io import write_gif, write_mp4
 
 GOLDEN = 0.618033988749895  # hue step: consecutive ids get far-apart hues
 PRED_IOU_LABEL = "IoU^"  # the quality predictor's per-frame mask IoU (results' ``pred_iou``)
@@ -277,8 +278,6 @@ def write_overlay(
 ) -> int:
     """Render and write an overlay video: ``.mp4`` (h264, streamed frame by frame) or ``.gif`` (held in memory:
     keep gifs short). ``frames``: uint8 (H, W, 3) RGB. Returns the number of frames written."""
-    from ..data.video_io import write_gif, write_mp4
-
     pictures = overlay_frames(frames, tracks, gt_tracks, min_side=min_side)
     suffix = Path(path).suffix.lower()
     if suffix == ".mp4":

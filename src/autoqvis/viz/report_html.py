@@ -37,11 +37,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..config import config_from_dict, load_config
+from ..core.config import config_from_dict, load_config
+from ..core.errors import AutoQVISError
+from ..core.fileio import atomic_write_text, read_json
+from ..core.tracks import decode_rle
 from ..data.video_io import VideoReader
-from ..data.ytvis import YTVISDataset, decode_rle, load_results, load_ytvis
-from ..errors import AutoQVISError
-from ..fileio import atomic_write_text, read_json
+from ..data.ytvis import YTVISDataset, load_results, load_ytvis
 from ..selftrain.curate import RoundLabels, SelectionRule, select_round, training_set_counts
 from ..selftrain.loop import UNLABELED_INDEX
 from ..selftrain.pseudo_label import iter_detection_file

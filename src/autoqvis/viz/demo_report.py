@@ -19,14 +19,25 @@ Quality numbers follow the paper: Q^t = s * IoU^t (eq. 20), where IoU^t is the q
 from __future__ import annotations
 
 import io
+import resource
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .data.ytvis import YTVISDataset, load_results
-from .fileio import atomic_write_bytes, atomic_write_text, read_json
+from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..core.tracks import Detection
+from ..data.video_io import write_gif, write_image
+from ..data.ytvis import YTVISDataset, load_results
+from ..eval.analysis import analyse, gt_tracks
+from ..eval.plots import plot_quality_vs_iou, plot_size_buckets
+from ..selftrain.selection import score_and_select
+from .overlay import QUALITY_LABEL, OverlayTrack, overlay_frames, tracks_from_annotations
+from .report_html import write_report as write_html_report
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 OVERLAY_FPS = 6.0  # YouTubeVIS's annotation rate
@@ -51,9 +62,6 @@ class RoundResult:
 def val_detections(results: Sequence[dict], score_threshold: float, tau: float) -> dict[int, list]:
     """Val results -> {video_id: Detections with Q^t (eq. 20) and S^t (eq. 21)}, those scoring >= score_threshold
     (eq. 16, as pseudo-labelling keeps them). ``results`` carry ``pred_iou``, the predictor's IoU per frame."""
-    from .selftrain.pseudo_label import Detection
-    from .selftrain.selection import score_and_select
-
     out: dict[int, list] = {}
     for r in results:
         if r["score"] < score_threshold or not r.get("pred_iou"):
@@ -70,8 +78,6 @@ def val_quality_analysis(val: YTVISDataset, results: Sequence[dict], score_thres
     Returns (summary, points) of ``autoqvis.eval.analysis.analyse``: ``summary["spearman"]["frame"]`` holds
     rho(Q, IoU) and rho(s, IoU) over every non-empty predicted mask; points are the per-mask arrays.
     """
-    from .eval.analysis import analyse, gt_tracks
-
     dets = val_detections(results, score_threshold, tau)
     gt = gt_tracks(val, [v.id for v in val.videos])
     return analyse({v: dets.get(v, []) for v in gt}, dets, gt)
@@ -80,8 +86,6 @@ def val_quality_analysis(val: YTVISDataset, results: Sequence[dict], score_thres
 def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: float, tau: float,
                  plots_dir: Path) -> tuple[RoundResult, list[dict]]:
     """Round k's numbers and its val plots; returns (RoundResult, the round's val results)."""
-    from .viz.plots import plot_quality_vs_iou, plot_size_buckets
-
     rdir = run_dir / f"round_{k}"
     metrics = read_json(rdir / "metrics.json", "metrics")
     results = load_results(rdir / "val_results.json", val)
@@ -115,9 +119,6 @@ def round_result(run_dir: Path, k: int, val: YTVISDataset, score_threshold: floa
 # ------------------------------------------------------------------------------------------ plots
 def plot_metrics_per_round(rounds: Sequence[RoundResult], path: Path) -> None:
     """AP, AP50, AP75 and AR10 on the val split (y, in %) against the self-training round (x)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(6, 3.8))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -143,8 +144,6 @@ def pick_videos(val: YTVISDataset, n: int) -> list[int]:
 def overlay_tracks(results: Sequence[dict], video_id: int, score_threshold: float) -> list:
     """One video's results scoring >= score_threshold as OverlayTracks #1, #2, ... (best first) whose number is
     Q^t = s * IoU^t (eq. 20) in each frame, labelled ``Q``."""
-    from .viz.overlay import QUALITY_LABEL, OverlayTrack
-
     mine = sorted((r for r in results if r["video_id"] == video_id and r["score"] >= score_threshold),
                   key=lambda r: -r["score"])
     return [OverlayTrack(i + 1, r["segmentations"],
@@ -156,9 +155,6 @@ def write_video_overlay(val: YTVISDataset, video_id: int, results: Sequence[dict
                         gif: Path, png: Path) -> int:
     """Prediction | ground truth for every frame of one val video -> ``gif``; first, middle and last frame
     stacked -> ``png``. Returns the number of frames."""
-    from .data.video_io import write_gif, write_image
-    from .viz.overlay import overlay_frames, tracks_from_annotations
-
     video = val.video(video_id)
     frames = (val.read_frame(video, t) for t in range(video.length))
     pictures = list(overlay_frames(frames, overlay_tracks(results, video_id, score_threshold),
@@ -284,4 +280,65 @@ def write_report(path: Path, text: str) -> None:
 
 __all__ = ["RoundResult", "METRIC_KEYS", "metrics_table", "overlay_tracks", "pick_videos", "plot_metrics_per_round",
            "quality_table", "render_report", "round_result", "val_detections", "val_quality_analysis",
-           "write_report", "write_video_overlay"]
+           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_demo_report(out: Path, cfg: Any, val: YTVISDataset, tau: float, timings: dict[str, float], *, rounds: int,
+                      overlays: int, overlay_score: float, seed: int, size: str, config_name: str, init_text: str,
+                      command: str, threads: int) -> dict[str, Any]:
+    """Plots, overlays, report.md, report.html, then demo.json (its content is returned) from the finished run in
+    ``out/run`` of ``autoqvis demo`` (its settings: ``rounds`` ... ``threads``; ``command`` the command line)."""
+    start = time.perf_counter()
+    run_dir, plots_dir, overlays_dir = out / "run", out / "plots", out / "overlays"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    overlays_dir.mkdir(parents=True, exist_ok=True)
+    score = cfg.selftrain.score_threshold
+    videos = pick_videos(val, overlays)
+    shown = [0, rounds] if rounds > 0 else [0]
+    results_per_round = []
+    for k in range(rounds + 1):
+        result, results = round_result(run_dir, k, val, score, tau, plots_dir)
+        if k in shown:
+            for vid in videos:
+                gif, png = overlays_dir / f"val_{vid:04d}_round_{k}.gif", overlays_dir / f"val_{vid:04d}_round_{k}.png"
+                n = write_video_overlay(val, vid, results, overlay_score, gif, png)
+                result.overlays.append({"video_id": vid, "frames": n, "gif": f"overlays/{gif.name}",
+                                        "png": f"overlays/{png.name}"})
+        results_per_round.append(result)
+    plots = {"metrics": "plots/metrics_per_round.png"}
+    plot_metrics_per_round(results_per_round, out / plots["metrics"])
+    if (run_dir / "area_distribution.png").exists():
+        plots["fig7"] = "plots/fig7_area_distribution.png"
+        atomic_write_bytes(out / plots["fig7"], (run_dir / "area_distribution.png").read_bytes())
+    source = read_json(out / "world" / "source.json", "source.json")
+    info = source.get("info", {})
+    world_summary = (f"{len(source['images'])} source stills with imperfect pseudo-masks, "
+                     f"{len(read_json(out / 'world' / 'train.json', 'train.json')['videos'])} unlabeled train videos, "
+                     f"{len(val.videos)} val videos")
+    settings = {
+        "seed": seed, "size": size, "world_summary": world_summary, "init_text": init_text,
+        "round_iters": cfg.selftrain.max_iter, "config": config_name, "tau": tau, "score_threshold": score,
+        "overlay_score": overlay_score,
+        "what_ran": {
+            "command": f"`{command}`",
+            "toy world": f"`world/` (seed {seed}, size {size}; pseudo-mask rates {info.get('pseudo_masks', {}).get('realised')})",
+            "self-training run": "`run/` (round_k/model.pt, pseudo_labels.json, stats.json, metrics.json, val_results.json)",
+            "torch threads": threads,
+            "peak RSS": f"{peak_rss_mb():.0f} MB",
+        },
+    }
+    timings["report"] = time.perf_counter() - start
+    write_report(out / "report.md", render_report(results_per_round, settings, timings, plots))
+    summary = {
+        "settings": {k: v for k, v in settings.items() if k != "what_ran"}, "timings_s": timings,
+        "peak_rss_mb": round(peak_rss_mb()),
+        "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
+                    "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in results_per_round]}
+    write_html_report(out)  # report.html: the same run to browse, with the tau slider
+    atomic_write_json(out / "demo.json", summary, indent=1)
+    return summary

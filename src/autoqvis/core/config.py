@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import AutoQVISError
-
+from .fileio import atomic_write_text
 
 REAL_CLIP_AUGMENTATIONS = ("official", "resize_flip")
 AMP_DTYPES = ("float16", "bfloat16")
@@ -443,7 +442,7 @@ def config_from_dict(data: dict[str, Any], legacy_note: bool = True) -> Config:
 
 
 def packaged_config_dir() -> Path:
-    return Path(__file__).resolve().parent / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -474,8 +473,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from .fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -500,6 +497,3 @@ __all__ = [
     "parse_override",
     "resolve_config_path",
 ]
-
-# keep typing imported for annotations evaluated by get_type_hints in subclasses
-_ = typing

@@ -11,19 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
-import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import AutoQVISError
+import orjson
 
-try:  # optional and faster; whatever it refuses goes through json below (same value or same message)
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
+from .errors import AutoQVISError, first_line
 
 
 def _process_umask() -> int:
@@ -165,11 +161,10 @@ def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
         raise AutoQVISError(f"{path}: cannot read {what} ({_reason(e)})") from None
     if not raw.strip():
         raise AutoQVISError(f"{path}: {what} is empty (0 bytes)")
-    if orjson is not None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # json below says where and why (and finds NaN / Infinity, which orjson refuses without saying)
     constants: list[str] = []
 
     def constant(name: str) -> float:
@@ -179,7 +174,7 @@ def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
     try:
         data = json.loads(raw, parse_constant=constant)
     except (ValueError, RecursionError) as e:
-        raise AutoQVISError(f"{path}: not valid JSON ({_first_line(e)})") from None
+        raise AutoQVISError(f"{path}: not valid JSON ({first_line(e)})") from None
     if constants:
         raise AutoQVISError(f"{path}: {_find_non_finite(data)}: {constants[0]} is not allowed in JSON "
                             "(write null or a finite number)")
@@ -200,50 +195,22 @@ def _find_non_finite(data: Any) -> str:
     return "somewhere"
 
 
-def _first_line(e: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch decorates some messages with ANSI bold
-    return text.splitlines()[0].strip() if text else type(e).__name__
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code."""
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise AutoQVISError(f"{path}: checkpoint not found")
-    if path.stat().st_size == 0:
-        raise AutoQVISError(f"{path}: checkpoint is empty (0 bytes)")
+@contextlib.contextmanager
+def staged_output(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder next to ``out_dir``; on success its files move into ``out_dir`` (each an atomic rename),
+    on failure it is deleted: an interrupted run leaves nothing half-written in ``out_dir``."""
+    parent = out_dir.resolve().parent
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        what = f"it references {found.group(1)}" if found else _weights_only_reason(e)
-        raise AutoQVISError(
-            f"{path}: refused to load: {what}, which is not a tensor or a plain container "
-            "(checkpoints are read with weights_only=True, so no code stored in them can run)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = _first_line(e).split(". ")[0]  # torch appends paragraphs of advice after the first sentence
-        raise AutoQVISError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
-
-
-def _weights_only_reason(e: BaseException) -> str:
-    """The line of torch's weights_only refusal that says what was refused (it leads with advice)."""
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()]
-    found = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
-    return (found.split(":", 1)[1].strip().rstrip(".") if found else "it holds unsupported content")
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    except OSError as e:
+        raise AutoQVISError(f"{out_dir}: cannot create the output folder ({e.strerror or e})") from None
+    try:
+        yield stage
+        for src in sorted(stage.rglob("*")):
+            if src.is_file():
+                dst = out_dir / src.relative_to(stage)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -19,8 +19,9 @@ from scipy import ndimage
 from scipy.cluster.vq import kmeans2, vq
 from scipy.optimize import linear_sum_assignment
 
-from ..data.ytvis import YTVISDataset, encode_mask
-from ..errors import AutoQVISError
+from autoqvis.core.tracks import encode_track
+from autoqvis.data.ytvis import YTVISDataset
+from autoqvis.core.errors import AutoQVISError
 
 MAX_TRACKS = 100  # the evaluator's largest maxDets
 
@@ -131,7 +132,7 @@ def baseline_results(name: str, dataset: YTVISDataset) -> list[dict[str, Any]]:
     for video in dataset.videos:
         frames = np.stack([dataset.read_frame(video, t) for t in range(video.length)])
         for score, masks in BASELINES[name](frames):
-            segs = [encode_mask(m) if m.any() else None for m in masks]
+            segs = encode_track(masks)
             results.append({"video_id": video.id, "score": score, "category_id": 1, "segmentations": segs})
     return results
 

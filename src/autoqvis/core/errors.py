@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class AutoQVISError(Exception):
     """A user-facing error. The CLI prints ``str(err)`` on one line and exits non-zero.
@@ -13,7 +15,7 @@ class AutoQVISError(Exception):
     exit_code = 2
 
 
-def where(path: object | None, *parts: object) -> str:
-    """Join a location prefix for messages: ``where("a.json", "video 3", "field x")``."""
-    items = [str(p) for p in (path, *parts) if p is not None and str(p) != ""]
-    return ": ".join(items)
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (for one-line errors), without ANSI colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch decorates some messages with ANSI bold
+    return text.splitlines()[0].strip() if text else type(e).__name__

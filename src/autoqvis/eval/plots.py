@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..fileio import atomic_write_bytes
+from ..core.fileio import atomic_write_bytes
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 from torch import nn
 
-from ..errors import AutoQVISError
+from .errors import AutoQVISError
 
 T = TypeVar("T")
 R = TypeVar("R")
