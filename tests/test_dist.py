@@ -91,6 +91,27 @@ def test_every_trainable_parameter_reaches_the_loss(stage, num_objects):
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
+def test_one_process_end_process_returns():
+    dist.teardown()
+    assert dist.end_process(3) is None  # a single process ends the normal way
+
+
+def test_two_gloo_ranks_leave_with_their_exit_code_and_flushed_output(tmp_path):
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import sys\n"
+        "from autoqvis.core import dist\n"
+        "with dist.launched('cpu'):\n"
+        "    rank = dist.get_rank()\n"
+        "    print(f'rank {rank} done', end='')  # no newline: only a flush gets it out\n"
+        "dist.end_process(0)\n"
+        "sys.exit(7)  # not reached under torchrun\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rank 0 done" in proc.stdout and "rank 1 done" in proc.stdout
+
+
 # ------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_two_process_selftrain_writes_what_one_process_writes(world, selftrain_two):

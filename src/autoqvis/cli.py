@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     debug = bool(getattr(args, "debug", False) or os.environ.get("AUTOQVIS_DEBUG"))
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
     except AutoQVISError as e:
         if debug:
             traceback.print_exc()
@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"autoqvis {args.command}: interrupted", file=sys.stderr)
         return 130
+    # a rank of a torchrun run ends here, past the interpreter teardown (core.dist.teardown says why); looked up
+    # in sys.modules so that `autoqvis --help` does not import torch
+    dist = sys.modules.get("autoqvis.core.dist")
+    if dist is not None:
+        dist.end_process(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
