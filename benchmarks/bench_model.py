@@ -269,6 +269,7 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     import torch
 
     from autoqvis import load_config
+    from autoqvis.model import onednn
     from autoqvis.model.ms_deform_attn import MSDeformAttn
     from autoqvis.model.vis_model import build_model
 
@@ -278,12 +279,12 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     ours.load_state_dict(state)
     contenders = {"autoqvis": _ours_runners(ours)}
 
-    def reference_raw(clip):  # the float32 reference path: grid_sample, all predictions at full size
-        MSDeformAttn.gather_at_inference = False
+    def reference_raw(clip):  # the float32 reference path: grid_sample, all predictions at full size, torch's routes
+        MSDeformAttn.gather_at_inference = onednn.ENABLED = False
         try:
             return _head_outputs(ours, clip, aux=True)
         finally:
-            MSDeformAttn.gather_at_inference = True
+            MSDeformAttn.gather_at_inference = onednn.ENABLED = True
 
     official = _official_model(state)
     if official is not None:
