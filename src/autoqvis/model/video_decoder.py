@@ -84,8 +84,8 @@ class FFNLayer(nn.Module):
 
     def __init__(self, d_model: int, dim_feedforward: int, pre_norm: bool = False):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = onednn.Linear(d_model, dim_feedforward)
+        self.linear2 = onednn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
 
@@ -101,7 +101,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+        self.layers = nn.ModuleList(onednn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -149,7 +149,7 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         self.input_proj = nn.ModuleList(
             nn.Identity() if in_channels == hidden_dim else nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
             for _ in range(NUM_LEVELS))
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = onednn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         if quality_predictor is not None:
             self.maskiou_feature_extractor = quality_predictor
