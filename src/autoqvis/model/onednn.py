@@ -38,9 +38,10 @@ def _available() -> bool:
 
 
 def applies(x: torch.Tensor) -> bool:
-    """True where the oneDNN routes run for ``x``: enabled, CPU float32, no gradient recorded."""
+    """True where the oneDNN routes run for ``x``: enabled, CPU float32, no gradient recorded, no CPU autocast
+    (which would cast the operands of the plain calls)."""
     return (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and _available())
+            and not torch.is_autocast_enabled("cpu") and _available())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
