@@ -214,3 +214,13 @@ def test_cross_attention_inference_route_equals_multihead_attention(batch):
         unmasked = layer(x, memory, torch.zeros_like(mask), pos, query_pos)
     assert (fast - ref).abs().max() < 1e-5
     assert (unmasked - ref).abs().max() > 1e-2  # the mask matters
+
+
+def test_onednn_route_steps_aside_under_cpu_autocast():
+    layer = onednn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert onednn.applies(x) == onednn._available()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not onednn.applies(x)
+            assert layer(x).dtype == torch.bfloat16  # autocast's own cast, as for nn.Linear
