@@ -11,6 +11,7 @@ Side by side with the official model (R50, CPU, one process, alternating runs, m
 
     python benchmarks/bench_model.py --vs-official [--frames 3 12] [--threads 1 2] [--reps 3]
         [--vs-src /path/to/other/autoqvis/src]
+    python benchmarks/bench_model.py --route-diffs --frames 12     # numbers only: fast vs reference vs official
 
 times the official VideoMask2Former (detectron2 + CutLER's ``videocutler`` code, which must be importable:
 ``detectron2``, ``mask2former`` and ``mask2former_video`` on the path) and autoqvis on the same random R50
@@ -269,6 +270,7 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     import torch
 
     from autoqvis import load_config
+    from autoqvis.model import onednn
     from autoqvis.model.ms_deform_attn import MSDeformAttn
     from autoqvis.model.vis_model import build_model
 
@@ -278,12 +280,12 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     ours.load_state_dict(state)
     contenders = {"autoqvis": _ours_runners(ours)}
 
-    def reference_raw(clip):  # the float32 reference path: grid_sample, all predictions at full size
-        MSDeformAttn.gather_at_inference = False
+    def reference_raw(clip):  # the float32 reference path: grid_sample, all predictions at full size, torch's routes
+        MSDeformAttn.gather_at_inference = onednn.ENABLED = False
         try:
             return _head_outputs(ours, clip, aux=True)
         finally:
-            MSDeformAttn.gather_at_inference = True
+            MSDeformAttn.gather_at_inference = onednn.ENABLED = True
 
     official = _official_model(state)
     if official is not None:
@@ -345,6 +347,47 @@ def side_by_side(frames: list[int], threads: list[int], reps: int, other_src: st
     return rows
 
 
+def route_diffs(t: int) -> list[dict]:
+    """Pairwise max |difference| of the raw outputs on one T-frame clip: the fast route, the float32 reference
+    route (chunked as at inference, and in one pass) and the official model when importable. Tells a property of
+    the fast route from the float32 noise of the model itself."""
+    import torch
+
+    from autoqvis import load_config
+    from autoqvis.model import onednn, vis_model
+    from autoqvis.model.ms_deform_attn import MSDeformAttn
+
+    torch.manual_seed(0)
+    ours = vis_model.build_model(load_config(REPO / "configs" / "ytvis19_r50.yaml")).eval()
+    state = _perturbed_state(ours)
+    ours.load_state_dict(state)
+    official = _official_model(state)
+    clip = _clip(t, *CLIP["ytvis19_r50"][1:], seed=t)
+    outs, chunk = {}, vis_model.ENCODE_CHUNK
+    with torch.no_grad():
+        outs["fast"] = _head_outputs(ours, clip, aux=False)
+        MSDeformAttn.gather_at_inference = onednn.ENABLED = False
+        try:
+            outs["reference"] = _head_outputs(ours, clip, aux=True)
+            vis_model.ENCODE_CHUNK = t  # backbone and pixel decoder over all frames at once, as the official
+            outs["reference_one_pass"] = _head_outputs(ours, clip, aux=True)
+        finally:
+            MSDeformAttn.gather_at_inference = onednn.ENABLED = True
+            vis_model.ENCODE_CHUNK = chunk
+        if official is not None:
+            outs["official"] = _official_runners(official)[0](clip)
+    rows, names = [], list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = {k: (outs[a][k] - outs[b][k]).abs() for k in ("pred_logits", "pred_masks")}
+            row = {"frames": t, "threads": torch.get_num_threads(), "a": a, "b": b,
+                   "max_diff": max(v.max().item() for v in diff.values()),
+                   "mask_logits_over_1e-5": float((diff["pred_masks"] > 1e-5).float().mean())}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=list(CLIP), choices=list(CLIP))
@@ -363,7 +406,14 @@ def main() -> int:
     ap.add_argument("--vs-src", default=None, help="with --vs-official: also time the autoqvis in this src folder")
     ap.add_argument("--kinds", nargs="+", default=["raw", "inference"], choices=["raw", "inference"],
                     help="with --vs-official: raw forward and/or full inference")
+    ap.add_argument("--route-diffs", action="store_true",
+                    help="with --frames: pairwise differences of the fast route, the float32 reference route and "
+                         "the official model (if importable) on one clip per frame count, no timing")
     args = ap.parse_args()
+    if args.route_diffs:
+        for t in args.frames:
+            route_diffs(t)
+        return 0
     if args.vs_official:
         side_by_side(args.frames, args.threads, args.reps, args.vs_src, tuple(args.kinds))
         return 0

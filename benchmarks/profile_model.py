@@ -183,12 +183,13 @@ def stages(model, clip, path: str) -> tuple[dict, dict]:
     import torch
 
     from autoqvis.model import ms_deform_attn as mda
+    from autoqvis.model import onednn
     from autoqvis.model.vis_model import ENCODE_CHUNK, postprocess_video
 
     clock = StageClock(clip.device)
     fast = path == "fast"
-    mda.MSDeformAttn.gather_at_inference = fast
-    originals = (mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather)
+    mda.MSDeformAttn.gather_at_inference = onednn.ENABLED = fast
+    originals = (mda.ms_deform_attn_sample, mda.ms_deform_attn_gather_pixels)
     sampling = [0.0]
 
     def timed(fn):
@@ -201,7 +202,7 @@ def stages(model, clip, path: str) -> tuple[dict, dict]:
             return out
         return wrapper
 
-    mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather = (timed(f) for f in originals)
+    mda.ms_deform_attn_sample, mda.ms_deform_attn_gather_pixels = (timed(f) for f in originals)
     try:
         with torch.no_grad():
             images, padded = model.preprocess([clip])
@@ -224,8 +225,8 @@ def stages(model, clip, path: str) -> tuple[dict, dict]:
                 kept = out["pred_masks"][:, res["query_indices"]]
                 clock.run("quality predictor (kept queries)", predictor.maskiou_feature_extractor, multi_scale[0], kept)
     finally:
-        mda.ms_deform_attn_sample, mda.ms_deform_attn_sample_gather = originals
-        mda.MSDeformAttn.gather_at_inference = True
+        mda.ms_deform_attn_sample, mda.ms_deform_attn_gather_pixels = originals
+        mda.MSDeformAttn.gather_at_inference = onednn.ENABLED = True
     clock.sec[ENCODER] -= sampling[0]
     clock.sec[SAMPLING] = sampling[0]
     clock.mem[SAMPLING] = float("nan")  # inside the encoder's peak

@@ -1,15 +1,34 @@
 """The inference fast path (issue 19) against the float32 reference path: gather-based deformable sampling,
-the decoder's earlier attention masks from shrunk mask features, in-place activations."""
+the decoder's earlier attention masks from shrunk mask features, in-place activations, linear layers and
+convolutions on the oneDNN route with fused ReLU / residual additions, channels-last backbone."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from autoqvis import load_checkpoint, load_config
 from autoqvis.model import ms_deform_attn as mda
+from autoqvis.model import onednn
+from autoqvis.model.backbone import ResNet
 from autoqvis.model.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample, ms_deform_attn_sample_gather
+from autoqvis.model.video_decoder import CrossAttentionLayer
 from autoqvis.model.vis_model import build_model
+
+needs_onednn = pytest.mark.skipif(not onednn._available(), reason="this torch build has no oneDNN pointwise ops")
+
+
+@contextlib.contextmanager
+def reference_route():
+    """The float32 reference route: grid_sample sampling and PyTorch's own linear / convolution routes."""
+    MSDeformAttn.gather_at_inference = onednn.ENABLED = False
+    try:
+        yield
+    finally:
+        MSDeformAttn.gather_at_inference = onednn.ENABLED = True
 
 
 def _inputs(shapes, n=2, lq=7, m=3, d=5, p=4, seed=0):
@@ -58,13 +77,13 @@ def test_module_uses_gather_only_without_grad():
     assert attn.sampling_offsets.weight.grad.abs().sum() > 0
     with torch.no_grad():
         fast = attn(tokens, ref, tokens, shapes)
-        MSDeformAttn.gather_at_inference = False
-        try:
+        with_residual = attn(tokens, ref, tokens, shapes, residual=tokens)
+        with reference_route():
             slow = attn(tokens, ref, tokens, shapes)
-        finally:
-            MSDeformAttn.gather_at_inference = True
     assert (fast - trained.detach()).abs().max() < 1e-5
+    assert (with_residual - (trained.detach() + tokens)).abs().max() < 1e-5
     assert (slow - trained.detach()).abs().max() == 0
+    assert trained.abs().max() > 0.1
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +94,8 @@ def tiny(reference_dir, repo_root):
 
 
 def _reference_raw(model, clip):
-    MSDeformAttn.gather_at_inference = False
-    try:
-        with torch.no_grad():
-            return model.forward_raw(clip, with_aux=True)
-    finally:
-        MSDeformAttn.gather_at_inference = True
+    with reference_route(), torch.no_grad():
+        return model.forward_raw(clip, with_aux=True)
 
 
 def test_fast_raw_outputs_within_1e4_of_reference_path(tiny, reference_dir):
@@ -116,3 +131,96 @@ def test_fast_inference_masks_equal_reference_up_to_boundary(tiny, reference_dir
     differ = res["masks"] != ref["masks"]
     assert not (differ & (logits.abs() >= 1e-4)).any()
     assert res["masks"].any() and (~res["masks"]).any()
+
+
+@needs_onednn
+@pytest.mark.parametrize("fused", ["none", "relu", "add"])
+def test_onednn_linear_equals_torch_linear(fused):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 37, 24, generator=g)
+    weight, bias = torch.randn(40, 24, generator=g) / 5, torch.randn(40, generator=g)
+    add = torch.randn(2, 37, 40, generator=g) if fused == "add" else None
+    expected = F.linear(x, weight, bias)
+    expected = expected + add if fused == "add" else F.relu(expected) if fused == "relu" else expected
+    with torch.no_grad():
+        fast = onednn.linear(x, weight, bias, relu=fused == "relu", add=add)
+        x_t = x.transpose(0, 1)  # a non-contiguous input
+        fast_t = onednn.linear(x_t, weight, bias, relu=fused == "relu", add=None if add is None else add.transpose(0, 1))
+    assert (fast - expected).abs().max() < 1e-5 and (fast_t.transpose(0, 1) - expected).abs().max() < 1e-5
+    assert expected.abs().max() > 1.0 and (fused != "relu" or (fast == 0).any())
+    # with a gradient the plain torch route runs (oneDNN's ops have no autograd), bit for bit
+    w = weight.clone().requires_grad_(True)
+    y = onednn.linear(x, w, bias, relu=fused == "relu", add=add)
+    assert torch.equal(y.detach(), expected)
+    y.sum().backward()
+    assert w.grad.abs().sum() > 0
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("kernel,stride", [(1, 1), (3, 2), (7, 2)])
+def test_onednn_conv_equals_torch_conv(layout, kernel, stride):
+    torch.manual_seed(0)
+    conv = onednn.Conv2d(6, 8, kernel, stride=stride, padding=kernel // 2, bias=True)
+    x = torch.randn(2, 6, 11, 13).contiguous(memory_format=layout)
+    expected = F.conv2d(x, conv.weight, conv.bias, stride, kernel // 2)
+    with torch.no_grad():
+        fast = conv(x)
+        fused = onednn.conv2d(conv, x, relu=True)
+    assert fast.is_contiguous(memory_format=layout)  # the input's memory format is kept
+    assert (fast - expected).abs().max() < 1e-5
+    assert (fused - F.relu(expected)).abs().max() < 1e-5 and (fused == 0).any()
+    with torch.no_grad():
+        onednn.ENABLED = False
+        try:
+            assert torch.equal(conv(x), expected)
+        finally:
+            onednn.ENABLED = True
+
+
+def test_backbone_runs_channels_last_at_inference_only():
+    torch.manual_seed(0)
+    net = ResNet(depth=18, stem_out_channels=16, res2_out_channels=16).eval()
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fast = net(images)
+        with reference_route():
+            ref = net(images)
+    trained = net(images)
+    for k in ref:
+        assert (fast[k] - ref[k]).abs().max() < 1e-4 * max(1.0, ref[k].abs().max().item()), k
+        assert trained[k].is_contiguous() and ref[k].is_contiguous()
+        assert fast[k].is_contiguous(memory_format=torch.channels_last) == onednn._available()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_cross_attention_inference_route_equals_multihead_attention(batch):
+    """One (Q, S) mask for a single clip, a (B * heads, Q, S) mask for a batch; a fully blocked row is left out
+    (the decoder never passes one)."""
+    torch.manual_seed(0)
+    layer = CrossAttentionLayer(32, 4).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, query_pos = torch.randn(10, batch, 32), torch.randn(10, batch, 32)
+    memory, pos = torch.randn(50, batch, 32), torch.randn(50, batch, 32)
+    blocked = torch.rand(batch, 10, 50) < 0.6
+    blocked[:, :, 0] = False
+    mask = blocked[0] if batch == 1 else blocked[:, None].expand(batch, 4, 10, 50).flatten(0, 1)
+    with torch.no_grad():
+        fast = layer(x, memory, mask, pos, query_pos)
+        with reference_route():
+            ref = layer(x, memory, mask, pos, query_pos)
+        unmasked = layer(x, memory, torch.zeros_like(mask), pos, query_pos)
+    assert (fast - ref).abs().max() < 1e-5
+    assert (unmasked - ref).abs().max() > 1e-2  # the mask matters
+
+
+def test_onednn_route_steps_aside_under_cpu_autocast():
+    layer = onednn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert onednn.applies(x) == onednn._available()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not onednn.applies(x)
+            assert layer(x).dtype == torch.bfloat16  # autocast's own cast, as for nn.Linear

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import AutoQVISError
+from . import onednn
 
 # blocks per stage (res2, res3, res4, res5)
 BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
@@ -81,9 +82,9 @@ class Conv2dNorm(nn.Conv2d):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        if self.norm is not None:
-            x = self.norm(x)
+        if self.norm is None:
+            return onednn.conv2d(self, x, relu=self.relu)  # the ReLU fused on the oneDNN route
+        x = self.norm(onednn.conv2d(self, x))
         if not self.relu:
             return x
         return F.relu(x) if torch.is_grad_enabled() else F.relu_(x)  # inference: no copy
@@ -192,6 +193,9 @@ class ResNet(nn.Module):
                     p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if onednn.applies(x):
+            # oneDNN's convolutions are faster in NHWC on the CPU; the features stay channels-last (same values)
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         out = {}
         for name in ("res2", "res3", "res4", "res5"):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
 from .backbone import Conv2dNorm
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import sine_position_2d
@@ -42,6 +43,11 @@ class DeformableEncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor, shapes: list[tuple[int, int]]
     ) -> torch.Tensor:
+        if onednn.applies(x) and not self.training:
+            # inference: the residual additions and the ReLU fused into the linear layers (dropout is inactive)
+            x = self.norm1(self.self_attn(x + pos, reference_points, x, shapes, residual=x))
+            hidden = onednn.linear(x, self.linear1.weight, self.linear1.bias, relu=True)
+            return self.norm2(onednn.linear(hidden, self.linear2.weight, self.linear2.bias, add=x))
         x = self.norm1(x + self.dropout1(self.self_attn(x + pos, reference_points, x, shapes)))
         ffn = self.linear2(self.dropout2(F.relu(self.linear1(x), inplace=not torch.is_grad_enabled())))
         return self.norm2(x + self.dropout3(ffn))
@@ -99,7 +105,11 @@ class DeformableTransformerEncoder(nn.Module):
             x = layer(x, lvl_pos, ref, shapes)
         n, _, c = x.shape
         parts = x.split([h * w for h, w in shapes], dim=1)
-        return [z.transpose(1, 2).reshape(n, c, h, w) for z, (h, w) in zip(parts, shapes)]
+        maps = [z.transpose(1, 2).reshape(n, c, h, w) for z, (h, w) in zip(parts, shapes)]
+        if srcs[0].is_contiguous(memory_format=torch.channels_last):
+            # channels-last views already; made dense so that resizing and additions downstream keep that layout
+            maps = [z.contiguous(memory_format=torch.channels_last) for z in maps]
+        return maps
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
@@ -121,7 +131,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
                  dropout: float = 0.0, norm: str = "GN"):
         super().__init__()
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels[f], conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            nn.Sequential(onednn.Conv2d(in_channels[f], conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
             for f in ENCODER_FEATURES
         )
         for proj in self.input_proj:
@@ -131,7 +141,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             conv_dim, enc_nheads, enc_layers, enc_dim_feedforward, dropout, len(ENCODER_FEATURES), enc_n_points
         )
         self.conv_dim = conv_dim
-        self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
+        self.mask_features = onednn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         _c2_xavier_fill(self.mask_features)
         use_bias = norm == ""
         self.adapter_1 = Conv2dNorm(in_channels["res2"], conv_dim, kernel_size=1, bias=use_bias,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
 from .position_encoding import sine_position_3d
 
 NUM_LEVELS = 3  # always strides 32, 16, 8
@@ -48,9 +49,34 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, x, memory, attn_mask, pos, query_pos):
         y = self.norm(x) if self.pre_norm else x
-        att = self.multihead_attn(y + query_pos, memory + pos, value=memory, attn_mask=attn_mask, need_weights=False)
-        out = x + att[0]
+        if onednn.applies(memory) and not self.training:
+            out = x + self._attend(y + query_pos, memory + pos, memory, attn_mask)
+        else:
+            att = self.multihead_attn(y + query_pos, memory + pos, value=memory, attn_mask=attn_mask,
+                                      need_weights=False)
+            out = x + att[0]
         return out if self.pre_norm else self.norm(out)
+
+    def _attend(self, query, key, value, attn_mask):
+        """``multihead_attn(...)[0]`` at inference with the projections on the oneDNN route: the key and value
+        projections of all T x h x w memory tokens are most of the decoder's arithmetic. Same steps as
+        ``F.multi_head_attention_forward`` (blocked = -inf added to the scores, then
+        ``scaled_dot_product_attention``)."""
+        mha = self.multihead_attn
+        heads, (q_len, b, c) = mha.num_heads, query.shape
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+
+        def split(t):  # (L, B, C) -> (B, heads, L, C / heads)
+            return t.view(t.shape[0], b * heads, c // heads).transpose(0, 1).view(b, heads, t.shape[0], c // heads)
+
+        q = split(onednn.linear(query, w_q, b_q))
+        k, v = split(onednn.linear(key, w_k, b_k)), split(onednn.linear(value, w_v, b_v))
+        mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(attn_mask, float("-inf"))
+        mask = mask.view(b, heads, q_len, -1) if mask.dim() == 3 else mask
+        out = F.scaled_dot_product_attention(q, k, v, mask)  # (B, heads, Q, C / heads)
+        out = out.permute(2, 0, 1, 3).reshape(q_len * b, c)
+        return onednn.linear(out, mha.out_proj.weight, mha.out_proj.bias).view(q_len, b, c)
 
 
 class FFNLayer(nn.Module):
@@ -58,8 +84,8 @@ class FFNLayer(nn.Module):
 
     def __init__(self, d_model: int, dim_feedforward: int, pre_norm: bool = False):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = onednn.Linear(d_model, dim_feedforward)
+        self.linear2 = onednn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
 
@@ -75,7 +101,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+        self.layers = nn.ModuleList(onednn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -123,7 +149,7 @@ class VideoMultiScaleMaskedTransformerDecoder(nn.Module):
         self.input_proj = nn.ModuleList(
             nn.Identity() if in_channels == hidden_dim else nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
             for _ in range(NUM_LEVELS))
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = onednn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         if quality_predictor is not None:
             self.maskiou_feature_extractor = quality_predictor
