@@ -41,6 +41,25 @@ def world_dir(work: Path, world_args: list[str]) -> Path:
     return world
 
 
+def adapt_batchnorm(model: torch.nn.Module, videos, cfg) -> None:
+    """AdaBN: the BatchNorm running statistics re-estimated (cumulative mean) from every frame of ``videos``."""
+    import types
+
+    from autoqvis.engine.inference import predict_dataset
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:  # stay in training mode (batch statistics, updated buffers) through predict's model.eval()
+        m.reset_running_stats()
+        m.momentum = None
+        m.training = True
+        m.train = types.MethodType(lambda self, mode=True: self, m)
+    for _ in predict_dataset(model, videos, cfg, progress=False):
+        pass
+    for m in bns:
+        del m.train
+    model.eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True, help="run folder under WORK/runs")
@@ -54,6 +73,9 @@ def main() -> None:
                     help=f"toyworld knobs, on top of {' '.join(DEFAULT_WORLD)}")
     ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--eval-train", action="store_true", help="also score the train videos (their ground truth)")
+    ap.add_argument("--adabn", action="store_true",
+                    help="before scoring, re-estimate the BatchNorm statistics on the unlabeled train videos (a "
+                         "diagnosis: is it BN statistics of the other domain that cost target AP?)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/calibrate_toy"))
@@ -96,11 +118,13 @@ def main() -> None:
         train_loop(model, batches, rc.train, out / "train", max_iter=args.iters, resume=True,
                    desc=args.name, progress=False)
         seconds_per_iter = round((time.perf_counter() - t0) / args.iters, 3)
+    if args.adabn:
+        adapt_batchnorm(model, load_ytvis(world / "train.json"), cfg)
     model.eval()
     t0 = time.perf_counter()
     val = evaluate_model(model, load_ytvis(world / "val.json"), cfg, progress=False)
     eval_s = round(time.perf_counter() - t0, 1)
-    row = {"name": args.name, "command": "python benchmarks/calibrate_toy.py " + shlex.join(sys.argv[1:]),
+    row = {"name": args.name, "adabn": args.adabn, "command": "python benchmarks/calibrate_toy.py " + shlex.join(sys.argv[1:]),
            "world_args": world_args, "params": n_params, "s_per_iter": seconds_per_iter, "val_eval_s": eval_s,
            "threads": args.threads,
            "val": {k: round(100 * val[k], 1) for k in ("AP50", "AP", "AR10")}}
