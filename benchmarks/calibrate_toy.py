@@ -87,7 +87,7 @@ def main() -> None:
     from autoqvis.data.sampler import BalancedBatches
     from autoqvis.data.ytvis import load_ytvis
     from autoqvis.engine.inference import evaluate_model
-    from autoqvis.engine.trainer import train_loop
+    from autoqvis.engine.trainer import find_last_checkpoint, train_loop
     from autoqvis.fileio import atomic_write_json
     from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
 
@@ -114,10 +114,12 @@ def main() -> None:
             sources.append(VideoClips(gt, rc))
             probs.append(args.gt_ratio)
         batches = BalancedBatches(sources, probs, rc.train.batch_size, ROUND_SEED_STRIDE * args.seed + 1)
+        found = find_last_checkpoint(out / "train")  # a resumed run: time only the iterations run here
+        start = int(found[1]["iteration"]) if found else 0
         t0 = time.perf_counter()
         train_loop(model, batches, rc.train, out / "train", max_iter=args.iters, resume=True,
                    desc=args.name, progress=False)
-        seconds_per_iter = round((time.perf_counter() - t0) / args.iters, 3)
+        seconds_per_iter = round((time.perf_counter() - t0) / max(1, args.iters - start), 3)
     if args.adabn:
         adapt_batchnorm(model, load_ytvis(world / "train.json"), cfg)
     model.eval()
