@@ -12,7 +12,9 @@ e.g. a wider model) and from the shipped initial model or from random weights (`
 only evaluates ``--init`` (the initial model's AP on that world). It reports val AP50/AP/AR10 (96 val videos by
 default), with ``--eval-train`` the same on the train videos it learnt from (fit vs generalisation), and the CPU
 cost: wall seconds per iteration at ``--threads`` torch threads. Each run appends a json line to
-WORK/results.jsonl (the command included) and prints a markdown row; a run with a finished folder is not redone.
+WORK/results.jsonl (the command included) and prints a markdown row; a run with a finished folder is not redone,
+an unfinished one resumes (exactly: the lr is constant in a round), so a round's full length is a short run's
+``model_final.pt`` copied into a new run folder's ``train/`` and run again with the larger ``--iters``.
 """
 
 from __future__ import annotations
