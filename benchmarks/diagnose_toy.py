@@ -81,7 +81,7 @@ def clips(gt: YTVISDataset, length: int = 3) -> YTVISDataset:
 def predict(model, cfg, data: YTVISDataset) -> list[dict]:
     results: list[dict] = []
     for vid, pred in predict_dataset(model, data, cfg, progress=False):
-        results.extend(results_from_prediction(vid, pred))
+        results.extend(results_from_prediction(vid, pred, cfg.inference.keep_empty_tracks))
     return results
 
 
