@@ -88,9 +88,9 @@ def main() -> None:
     from autoqvis.data.dataset import SyntheticClips, VideoClips
     from autoqvis.data.sampler import BalancedBatches
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.engine.inference import evaluate_model
+    from autoqvis.eval.model_eval import evaluate_model
     from autoqvis.engine.trainer import find_last_checkpoint, train_loop
-    from autoqvis.fileio import atomic_write_json
+    from autoqvis.core.fileio import atomic_write_json
     from autoqvis.selftrain.loop import ROUND_SEED_STRIDE, round_config
 
     world_args = [*DEFAULT_WORLD, *(args.world_args or [])]
