@@ -170,11 +170,15 @@ def test_from_scratch_trains_the_initial_stage_first(tmp_path: Path):
     assert "trained here from scratch (1 iterations" in text and "--from-scratch" in text
     assert [r[0] for r in table_rows(text, "| model | AP | AP50")] == ["round 0 (initial model)", "round 1"]
     from autoqvis.data.ytvis import load_ytvis
-    from autoqvis.viz.demo_report import pick_videos
+    from autoqvis.viz.demo_report import pick_videos, val_gain
 
-    (vid,) = pick_videos(load_ytvis(out / "world" / "val.json"), 1)
+    val = load_ytvis(out / "world" / "val.json")
+    runs = [json.loads((out / "run" / f"round_{k}" / "val_results.json").read_text()) for k in (0, 1)]
+    gain, change = val_gain(val, *runs)
+    (vid,) = pick_videos(val, 1, change)
     names = sorted(p.name for p in (out / "overlays").glob("*.gif"))
     assert names == [f"val_{vid:04d}_round_0.gif", f"val_{vid:04d}_round_1.gif"]
+    assert json.loads((out / "demo.json").read_text())["settings"]["gain"] == gain
 
 
 # ------------------------------------------------------------------------------ report helpers
@@ -205,6 +209,10 @@ def test_pick_videos_prefers_crowded_ones():
     ds = YTVISDataset(videos, anns, [{"id": 1, "name": "object"}])
     assert pick_videos(ds, 2) == [2, 4]
     assert pick_videos(ds, 3) == [1, 2, 4]
+    # with the per-video AP50 change: the largest changes either way first, then the crowded ones
+    assert pick_videos(ds, 2, {1: -0.5, 2: 0.1, 3: 0.4, 4: 0.0}) == [1, 3]
+    assert pick_videos(ds, 3, {1: -0.5, 2: 0.1, 3: 0.4, 4: 0.0}) == [1, 2, 3]
+    assert pick_videos(ds, 3, {3: 0.2}) == [2, 3, 4]
 
 
 # ----------------------------------------------------------------------------- shipped checkpoint

@@ -242,6 +242,10 @@ def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
         rho = ["   n/a   " if x is None else f"{x:+.3f}   " for x in (r["val_spearman"]["quality"], r["val_spearman"]["score"])]
         print(f"{name:<18} {r['val']['AP50']:.3f}   {r['val']['AP']:.3f}   {r['val']['AR10']:.3f}   "
               f"{rho[0]}   {rho[1]}")
+    gain = summary["settings"].get("gain")
+    if gain:
+        print(f"\nAP50 change {gain['delta']:+.3f}, val-split noise ± {gain['std']:.3f} "
+              f"(95 % interval {gain['low']:+.3f} to {gain['high']:+.3f}, {gain['videos']} videos resampled)")
     n_gif = sum(len(r["overlays"]) for r in rounds)
     print(f"\nreport:   {out / 'report.md'}; to browse: {out / 'report.html'}")
     print(f"plots:    {out / 'plots'}/ (metrics per round, Fig. 5/6 per round, Fig. 7)")

@@ -21,7 +21,7 @@ small IoU matrices happen here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,6 +64,7 @@ class EvalResult:
     precision: np.ndarray
     recall: np.ndarray
     video_iou: dict[int, dict[str, Any]]  # video id -> {"dt_result_index", "gt_id", "iou" (D, G)}
+    videos: list[VideoEval] = field(default_factory=list)  # what accumulate() ran on (bootstraps resample it)
 
 
 # ------------------------------------------------------------------------------------ per video
@@ -284,7 +285,7 @@ def evaluate_detailed(gt: YTVISDataset | str | os.PathLike, results: list | str 
     precision, recall = accumulate(evals)
     ious = {v.video_id: {"dt_result_index": index.tolist(), "gt_id": v.gt_ids, "iou": e.iou}
             for v, index, e in zip(videos, indices, evals)}
-    return EvalResult(summarize(precision, recall), precision, recall, ious)
+    return EvalResult(summarize(precision, recall), precision, recall, ious, evals)
 
 
 def evaluate(gt: YTVISDataset | str | os.PathLike, results: list | str | os.PathLike,

@@ -34,6 +34,8 @@ from ..core.tracks import Detection
 from ..data.video_io import write_gif, write_image
 from ..data.ytvis import YTVISDataset, load_results
 from ..eval.analysis import analyse, gt_tracks
+from ..eval.bootstrap import paired_bootstrap, per_video_stat
+from ..eval.ytvis_eval import evaluate_detailed
 from ..eval.plots import plot_quality_vs_iou, plot_size_buckets
 from ..selftrain.selection import score_and_select
 from .overlay import QUALITY_LABEL, OverlayTrack, overlay_frames, tracks_from_annotations
@@ -42,6 +44,7 @@ from .report_html import write_report as write_html_report
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 OVERLAY_FPS = 6.0  # YouTubeVIS's annotation rate
 PREVIEW_FRAMES = 3  # frames of an overlay shown in its .png preview strip
+BOOTSTRAP_DRAWS = 1000  # resamplings of the val videos behind the gain's interval (~2-5 s)
 
 
 @dataclass
@@ -135,10 +138,23 @@ def plot_metrics_per_round(rounds: Sequence[RoundResult], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- overlays
-def pick_videos(val: YTVISDataset, n: int) -> list[int]:
-    """The ``n`` val videos with the most ground-truth tracks (ties: lower id), in id order."""
-    counts = sorted(((-len(val.annotations_of(v.id)), v.id) for v in val.videos))
-    return sorted(vid for _, vid in counts[:n])
+def pick_videos(val: YTVISDataset, n: int, change: dict[int, float] | None = None) -> list[int]:
+    """The ``n`` val videos to draw, in id order. With ``change`` (video id -> AP50 of the last round minus the
+    initial model's): those whose AP50 changed most either way, so the overlays show what the rounds did, not
+    videos picked by hand; ties and the no-change case: the most ground-truth tracks, then the lower id."""
+    change = change or {}
+    keys = sorted((-abs(change.get(v.id, 0.0)), -len(val.annotations_of(v.id)), v.id) for v in val.videos)
+    return sorted(vid for *_, vid in keys[:n])
+
+
+def val_gain(val: YTVISDataset, first: Sequence[dict], last: Sequence[dict]) -> tuple[dict[str, float], dict[int, float]]:
+    """AP50 gain of the last round over the initial model with its paired-bootstrap spread over the val videos,
+    and each video's own AP50 change."""
+    before, after = evaluate_detailed(val, list(first), workers=1), evaluate_detailed(val, list(last), workers=1)
+    ap_before, ap_after = per_video_stat(before.videos), per_video_stat(after.videos)
+    change = {v: ap_after.get(v, 0.0) - ap_before.get(v, 0.0) for v in set(ap_before) | set(ap_after)
+              if max(ap_before.get(v, -1.0), ap_after.get(v, -1.0)) >= 0}  # -1: a video without ground truth
+    return paired_bootstrap(before.videos, after.videos, "AP50", draws=BOOTSTRAP_DRAWS, seed=0), change
 
 
 def overlay_tracks(results: Sequence[dict], video_id: int, score_threshold: float) -> list:
@@ -229,8 +245,8 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
         *metrics_table(rounds),
         "",
         f"AP50 {_num(first.metrics['AP50'])} with the initial model -> {_num(last.metrics['AP50'])} after round "
-        f"{last.round} ({'+' if delta >= 0 else ''}{delta:.3f}). The paper (YouTubeVIS-2019 val): VideoCutLER "
-        "0.482 -> AutoQ-VIS 0.526 AP50.",
+        f"{last.round} ({'+' if delta >= 0 else ''}{delta:.3f}). {gain_sentence(settings.get('gain'))} "
+        "The paper (YouTubeVIS-2019 val): VideoCutLER 0.482 -> AutoQ-VIS 0.526 AP50.",
         "",
         _image(plots["metrics"], "val metrics per round"),
         "",
@@ -260,9 +276,16 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
             "Val videos, prediction (left) beside the ground truth (right). Each instance has its own colour and id; "
             f"the label at a mask's centre, \"#id Q 0.61\", gives its quality score Q^t = s·IoU^t in that frame. Tracks scoring >= "
             f"{settings['overlay_score']} are drawn.", ""]
+    if last is not first and last.overlays:
+        out += [f"What to look at: these are the {len(last.overlays)} val videos whose AP50 changed most between the "
+                f"initial model and {_name(last.round)} (chosen by that rule, not by hand); compare each video's two "
+                "overlays for objects found, lost or held through the clip, and whether a mask's Q drops where it "
+                "leaves its object.", ""]
     for o in last.overlays:
         before = next((x for x in first.overlays if x["video_id"] == o["video_id"]), None)
-        line = f"- val video {o['video_id']} ({o['frames']} frames): {_name(last.round)} [GIF]({o['gif']}) · [preview]({o['png']})"
+        change = "" if o.get("ap50_change") is None else f", AP50 {o['ap50_change']:+.2f}"
+        line = (f"- val video {o['video_id']} ({o['frames']} frames{change}): {_name(last.round)} [GIF]({o['gif']}) · "
+                f"[preview]({o['png']})")
         if before is not None and last is not first:
             line += f"; {_name(first.round)} [GIF]({before['gif']}) · [preview]({before['png']})"
         out.append(line)
@@ -274,13 +297,24 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
     return "\n".join(out)
 
 
+def gain_sentence(gain: dict[str, float] | None) -> str:
+    """The AP50 gain against the noise of the val split (paired bootstrap over its videos)."""
+    if not gain:
+        return ""
+    verdict = ("above" if gain["low"] > 0 else "below" if gain["high"] < 0 else "not clear of")
+    return (f"Noise of the val split: resampling its {gain['videos']} videos ({gain['draws']} paired draws) puts the "
+            f"AP50 change at {gain['delta']:+.3f} ± {gain['std']:.3f} (95 % interval {gain['low']:+.3f} to "
+            f"{gain['high']:+.3f}): {verdict} zero. That is the noise of which videos are in val; training seeds "
+            "add their own (benchmarks/RESULTS.md, \"Demo\").")
+
+
 def write_report(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
 __all__ = ["RoundResult", "METRIC_KEYS", "metrics_table", "overlay_tracks", "pick_videos", "plot_metrics_per_round",
            "quality_table", "render_report", "round_result", "val_detections", "val_quality_analysis",
-           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report"]
+           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report", "gain_sentence", "val_gain"]
 
 
 def peak_rss_mb() -> float:
@@ -298,18 +332,21 @@ def write_demo_report(out: Path, cfg: Any, val: YTVISDataset, tau: float, timing
     plots_dir.mkdir(parents=True, exist_ok=True)
     overlays_dir.mkdir(parents=True, exist_ok=True)
     score = cfg.selftrain.score_threshold
-    videos = pick_videos(val, overlays)
     shown = [0, rounds] if rounds > 0 else [0]
-    results_per_round = []
+    results_per_round, val_results = [], {}
     for k in range(rounds + 1):
         result, results = round_result(run_dir, k, val, score, tau, plots_dir)
-        if k in shown:
-            for vid in videos:
-                gif, png = overlays_dir / f"val_{vid:04d}_round_{k}.gif", overlays_dir / f"val_{vid:04d}_round_{k}.png"
-                n = write_video_overlay(val, vid, results, overlay_score, gif, png)
-                result.overlays.append({"video_id": vid, "frames": n, "gif": f"overlays/{gif.name}",
-                                        "png": f"overlays/{png.name}"})
         results_per_round.append(result)
+        if k in shown:
+            val_results[k] = results
+    gain, change = val_gain(val, val_results[0], val_results[shown[-1]]) if rounds > 0 else (None, {})
+    videos = pick_videos(val, overlays, change)
+    for k in shown:
+        for vid in videos:
+            gif, png = overlays_dir / f"val_{vid:04d}_round_{k}.gif", overlays_dir / f"val_{vid:04d}_round_{k}.png"
+            n = write_video_overlay(val, vid, val_results[k], overlay_score, gif, png)
+            results_per_round[k].overlays.append({"video_id": vid, "frames": n, "gif": f"overlays/{gif.name}",
+                                                  "png": f"overlays/{png.name}", "ap50_change": change.get(vid)})
     plots = {"metrics": "plots/metrics_per_round.png"}
     plot_metrics_per_round(results_per_round, out / plots["metrics"])
     if (run_dir / "area_distribution.png").exists():
@@ -323,7 +360,7 @@ def write_demo_report(out: Path, cfg: Any, val: YTVISDataset, tau: float, timing
     settings = {
         "seed": seed, "size": size, "world_summary": world_summary, "init_text": init_text,
         "round_iters": cfg.selftrain.max_iter, "config": config_name, "tau": tau, "score_threshold": score,
-        "overlay_score": overlay_score,
+        "overlay_score": overlay_score, "gain": gain,
         "what_ran": {
             "command": f"`{command}`",
             "toy world": f"`world/` (seed {seed}, size {size}; pseudo-mask rates {info.get('pseudo_masks', {}).get('realised')})",
