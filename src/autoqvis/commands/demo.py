@@ -180,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             note = ""
             if provenance is not None:
+                val_now = provenance.get("val_default_world")  # the calibrated world's val (issue 16)
                 note = (f" ({provenance['iterations']} iterations on the toy source stills; val AP50 "
-                        f"{provenance['val']['AP50']:.3f} when made)")
+                        + (f"{val_now['AP50']:.3f} on the default world's val split)" if val_now
+                           else f"{provenance['val']['AP50']:.3f} when made)"))
             print(f"    {init}{note}", flush=True)
     inputs = SelfTrainInputs(synthetic=world / "source.json", unlabeled=unlabeled, init=init, val=val,
                              unlabeled_gt=train_gt)
