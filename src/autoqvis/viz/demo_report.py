@@ -277,10 +277,7 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
             f"the label at a mask's centre, \"#id Q 0.61\", gives its quality score Q^t = s·IoU^t in that frame. Tracks scoring >= "
             f"{settings['overlay_score']} are drawn.", ""]
     if last is not first and last.overlays:
-        out += [f"What to look at: these are the {len(last.overlays)} val videos whose AP50 changed most between the "
-                f"initial model and {_name(last.round)} (chosen by that rule, not by hand); compare each video's two "
-                "overlays for objects found, lost or held through the clip, and whether a mask's Q drops where it "
-                "leaves its object.", ""]
+        out += [look_sentence(len(last.overlays), _name(last.round)), ""]
     for o in last.overlays:
         before = next((x for x in first.overlays if x["video_id"] == o["video_id"]), None)
         change = "" if o.get("ap50_change") is None else f", AP50 {o['ap50_change']:+.2f}"
@@ -295,6 +292,14 @@ def render_report(rounds: Sequence[RoundResult], settings: dict[str, Any], timin
     out += ["", "## What ran", "", *[f"- {k}: {v}" for k, v in settings["what_ran"].items()], "",
             "| stage | seconds |", "|---|---:|", *[f"| {k} | {v:.1f} |" for k, v in timings.items()], ""]
     return "\n".join(out)
+
+
+def look_sentence(n: int, last_name: str) -> str:
+    """The one sentence on what to look at in the overlays."""
+    return (f"What to look at: the overlays are of the {n} val videos whose AP50 changed most between the initial "
+            f"model and {last_name} (chosen by that rule, not by hand); compare each video's two overlays for objects "
+            "found, lost, split into several tracks or held through the clip, and whether a mask's Q drops where it "
+            "leaves its object.")
 
 
 def gain_sentence(gain: dict[str, float] | None) -> str:
@@ -314,7 +319,7 @@ def write_report(path: Path, text: str) -> None:
 
 __all__ = ["RoundResult", "METRIC_KEYS", "metrics_table", "overlay_tracks", "pick_videos", "plot_metrics_per_round",
            "quality_table", "render_report", "round_result", "val_detections", "val_quality_analysis",
-           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report", "gain_sentence", "val_gain"]
+           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report", "gain_sentence", "look_sentence", "val_gain"]
 
 
 def peak_rss_mb() -> float:
@@ -376,6 +381,10 @@ def write_demo_report(out: Path, cfg: Any, val: YTVISDataset, tau: float, timing
         "peak_rss_mb": round(peak_rss_mb()),
         "rounds": [{"round": r.round, "val": r.metrics, "val_spearman": r.val_rho, "pseudo_spearman": r.pseudo_rho,
                     "pseudo": r.pseudo, "plots": r.plots, "overlays": r.overlays} for r in results_per_round]}
-    write_html_report(out)  # report.html: the same run to browse, with the tau slider
+    notes = [f"AP50 {results_per_round[0].metrics['AP50']:.3f} (initial model) -> "
+             f"{results_per_round[-1].metrics['AP50']:.3f} ({_name(rounds)}). {gain_sentence(gain)}"] if gain else []
+    if rounds > 0 and videos:
+        notes.append(look_sentence(len(videos), _name(rounds)) + " The overlays: report.md, overlays/.")
+    write_html_report(out, notes=notes)  # report.html: the same run to browse, with the tau slider
     atomic_write_json(out / "demo.json", summary, indent=1)
     return summary

@@ -319,9 +319,11 @@ def detect_kind(folder: Path) -> str:
 
 
 def write_report(folder: str | Path, opts: ReportOptions | None = None, unlabeled: str | Path | None = None,
-                 out: str | Path | None = None, shown_as: str | Path | None = None) -> Path:
+                 out: str | Path | None = None, shown_as: str | Path | None = None,
+                 notes: list[str] | None = None) -> Path:
     """Write ``folder/report.html`` (or ``out``) for a self-training run, a demo or a predict folder; returns it.
-    ``shown_as``: the folder's name on the page (when ``folder`` is a staging folder that will be renamed)."""
+    ``shown_as``: the folder's name on the page (when ``folder`` is a staging folder that will be renamed);
+    ``notes``: sentences shown first under the controls (the demo's gain and what to look at)."""
     folder = Path(folder)
     opts = opts or ReportOptions()
     if not folder.is_dir():
@@ -338,6 +340,7 @@ def write_report(folder: str | Path, opts: ReportOptions | None = None, unlabele
                               title=f"autoqvis demo {folder.name}")
     else:
         data = selftrain_data(folder, opts, unlabeled)
+    data["notes"] = [*(notes or []), *data.get("notes", [])]
     path = Path(out) if out is not None else folder / "report.html"
     atomic_write_text(path, render_html(data))
     return path
