@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the initial stage here instead of starting from the shipped checkpoint")
     parser.add_argument("--init", metavar="CKPT", help="start from this toy-architecture checkpoint instead")
     parser.add_argument("--size", choices=["small", "default"], default="default",
-                        help="toy world size: default (a few dozen videos) or small (a handful, for tests)")
+                        help="toy world size: default (96 train + 96 val videos) or small (a handful, for tests)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="toy world and training seed (default 0)")
     parser.add_argument("--rounds", type=int, default=2, metavar="K", help="self-training rounds (default 2, as the paper)")
     parser.add_argument("--max-iters", type=int, metavar="N",

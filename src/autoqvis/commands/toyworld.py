@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
     parser.add_argument("--size", choices=["small", "default"], default="default",
-                        help="small: a tiny world for tests; default: a few dozen videos (default)")
+                        help="small: a tiny world for tests; default: 300 stills, 96 train + 96 val videos (default)")
     parser.add_argument("--overwrite", action="store_true", help="replace a toy world already in --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="ToyWorldConfig fields, e.g. miss_rate=0.3")
 
