@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..model.checkpoint import checkpoint_config, convert_checkpoint, resolve_checkpoint
-from ..model.vis_model import build_model
 
 DESCRIPTION = """\
 Convert a detectron2 checkpoint (VideoCutLER's videocutler_m2f_rn50.pth, AutoQ-VIS .pth, a .pkl with numpy
@@ -27,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model.checkpoint import (  # why: --help must not wait for torch
+        checkpoint_config, convert_checkpoint, resolve_checkpoint)
+    from ..model.vis_model import build_model  # why: --help must not wait for torch
     src = resolve_checkpoint(args.input)
     cfg = checkpoint_config(src, args.config, args.overrides)
     model = build_model(cfg)

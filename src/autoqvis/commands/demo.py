@@ -9,16 +9,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from ..core.config import load_config
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json, read_json
-from ..data.toyworld import toyworld_config, write_toyworld
 from ..data.ytvis import load_ytvis
-from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summary_rows
-from ..viz import demo_report as rep
-from ..viz.report_html import write_report
 
 DESCRIPTION = """\
 The whole AutoQ-VIS loop on the built-in toy world, on a CPU:
@@ -147,6 +141,13 @@ def stage(number: int, total: int, title: str, timings: dict[str, float]) -> Ite
 
 # --------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
+    import torch  # why: --help must not wait for torch
+
+    from ..data.toyworld import toyworld_config, write_toyworld  # why: --help must not wait for torch
+    from ..selftrain.loop import SelfTrainInputs, run_selftrain, selection_tau, summary_rows  # why: --help must not wait for torch
+    from ..viz import demo_report as rep  # why: --help must not wait for torch
+    from ..viz.report_html import write_report  # why: --help must not wait for torch
+
     torch.set_num_threads(args.threads)
     cfg = demo_config(args)
     out = Path(args.out)
@@ -255,4 +256,5 @@ def print_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
     final = out / "run" / f"round_{rounds[-1]['round']}" / "model.pt"
     print(f"models:   {out / 'run'}/round_k/model.pt  (predict with: autoqvis predict --checkpoint {final} "
           "--input VIDEO --out DIR)")
-    print(f"time:     {seconds:.0f} s, peak RSS {rep.peak_rss_mb():.0f} MB")
+    from ..viz.demo_report import peak_rss_mb  # why: --help must not wait for torch
+    print(f"time:     {seconds:.0f} s, peak RSS {peak_rss_mb():.0f} MB")

@@ -6,21 +6,16 @@ import argparse
 import contextlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ..core import dist
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_open, atomic_write_json, staged_output
-from ..data.davis import MAX_ID, video_label_maps, write_davis_video
-from ..data.inputs import InputVideo, discover_inputs, videos_json
-from ..engine.inference import predict_video_rle, results_from_prediction
-from ..engine.windows import check_window
-from ..model.checkpoint import load_model
-from ..viz.overlay import tracks_from_results, write_overlay
-from ..viz.report_html import ReportOptions, write_report
+
+if TYPE_CHECKING:
+    from ..data.inputs import InputVideo
 
 DESCRIPTION = """\
 Segment and track every object in your videos with a trained checkpoint.
@@ -105,6 +100,7 @@ def window_for(info: Any, window: int | None, overlap: int | None, cfg) -> tuple
             if info.num_frames > AUTO_WINDOW_ABOVE / scale:
                 window = max(2 * overlap + 1, round(AUTO_WINDOW / scale))
     if window > 0:
+        from ..engine.windows import check_window  # why: --help must not wait for torch
         check_window(window, overlap)
     return window, overlap
 
@@ -119,6 +115,7 @@ def check_out_dir(out: Path, inputs_path: Path) -> None:
 
 def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], formats: list[str]) -> None:
     """One video's instances (ids 1, 2, ... as in the overlays) as DAVIS PNGs and/or an npz of label maps."""
+    from ..data.davis import MAX_ID, video_label_maps, write_davis_video  # why: --help must not wait for torch
     if len(shown) > MAX_ID:
         raise AutoQVISError(f"{video.name}: {len(shown)} instances to save, a palette PNG holds {MAX_ID}; "
                             "raise --overlay-threshold")
@@ -140,11 +137,18 @@ def save_masks(stage: Path, video: InputVideo, shown: list[dict[str, Any]], form
 
 # --------------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
+    from ..core import dist  # why: --help must not wait for torch
     with dist.launched(args.device) as device:
         return _run(args, device)
 
 
 def _run(args: argparse.Namespace, device) -> int:
+    from ..core import dist  # why: --help must not wait for torch
+    from ..data.inputs import discover_inputs, videos_json  # why: --help must not wait for torch
+    from ..engine.inference import predict_video_rle, results_from_prediction  # why: --help must not wait for torch
+    from ..model.checkpoint import load_model  # why: --help must not wait for torch
+    from ..viz.overlay import tracks_from_results, write_overlay  # why: --help must not wait for torch
+    from ..viz.report_html import ReportOptions, write_report  # why: --help must not wait for torch
     for name in ("score_threshold", "overlay_threshold"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise AutoQVISError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")

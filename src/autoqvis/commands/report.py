@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..core.errors import AutoQVISError
-from ..viz.report_html import ReportOptions, write_report
 
 DESCRIPTION = """\
 Write DIR/report.html: one static page (no server, nothing loaded from the network; open it from disk)
@@ -41,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..viz.report_html import ReportOptions, write_report  # why: --help must not wait for torch
     for name in ("max_videos", "max_frames", "max_side"):
         if getattr(args, name) < 1:
             raise AutoQVISError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

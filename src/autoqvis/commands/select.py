@@ -7,9 +7,6 @@ import argparse
 from ..core.config import load_config
 from ..core.errors import AutoQVISError
 from ..data.ytvis import load_ytvis
-from ..selftrain.curate import (SelectionRule, read_training_set, select_round, set_tau, training_set_counts,
-                                write_training_set)
-from ..selftrain.pseudo_label import iter_detection_file
 
 DESCRIPTION = """\
 The selection step of a self-training round on its own: the same code as `autoqvis selftrain` runs after
@@ -60,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..selftrain.curate import (  # why: --help must not wait for scipy.stats
+        SelectionRule, read_training_set, select_round, set_tau, training_set_counts, write_training_set)
+    from ..selftrain.pseudo_label import iter_detection_file  # why: --help must not wait for scipy.stats
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
     if args.tau is not None:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core import dist
 from ..core.config import load_config
 from ..core.errors import AutoQVISError
 from ..core.fileio import read_json
-from ..data.dataset import SyntheticClips
-from ..data.inputs import unlabeled_from_folder
 from ..data.ytvis import load_ytvis
-from ..model.checkpoint import read_checkpoint, resolve_checkpoint
-from ..selftrain.curate import set_tau
-from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows
 
 DESCRIPTION = """\
 AutoQ-VIS self-training (paper Sec. 3.2-3.4, supplement 6.1-6.2). Round 0 pseudo-labels the unlabeled
@@ -103,6 +97,7 @@ def build_config(args: argparse.Namespace):
     st.freeze_predictor = st.freeze_predictor and not args.no_freeze
     st.drop_loss = st.drop_loss and not args.no_droploss
     if args.tau is not None:
+        from ..selftrain.curate import set_tau  # why: --help must not wait for torch
         set_tau(st, args.tau)
     if args.max_videos is not None and args.max_videos < 1:
         raise AutoQVISError(f"--max-videos must be >= 1, got {args.max_videos}")
@@ -123,11 +118,17 @@ def _check_same_videos(unlabeled, gt, video_ids) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core import dist  # why: --help must not wait for torch
     with dist.launched(args.device):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..core import dist  # why: --help must not wait for torch
+    from ..data.dataset import SyntheticClips  # why: --help must not wait for torch
+    from ..data.inputs import unlabeled_from_folder  # why: --help must not wait for torch
+    from ..model.checkpoint import read_checkpoint, resolve_checkpoint  # why: --help must not wait for torch
+    from ..selftrain.loop import SelfTrainInputs, run_selftrain, summary_rows  # why: --help must not wait for torch
     cfg = build_config(args)
     out = Path(args.out)
     src = Path(args.unlabeled)

@@ -15,7 +15,6 @@ from ..core.errors import AutoQVISError
 from ..core.fileio import staged_output
 from ..core.tracks import encode_masks, rle_areas, rle_bboxes
 from ..data.coco import load_coco
-from ..data.synth import ImageCut2Video
 from ..data.video_io import write_image
 from ..data.ytvis import Annotation, Video, YTVISDataset, save_ytvis
 
@@ -83,6 +82,7 @@ def export_synthetic(coco: Any, image_ids: list[int], synth_cfg: Any, out: Path,
     partner is another image of the set (one with masks), chosen by the same generator.
     Returns the written YTVISDataset.
     """
+    from ..data.synth import ImageCut2Video  # why: --help must not wait for torch
     generator = ImageCut2Video(synth_cfg)
     with_masks = [i for i in image_ids if coco.annotations_of(i, include_crowd=False)]
     position = {image_id: p for p, image_id in enumerate(with_masks)}

@@ -7,20 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..core import dist
 from ..core.config import load_config, save_config
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json
-from ..data.dataset import SyntheticClips
-from ..data.sampler import BalancedBatches
 from ..data.ytvis import load_ytvis
-from ..engine.trainer import find_last_checkpoint, train_loop
-from ..eval.model_eval import evaluate_model
 from ..eval.ytvis_eval import format_summary
-from ..model.checkpoint import load_checkpoint, resolve_checkpoint
-from ..model.vis_model import build_model
 
 DESCRIPTION = """\
 Initial stage of AutoQ-VIS (paper Sec. 3.1): train the VIS model and the mask quality predictor jointly
@@ -61,11 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core import dist  # why: --help must not wait for torch
     with dist.launched(args.device) as device:
         return _run(args, device)
 
 
 def _run(args: argparse.Namespace, device) -> int:
+    import torch  # why: --help must not wait for torch
+
+    from ..core import dist  # why: --help must not wait for torch
+    from ..data.dataset import SyntheticClips  # why: --help must not wait for torch
+    from ..data.sampler import BalancedBatches  # why: --help must not wait for torch
+    from ..engine.trainer import find_last_checkpoint, train_loop  # why: --help must not wait for torch
+    from ..eval.model_eval import evaluate_model  # why: --help must not wait for torch
+    from ..model.checkpoint import load_checkpoint, resolve_checkpoint  # why: --help must not wait for torch
+    from ..model.vis_model import build_model  # why: --help must not wait for torch
     cfg = load_config(args.config, args.overrides)
     if args.init:
         args.init = str(resolve_checkpoint(args.init))
