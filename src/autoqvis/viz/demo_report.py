@@ -147,7 +147,8 @@ def pick_videos(val: YTVISDataset, n: int, change: dict[int, float] | None = Non
     return sorted(vid for *_, vid in keys[:n])
 
 
-def val_gain(val: YTVISDataset, first: Sequence[dict], last: Sequence[dict]) -> tuple[dict[str, float], dict[int, float]]:
+def val_gain(val: YTVISDataset, first: Sequence[dict], last: Sequence[dict],
+             ) -> tuple[dict[str, float], dict[int, float]]:
     """AP50 gain of the last round over the initial model with its paired-bootstrap spread over the val videos,
     and each video's own AP50 change."""
     before, after = evaluate_detailed(val, list(first), workers=1), evaluate_detailed(val, list(last), workers=1)
@@ -319,7 +320,8 @@ def write_report(path: Path, text: str) -> None:
 
 __all__ = ["RoundResult", "METRIC_KEYS", "metrics_table", "overlay_tracks", "pick_videos", "plot_metrics_per_round",
            "quality_table", "render_report", "round_result", "val_detections", "val_quality_analysis",
-           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report", "gain_sentence", "look_sentence", "val_gain"]
+           "write_report", "write_video_overlay", "peak_rss_mb", "write_demo_report", "gain_sentence", "look_sentence",
+           "val_gain"]
 
 
 def peak_rss_mb() -> float:
