@@ -28,7 +28,7 @@ import numpy as np
 from autoqvis.core.config import load_config
 from autoqvis.core.tracks import frame_ious, rle_areas, video_iou
 from autoqvis.data.ytvis import load_ytvis
-from autoqvis.eval.analysis import gt_tracks, spearman
+from autoqvis.eval.analysis import gt_tracks, spearman, true_ious
 from autoqvis.selftrain.curate import SelectionRule, curate_video
 from autoqvis.selftrain.pseudo_label import iter_detection_file
 
@@ -46,7 +46,7 @@ def frame_kinds(dets, gt) -> list[list[str | None]]:
         return [[None if s is None else "background" for s in track] for track in segs]
     iou = frame_ious(segs, gt)  # (T, N, M)
     own = video_iou(segs, gt)[0].argmax(axis=1)  # (N,) each track's object
-    inter = iou / (1.0 + iou)  # |d&g| / (|d|+|g|) -- turned into coverage of g below via areas
+    inter = iou / (1.0 + iou)  # times (|d| + |g|) below: |d & g|
     gt_area = np.array([[a or 0 for a in rle_areas(track)] for track in gt], dtype=float).T  # (T, M)
     out = []
     for n, track in enumerate(segs):
@@ -82,8 +82,7 @@ def round_loss(run: Path, k: int, gt_all: dict, rule: SelectionRule) -> dict:
         mine = curate_video(dets, rule)
         oracle = curate_video(dets, rule, oracle_gt=gt)
         kinds = frame_kinds(mine.candidates, gt)
-        ious = video_iou([d.segmentations for d in mine.candidates], gt)[0] if gt and mine.candidates else None
-        own_iou = (frame_ious([d.segmentations for d in mine.candidates], gt) if ious is not None else None)
+        own_iou = true_ious(mine.candidates, gt)[0] if gt and mine.candidates else None  # (N, T), own object
         chosen = {id(d): d for d in mine.retained}
         oracle_by_pos = {i: d for i, d in enumerate(oracle.candidates)}  # same candidates, oracle flags
         kept_by_oracle = {id(d) for d in oracle.retained}
@@ -101,7 +100,7 @@ def round_loss(run: Path, k: int, gt_all: dict, rule: SelectionRule) -> dict:
                 if det.pred_iou and own_iou is not None:
                     pred.append(det.pred_iou[t])
                     quality.append(det.score * det.pred_iou[t])
-                    true.append(float(own_iou[t, i, ious[i].argmax()]))
+                    true.append(float(own_iou[i, t]))
     pred_a, true_a = np.array(pred), np.array(true)
     bins = []
     for lo, hi in zip(BINS[:-1], BINS[1:]):
