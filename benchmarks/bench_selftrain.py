@@ -50,7 +50,14 @@ ABLATIONS = {  # variant -> (selftrain switches, Table 3 row name)
     "no_fusion": (["--no-fusion"], "w/o adaptive fusion"),
     "no_freeze": (["--no-freeze"], "w/o freezing predictor"),
 }
-VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial"]
+# beyond the paper (issue 17): variant -> config overrides of its rounds (`full`'s rounds, --rounds of them)
+PLUS = {
+    "track": ["selftrain.track_tau_low=0.5", "selftrain.quality_smooth_radius=1"],  # frames judged with their track
+    "share": ["selftrain.tau_keep_share=0.17"],  # tau per round from Q's quantile (0.17: round 0 keeps tau ~0.7)
+    "ema": ["selftrain.ema_decay=0.998"],  # each round's model = the moving average of its weights
+}
+PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three
+VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
 PARTIAL_GT = 0.35
@@ -102,7 +109,8 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
         overrides.append("selftrain.oracle_selection=true")
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
-    n_rounds = rounds if variant == "full" else other_rounds
+    overrides += PLUS.get(variant, [])
+    n_rounds = rounds if variant == "full" or variant in PLUS else other_rounds
     if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
@@ -180,6 +188,10 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dic
     for variant, (_, name) in ABLATIONS.items():
         add(name, base / variant, last)
     add("practical limit (oracle: true IoU >= 0.5)", base / "practical", last)
+    for variant, overrides in PLUS.items():  # beyond the paper: every round, as AutoQ-VIS's
+        for k in range(1, rounds + 1):
+            add(f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in overrides)}), {k} round{'s' if k > 1 else ''}",
+                base / variant, k)
     add(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only", base / "synthetic_control", last)
     theo = base / "theoretical" / "metrics.json"
     if theo.exists():

@@ -15,11 +15,17 @@ Then: what the selection lets through that is wrong (by kind), which good frames
 how well the frozen predictor's IoU^ is calibrated on the target videos (mean true IoU per IoU^ bin, Spearman).
 
     python benchmarks/selection_loss.py RUN_DIR WORLD/train_gt.json [--rounds 0 1] [--json out.json]
+        [--rules tau=0.7 tau=0.7,tau_low=0.55 tau=0.7,smooth_radius=1 ...]
+
+``--rules``: instead, one line per selection rule (the run's rule with these fields of ``SelectionRule`` changed):
+the frames it trains on and how correct they are -- the screening of issue 17's selection variants before any
+training.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -29,8 +35,9 @@ from autoqvis.core.config import load_config
 from autoqvis.core.tracks import frame_ious, rle_areas, video_iou
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.eval.analysis import gt_tracks, spearman, true_ious
-from autoqvis.selftrain.curate import SelectionRule, curate_video
+from autoqvis.selftrain.curate import SelectionRule, curate_video, round_tau
 from autoqvis.selftrain.pseudo_label import iter_detection_file
+from autoqvis.selftrain.selection import training_frames
 
 KINDS = ("correct", "switch", "merged", "loose", "background")
 BINS = np.linspace(0.0, 1.0, 11)
@@ -114,6 +121,43 @@ def round_loss(run: Path, k: int, gt_all: dict, rule: SelectionRule) -> dict:
             "mean_true_iou": float(true_a.mean()) if len(true) else None, "calibration": bins}
 
 
+def rule_row(run: Path, k: int, gt_all: dict, rule: SelectionRule) -> dict:
+    """What one selection rule keeps of round k's candidates: selected non-empty frames of the retained tracks,
+    their kinds, their mean true IoU with their own object and the share >= 0.7, and the eligible frames (eq. 14)."""
+    kinds_n = {kind: 0 for kind in KINDS}
+    ious: list[float] = []
+    eligible = 0
+    rule = round_tau(iter_detection_file(run / f"round_{k}" / "detections.jsonl"), rule)
+    for video_id, dets in iter_detection_file(run / f"round_{k}" / "detections.jsonl"):
+        gt = gt_all.get(video_id, [])
+        kept = curate_video(dets, rule).retained
+        eligible += len(training_frames(kept, rule.min_eligible_frames))
+        if not kept:
+            continue
+        kinds = frame_kinds(kept, gt)
+        own = true_ious(kept, gt)[0] if gt else np.zeros((len(kept), kept[0].num_frames))
+        for i, det in enumerate(kept):
+            for t, kind in enumerate(kinds[i]):
+                if kind is not None and det.selected[t]:
+                    kinds_n[kind] += 1
+                    ious.append(float(own[i, t]))
+    iou = np.array(ious)
+    return {"frames": len(ious), "kinds": kinds_n, "mean_true_iou": float(iou.mean()) if len(iou) else None,
+            "iou_ge_0.7": float((iou >= 0.7).mean()) if len(iou) else None, "eligible_frames": eligible,
+            "tau": rule.tau}
+
+
+def parse_rule(base: SelectionRule, text: str) -> SelectionRule:
+    """'tau=0.7,tau_low=0.55' -> ``base`` with those fields replaced (numbers; 'none' for None)."""
+    fields = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        fields[key] = None if value == "none" else type(getattr(base, key) if getattr(base, key) is not None else 0.0)(value)
+    rule = dataclasses.replace(base, **fields)
+    rule.check()
+    return rule
+
+
 def markdown(rows: list[dict], name: str) -> list[str]:
     out = [f"| {name}, round | frames | " + " | ".join(KINDS) + " | good frames the oracle keeps and Q drops | ρ(IoU^, IoU) | mean IoU^ / true IoU |",
            "|---|---|" + "---|" * len(KINDS) + "---|---|---|"]
@@ -134,10 +178,22 @@ def main() -> None:
     ap.add_argument("train_gt", type=Path, help="the unlabeled videos' ground truth (analysis only)")
     ap.add_argument("--rounds", type=int, nargs="+", default=[0])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--rules", nargs="+", help="screen these selection rules (FIELD=VALUE,...) instead")
     args = ap.parse_args()
     cfg = load_config(args.run / "config.yaml")
     rule = SelectionRule.from_config(cfg)
     gt_all = gt_tracks(load_ytvis(args.train_gt))
+    if args.rules:
+        print("| rule (round) | frames | correct | " + " | ".join(KINDS[1:]) + " | mean true IoU | IoU >= 0.7 | eligible frames |")
+        print("|---|---|---|" + "---|" * (len(KINDS) - 1) + "---|---|---|")
+        for k in args.rounds:
+            for text in args.rules:
+                r = rule_row(args.run, k, gt_all, parse_rule(rule, text))
+                c, n = r["kinds"], max(r["frames"], 1)
+                print(f"| {text} ({k}; tau {r['tau']:.3f}) | {r['frames']} | {c['correct']} ({100 * c['correct'] / n:.1f} %) | "
+                      + " | ".join(str(c[kind]) for kind in KINDS[1:])
+                      + f" | {r['mean_true_iou'] or 0:.3f} | {100 * (r['iou_ge_0.7'] or 0):.0f} % | {r['eligible_frames']} |")
+        return
     rows = [round_loss(args.run, k, gt_all, rule) for k in args.rounds]
     print("\n".join(markdown(rows, args.run.name)))
     for r in rows:

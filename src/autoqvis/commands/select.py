@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..selftrain.curate import (  # why: --help must not wait for scipy.stats
-        SelectionRule, read_training_set, select_round, set_tau, training_set_counts, write_training_set)
+        SelectionRule, read_training_set, round_tau, select_round, set_tau, training_set_counts, write_training_set)
     from ..selftrain.pseudo_label import iter_detection_file  # why: --help must not wait for scipy.stats
     cfg = load_config(args.config, args.overrides)
     st = cfg.selftrain
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     unlabeled = load_ytvis(args.unlabeled)
     previous = read_training_set(args.previous, unlabeled=unlabeled)[1] if args.previous else {}
     videos = {v.id: v for v in unlabeled.videos}
+    rule = round_tau(iter_detection_file(args.detections, videos), rule)  # tau from Q's quantile, if asked
     labels = select_round(iter_detection_file(args.detections, videos), previous, rule)
     write_training_set(labels.state, unlabeled, args.out, rule,
                        f"autoqvis select: {args.detections}" + (f" fused with {args.previous}" if args.previous else ""))

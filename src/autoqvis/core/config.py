@@ -187,6 +187,9 @@ class TrainConfig:
     num_workers: int = 0
     freeze_quality_predictor: bool = False
     tensorboard: bool = False
+    # beyond the paper (issue 17): > 0, the stage's result is the exponential moving average of the weights over
+    # its steps (engine/weight_ema.py); 0: the last step's weights, as the official code
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("train.amp_dtype", self.amp_dtype, AMP_DTYPES)
@@ -233,6 +236,11 @@ class SelfTrainConfig:
     drop_loss: bool = True  # DropLoss in the rounds (loss.drop_loss_iou)
     # Table 2 "practical limit" oracle: S^t = (true IoU^t >= 0.5) against the unlabeled videos' ground truth
     oracle_selection: bool = False
+    # beyond the paper (issue 17, docs/fidelity.md; off in every paper preset): frames judged with their track
+    quality_smooth_radius: int = 0  # Q^t := median of Q over the track's non-empty frames t-r..t+r
+    track_tau_low: float = 0.0  # > 0: frames with Q >= this are selected too in a track whose median Q >= tau
+    ema_decay: float = 0.0  # > 0: each round's model is the moving average of its weights (train.ema_decay)
+    tau_keep_share: float = 0.0  # > 0: each round's tau = max(tau, Q quantile keeping this share of candidate frames)
 
     def __post_init__(self) -> None:
         _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)

@@ -41,6 +41,7 @@ from ..core.fileio import atomic_write_text, dumps_json
 from ..core.torch_io import atomic_torch_save, safe_torch_load
 from ..data.sampler import batch_loader
 from . import fast_path
+from .weight_ema import WeightEMA
 
 CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pt$")
 FINAL_NAME = "model_final.pt"
@@ -166,19 +167,22 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _restore(model: nn.Module, optimizer, state: dict[str, Any], path: Path, scaler=None) -> None:
+def _restore(model: nn.Module, optimizer, state: dict[str, Any], path: Path, scaler=None, ema=None) -> None:
     try:
-        dist.unwrap(model).load_state_dict(state["model"])
+        # a final checkpoint of a run with a weight average holds the average as "model", the trained weights apart
+        dist.unwrap(model).load_state_dict(state.get("model_trained", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("grad_scaler"):
             scaler.load_state_dict(state["grad_scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AutoQVISError(f"{path}: cannot resume, the checkpoint does not fit this model/config ({first})") from None
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, meta: dict[str, Any],
-                     scaler=None) -> None:
+                     scaler=None, ema=None, final: bool = False) -> None:
     state = {
         "model": dist.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -188,6 +192,10 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, me
     }
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+        if final:  # what the stage hands on is the average; the trained weights stay for a resume
+            state["model_trained"], state["model"] = state["model"], state["ema"]
     atomic_torch_save(state, path)
 
 
@@ -347,10 +355,11 @@ def train_loop(
         dist.unwrap(model).load_state_dict(init_state)
     optimizer = build_optimizer(model, cfg)
     scaler = grad_scaler(cfg, next(model.parameters()).device)
+    ema = WeightEMA(dist.unwrap(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
     start, last_good = 0, None
     if found is not None:
         last_good, state = found
-        _restore(model, optimizer, state, last_good, scaler)
+        _restore(model, optimizer, state, last_good, scaler, ema)
         start = int(state["iteration"])
     _check_same_start(start, out_dir, desc)
 
@@ -360,9 +369,11 @@ def train_loop(
     try:
         if start < max_iter or last_good != final:
             last_good = _run(_Run(model, batches, cfg, runtime or RuntimeConfig(), out_dir, optimizer, scaler, meta,
-                                  log, desc, progress), start, max_iter, last_good)
+                                  log, desc, progress, ema), start, max_iter, last_good)
             if main:
-                _save_checkpoint(final, model, optimizer, max(start, max_iter), meta, scaler)
+                _save_checkpoint(final, model, optimizer, max(start, max_iter), meta, scaler, ema, final=True)
+        if ema is not None:  # the stage's result is the average (val_fn and the caller see it)
+            dist.unwrap(model).load_state_dict(ema.state_dict())
         if val_fn is not None:
             _validate(model, val_fn, max(start, max_iter), log)
     finally:
@@ -387,6 +398,7 @@ class _Run:
     log: _JsonlLog | None  # None on ranks other than 0
     desc: str
     progress: bool
+    ema: WeightEMA | None = None  # train.ema_decay > 0: the weight average, updated after each step
 
 
 def _run(run: _Run, start: int, max_iter: int, last_good: Path | None) -> Path | None:
@@ -435,6 +447,8 @@ def _run(run: _Run, start: int, max_iter: int, last_good: Path | None) -> Path |
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
+            if run.ema is not None and finite:
+                run.ema.update(dist.unwrap(model))
             done = it + 1
             # wall and CPU seconds per iteration: on a shared machine the CPU time is the stable one
             window.add({**values, "time": time.perf_counter() - t_data, "cpu_time": time.process_time() - c_data,
@@ -450,7 +464,7 @@ def _run(run: _Run, start: int, max_iter: int, last_good: Path | None) -> Path |
                             tb.add_scalar(k, v, done)
             if main and done % cfg.checkpoint_period == 0 and done < max_iter:
                 last_good = checkpoint_path(out_dir, done)
-                _save_checkpoint(last_good, model, optimizer, done, meta, scaler)
+                _save_checkpoint(last_good, model, optimizer, done, meta, scaler, run.ema)
             t_data, c_data = time.perf_counter(), time.process_time()
     finally:
         bar.close()

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
+import numpy as np
+
 from ..core.errors import AutoQVISError
 from ..core.fileio import atomic_write_json
 from ..core.tracks import Detection
 from ..data.ytvis import YTVISDataset, load_ytvis
 from .fusion import FUSION_MATCHES, fuse_dataset
 from .pseudo_label import detection_from_annotation, detection_to_annotation, filter_by_score, spatiotemporal_nms
-from .selection import num_selected_nonempty, oracle_select, retain, score_and_select, training_frames
+from .selection import (num_selected_nonempty, oracle_select, quality_scores, retain, score_and_select, smooth_quality,
+                        training_frames)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class SelectionRule:
     fusion_iou: float = 0.5
     fusion_match: str = "first"
     min_eligible_frames: int = 2
+    smooth_radius: int = 0  # beyond the paper: Q smoothed along the track (0: off, the paper)
+    tau_low: float | None = None  # beyond the paper: track-level second chance down to tau_low (None: off)
+    keep_share: float = 0.0  # beyond the paper: > 0, the round's tau keeps this share of the candidate frames
 
     @classmethod
     def from_config(cls, cfg: Any) -> "SelectionRule":
@@ -51,7 +57,8 @@ class SelectionRule:
                    tau=st.tau if st.use_quality_predictor else st.tau_without_quality,
                    use_quality_predictor=st.use_quality_predictor, min_selected_frames=st.min_selected_frames,
                    fusion=st.fusion, fusion_iou=st.fusion_iou, fusion_match=st.fusion_match,
-                   min_eligible_frames=st.min_eligible_frames)
+                   min_eligible_frames=st.min_eligible_frames, smooth_radius=st.quality_smooth_radius,
+                   tau_low=st.track_tau_low if st.track_tau_low > 0 else None, keep_share=st.tau_keep_share)
         rule.check()
         return rule
 
@@ -63,6 +70,12 @@ class SelectionRule:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise AutoQVISError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.keep_share < 1.0:
+            raise AutoQVISError(f"selftrain.tau_keep_share must be in [0, 1), got {self.keep_share}")
+        if self.smooth_radius < 0:
+            raise AutoQVISError(f"selftrain.quality_smooth_radius must be >= 0, got {self.smooth_radius}")
+        if self.tau_low is not None and not 0.0 <= self.tau_low <= self.tau:
+            raise AutoQVISError(f"selftrain.track_tau_low must be in [0, tau={self.tau}], got {self.tau_low}")
 
 
 @dataclass
@@ -98,10 +111,28 @@ def curate_video(dets: list[Detection], rule: SelectionRule,
     oracle_gt: the video's ground-truth tracks for Table 2's oracle selection (S^t from the true IoU).
     """
     kept = spatiotemporal_nms(dets, rule.nms_iou)
-    scored = score_and_select(filter_by_score(kept, rule.score_threshold), rule.tau, rule.use_quality_predictor)
+    scored = score_and_select(filter_by_score(kept, rule.score_threshold), rule.tau, rule.use_quality_predictor,
+                              smooth_radius=rule.smooth_radius, tau_low=rule.tau_low)
     if oracle_gt is not None:
         scored = oracle_select(scored, oracle_gt)
     return VideoLabels(kept, scored, retain(scored, rule.min_selected_frames))
+
+
+def round_tau(detections: Iterable[tuple[int, list[Detection]]], rule: SelectionRule) -> SelectionRule:
+    """The rule with this round's tau from the distribution of Q (``keep_share`` > 0; else ``rule`` as is): the Q
+    above which ``keep_share`` of the round's candidate non-empty frames (after NMS and the score filter) lie,
+    never below ``rule.tau``. A model that scores every mask higher in a later round then keeps the same share of
+    frames, not more of them at a lower precision."""
+    if rule.keep_share <= 0:
+        return rule
+    values: list[float] = []
+    for _, dets in detections:
+        for d in filter_by_score(spatiotemporal_nms(dets, rule.nms_iou), rule.score_threshold):
+            q = smooth_quality(d, quality_scores(d, rule.use_quality_predictor), rule.smooth_radius)
+            values += [x for x, seg in zip(q, d.segmentations) if seg is not None]
+    if not values:
+        return rule
+    return dataclasses.replace(rule, tau=max(rule.tau, float(np.quantile(values, 1.0 - rule.keep_share))))
 
 
 def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: dict[int, list[Detection]],
@@ -195,5 +226,5 @@ def read_training_set(path: str | Path, image_root: str | Path | None = None, un
     return ds, dict(sorted(state.items()))
 
 
-__all__ = ["RoundLabels", "SelectionRule", "VideoLabels", "curate_video", "read_training_set", "select_round",
+__all__ = ["RoundLabels", "SelectionRule", "VideoLabels", "curate_video", "read_training_set", "round_tau", "select_round",
            "training_set_counts", "training_set_json", "write_training_set"]

@@ -58,7 +58,8 @@ from ..eval.model_eval import evaluate_model
 from ..eval.plots import plot_area_distribution
 from ..model.checkpoint import load_checkpoint
 from ..model.vis_model import build_model
-from .curate import RoundLabels, SelectionRule, read_training_set, select_round, training_set_counts, write_training_set
+from .curate import (RoundLabels, SelectionRule, read_training_set, round_tau, select_round, training_set_counts,
+                     write_training_set)
 from .labeling import pseudo_label_dataset
 from .pseudo_label import iter_detection_file
 
@@ -93,6 +94,7 @@ def round_config(cfg: Config) -> Config:
     rc.train.steps = list(st.steps)  # never the initial stage's drops: a round has its own length
     rc.train.freeze_quality_predictor = st.freeze_predictor and cfg.model.quality.enabled
     rc.loss.drop_loss = st.drop_loss
+    rc.train.ema_decay = st.ema_decay
     return rc
 
 
@@ -428,7 +430,8 @@ class SelfTraining:
         oracle = None
         if self.cfg.selftrain.oracle_selection:
             oracle = lambda vid: [a.segmentations for a in gt.annotations_of(vid)]  # noqa: E731
-        return select_round(iter_detection_file(det_path), previous, self.rule, oracle)
+        rule = round_tau(iter_detection_file(det_path), self.rule)  # the paper's rule: unchanged
+        return select_round(iter_detection_file(det_path), previous, rule, oracle)
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""

@@ -7,12 +7,21 @@ Conventions taken from the authors' code, where the paper is silent:
 - a track is retained when it has at least ``min_selected_frames`` selected frames with a NON-EMPTY
   mask. Eq. 22 asks for one; the authors' code asks for two (``SelfTrainConfig.min_selected_frames = 2``).
 Without the quality predictor (Table 3, "w/o quality predictor") Q^t = s alone, with tau = 0.85.
+
+Beyond the paper (issue 17; each off unless its switch is set, ``docs/fidelity.md``): frames judged with their
+track's other frames, not alone --
+- ``smooth_quality``: Q^t replaced by the median of Q over the track's non-empty frames t-r..t+r, so one spike
+  or dip along an otherwise steady track does not decide the frame;
+- ``hysteresis_select``: a frame with tau_low <= Q^t < tau is selected too when its track's median Q (over its
+  non-empty frames) is >= tau: a good track keeps the frames just under the threshold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Sequence
+
+import numpy as np
 
 from ..core.errors import AutoQVISError
 from ..core.tracks import Detection, eligible_frames, selection_flags
@@ -36,12 +45,37 @@ def select_frames(det: Detection, quality: Sequence[float], tau: float) -> list[
     return [int(seg is None or q >= tau) for seg, q in zip(det.segmentations, quality)]
 
 
-def score_and_select(dets: list[Detection], tau: float, use_quality_predictor: bool = True) -> list[Detection]:
-    """Eq. 20-21 for every detection: copies with ``quality`` and ``selected`` filled."""
+def smooth_quality(det: Detection, quality: Sequence[float], radius: int) -> list[float]:
+    """Q along the track: per non-empty frame, the median of Q over the non-empty frames within ``radius`` frames
+    (empty frames keep their Q: they are selected whatever it is). radius 0: unchanged."""
+    if radius <= 0:
+        return list(quality)
+    present = [t for t, seg in enumerate(det.segmentations) if seg is not None]
+    out = list(quality)
+    for t in present:
+        window = [quality[u] for u in present if abs(u - t) <= radius]
+        out[t] = float(np.median(window))
+    return out
+
+
+def hysteresis_select(det: Detection, quality: Sequence[float], tau: float, tau_low: float) -> list[int]:
+    """Eq. 21 with a track-level second chance: S^t = 1 where the mask is empty or Q^t >= tau, and also where
+    Q^t >= tau_low when the track's median Q over its non-empty frames is >= tau. (T,)"""
+    present = [q for q, seg in zip(quality, det.segmentations) if seg is not None]
+    low = tau_low if present and float(np.median(present)) >= tau else tau
+    return [int(seg is None or q >= tau or q >= low) for seg, q in zip(det.segmentations, quality)]
+
+
+def score_and_select(dets: list[Detection], tau: float, use_quality_predictor: bool = True, *,
+                     smooth_radius: int = 0, tau_low: float | None = None) -> list[Detection]:
+    """Eq. 20-21 for every detection: copies with ``quality`` and ``selected`` filled. ``smooth_radius`` > 0:
+    Q smoothed along the track first (the stored Q is the smoothed one); ``tau_low``: the track-level second
+    chance of ``hysteresis_select``. Both off: the paper's rule."""
     out = []
     for d in dets:
-        q = quality_scores(d, use_quality_predictor)
-        out.append(dataclasses.replace(d, quality=q, selected=select_frames(d, q, tau)))
+        q = smooth_quality(d, quality_scores(d, use_quality_predictor), smooth_radius)
+        sel = select_frames(d, q, tau) if tau_low is None else hysteresis_select(d, q, tau, tau_low)
+        out.append(dataclasses.replace(d, quality=q, selected=sel))
     return out
 
 
