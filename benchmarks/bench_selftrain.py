@@ -53,7 +53,7 @@ ABLATIONS = {  # variant -> (selftrain switches, Table 3 row name)
 # beyond the paper (issue 17): variant -> config overrides of its rounds (`full`'s rounds, --rounds of them)
 PLUS = {
     "track": ["selftrain.track_tau_low=0.5", "selftrain.quality_smooth_radius=1"],  # frames judged with their track
-    "share": ["selftrain.tau_keep_share=0.17"],  # tau per round from Q's quantile (0.17: round 0 keeps tau ~0.7)
+    "share": ["selftrain.tau_hold_share=true"],  # tau per round from Q's quantile: the share round 0 kept at tau
     "ema": ["selftrain.ema_decay=0.998"],  # each round's model = the moving average of its weights
 }
 PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three

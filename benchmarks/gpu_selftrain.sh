@@ -6,7 +6,7 @@
 #
 # Every ~90 s OUT_DIR/results.tgz is refreshed with the runs' small files (metrics, stats, analysis, summaries,
 # configs, training logs: no weights) and OUT_DIR/table.md with the table of what is done, so a call cut short
-# still returns its finished rounds. Packages the machine lacks (pycocotools, orjson) come from wheels in .whl/.
+# still returns its finished rounds. Packages the machine lacks (pycocotools, orjson, av) come from wheels in .whl/.
 set -u
 out=${1:?usage: gpu_selftrain.sh OUT_DIR [DEADLINE_S] [VARIANT ...]}
 deadline=${2:-520}
@@ -17,7 +17,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 py=${PYTHON:-python3}
-if ! $py -c "import pycocotools, orjson" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+if ! $py -c "import pycocotools, orjson, av" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site:src || { echo "wheel install failed"; exit 1; }
 else
@@ -28,6 +28,9 @@ fi
     $py -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
     nproc
 } 2>&1 | tee "$out/env.log"
+# fail at once, not in each run: every module a run imports (the selftrain command reads video files too: av)
+$py -c "import autoqvis.commands.selftrain, autoqvis.data.inputs, autoqvis.selftrain.loop" 2>&1 | tail -n 1 \
+    | grep . && { echo "imports failed: carry the missing wheels in .whl/"; exit 1; }
 # MPS lets the runs' small kernels share the GPU at once instead of in turns; without it they still run
 if nvidia-cuda-mps-control -d 2>>"$out/env.log" \
         && timeout 60 $py -c "import torch; torch.zeros(1, device='cuda'); print('mps client ok')" >>"$out/env.log" 2>&1; then

@@ -71,6 +71,7 @@ def test_paper_presets_leave_every_switch_off(name):
     cfg = load_config(name)
     st = cfg.selftrain
     assert (st.quality_smooth_radius, st.track_tau_low, st.tau_keep_share, st.ema_decay, cfg.train.ema_decay) == (0, 0, 0, 0, 0)
+    assert st.tau_hold_share is False
     rule = SelectionRule.from_config(cfg)
     assert (rule.smooth_radius, rule.tau_low, rule.keep_share) == (0, None, 0.0)
 
@@ -164,3 +165,23 @@ def test_plus_variants_read_no_target_label(tmp_path, monkeypatch):
     plus, paper = (json.loads((tmp_path / d / "round_0" / "stats.json").read_text()) for d in ("no_gt", "paper"))
     assert paper["tau"] == 0.75 and plus["tau"] > 0.75  # the round's tau from Q's quantile
     assert plus["selected_frames"] != paper["selected_frames"]
+
+
+def test_hold_share_keeps_round_0s_share_in_later_rounds(tmp_path, monkeypatch):
+    """The stub model scores every frame higher from round 1 on (its round-0 dip at frame 1 is gone): the paper's
+    fixed tau then keeps a larger share; tau_hold_share raises round 1's tau to keep round 0's share."""
+    import json
+
+    import test_selftrain_loop as loop_cases
+    from autoqvis.data.toyworld import write_toyworld
+
+    world = tmp_path / "toy"
+    write_toyworld(world, size="small", seed=0)
+    loop_cases._run(world, tmp_path / "hold", monkeypatch, ["selftrain.tau_hold_share=true"], gt=False)
+    loop_cases._run(world, tmp_path / "paper", monkeypatch, gt=False)
+    stats = {d: [json.loads((tmp_path / d / f"round_{k}" / "stats.json").read_text()) for k in range(2)]
+             for d in ("hold", "paper")}
+    assert stats["paper"][0]["share_at_tau"] == stats["hold"][0]["share_at_tau"] < stats["paper"][1]["share_at_tau"]
+    assert stats["hold"][0]["tau"] == 0.75 and stats["hold"][1]["tau"] > 0.75
+    assert stats["hold"][1]["share_at_tau"] < stats["paper"][1]["share_at_tau"]
+    assert abs(stats["hold"][1]["share_at_tau"] - stats["hold"][0]["share_at_tau"]) < 0.15

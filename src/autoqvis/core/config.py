@@ -241,6 +241,7 @@ class SelfTrainConfig:
     track_tau_low: float = 0.0  # > 0: frames with Q >= this are selected too in a track whose median Q >= tau
     ema_decay: float = 0.0  # > 0: each round's model is the moving average of its weights (train.ema_decay)
     tau_keep_share: float = 0.0  # > 0: each round's tau = max(tau, Q quantile keeping this share of candidate frames)
+    tau_hold_share: bool = False  # rounds >= 1 keep the share tau kept in round 0 (tau_keep_share := round 0's)
 
     def __post_init__(self) -> None:
         _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)

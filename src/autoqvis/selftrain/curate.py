@@ -149,11 +149,14 @@ def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: di
         raw += len(dets)
         after_nms += len(labels.after_nms)
     state = fuse_dataset(previous, retained, rule.fusion_iou, rule.fusion, rule.fusion_match)
+    quality = [q for c in candidates.values() for d in c for q, seg in zip(d.quality, d.segmentations) if seg is not None]
     counts = {"videos": len(candidates), "tracks_before_nms": raw, "tracks_after_nms": after_nms,
               "tracks_after_score_filter": sum(len(c) for c in candidates.values()),
               "retained": sum(len(r) for r in retained.values()),
               "selected_frames": sum(num_selected_nonempty(d) for r in retained.values() for d in r),
               "tau": rule.tau,
+              # share of the candidates' non-empty frames with Q >= tau (selftrain.tau_hold_share keeps round 0's)
+              "share_at_tau": sum(q >= rule.tau for q in quality) / len(quality) if quality else 0.0,
               "quality": "oracle" if oracle_gt is not None else ("predictor" if rule.use_quality_predictor else "score")}
     return RoundLabels(dict(sorted(candidates.items())), dict(sorted(retained.items())), state, counts)
 

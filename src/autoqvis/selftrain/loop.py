@@ -35,6 +35,7 @@ file system every node sees.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -409,7 +410,7 @@ class SelfTraining:
             _, train_set = read_pseudo_labels(labels_path, self.inputs.unlabeled.image_root)
             candidates, stats = None, read_json(stats_path, "round stats")
         else:
-            labels = self.select(self._round_file(k, "detections.jsonl"), previous)
+            labels = self.select(k, previous)
             candidates, train_set = labels.candidates, labels.state
             stats = {"round": k, **labels.counts, **self.set_stats(train_set)}
             write_pseudo_labels(train_set, self.inputs.unlabeled, labels_path, k, self.rule)
@@ -423,14 +424,18 @@ class SelfTraining:
         _load_weights(model, weights)
         return model.eval()
 
-    def select(self, det_path: Path, previous: dict[int, list[Detection]]) -> RoundLabels:
+    def select(self, k: int, previous: dict[int, list[Detection]]) -> RoundLabels:
         """Round k's raw detections -> candidates, retained tracks and T^(k) fused with ``previous``
         (``curate.select_round``, the code ``autoqvis select`` runs)."""
         gt = self.inputs.unlabeled_gt
         oracle = None
         if self.cfg.selftrain.oracle_selection:
             oracle = lambda vid: [a.segmentations for a in gt.annotations_of(vid)]  # noqa: E731
-        rule = round_tau(iter_detection_file(det_path), self.rule)  # the paper's rule: unchanged
+        rule, det_path = self.rule, self._round_file(k, "detections.jsonl")
+        if self.cfg.selftrain.tau_hold_share and k >= 1:  # keep the share of frames tau kept in round 0
+            share = read_json(self._round_file(0, "stats.json"), "round 0 stats")["share_at_tau"]
+            rule = dataclasses.replace(rule, keep_share=share)
+        rule = round_tau(iter_detection_file(det_path), rule)  # the paper's rule: unchanged
         return select_round(iter_detection_file(det_path), previous, rule, oracle)
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
@@ -470,7 +475,7 @@ class SelfTraining:
             summary = read_json(path, "analysis")
         else:
             if candidates is None:  # resumed after the labels were written
-                candidates = self.select(rdir / "detections.jsonl", {}).candidates
+                candidates = self.select(k, {}).candidates
             gt = gt_tracks(self.inputs.unlabeled_gt, candidates.keys())
             summary, points = analyse(candidates, train_set, gt)
             write_analysis(summary, points, rdir, title=f"round {k}")
