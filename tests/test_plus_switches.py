@@ -185,3 +185,12 @@ def test_hold_share_keeps_round_0s_share_in_later_rounds(tmp_path, monkeypatch):
     assert stats["hold"][0]["tau"] == 0.75 and stats["hold"][1]["tau"] > 0.75
     assert stats["hold"][1]["share_at_tau"] < stats["paper"][1]["share_at_tau"]
     assert abs(stats["hold"][1]["share_at_tau"] - stats["hold"][0]["share_at_tau"]) < 0.15
+
+
+@pytest.mark.parametrize("plus, paper", [("ytvis19_r50_plus", "ytvis19_r50"), ("toy_plus", "toy")])
+def test_plus_configs_change_only_the_switches(plus, paper):
+    a, b = load_config(plus).to_dict(), load_config(paper).to_dict()
+    changed = {(s, k) for s in a if isinstance(a[s], dict) for k in a[s] if a[s][k] != b[s][k]}
+    assert changed == {("selftrain", "quality_smooth_radius"), ("selftrain", "track_tau_low"),
+                       ("selftrain", "tau_hold_share"), ("selftrain", "ema_decay")}
+    assert a["name"] == plus
