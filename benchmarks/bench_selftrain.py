@@ -57,6 +57,9 @@ PLUS = {
     "ema": ["selftrain.ema_decay=0.998"],  # each round's model = the moving average of its weights
 }
 PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three
+# variants whose round 0 and round-1 model are `full`'s, bit for bit (tau_hold_share acts from round 1's selection
+# on): such a run starts from a copy of full's round 0 and round-1 model, and pays only for what differs
+SAME_ROUND1_AS_FULL = {"share"}
 VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
@@ -113,11 +116,30 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     n_rounds = rounds if variant == "full" or variant in PLUS else other_rounds
     if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0
+    if variant in SAME_ROUND1_AS_FULL and not out.exists():
+        copy_round1_of_full(work / f"seed{seed}" / "full", out)
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
                    "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),
                    "--val", str(world / "val.json"), "--init", str(init), "--out", str(out), "--rounds",
                    str(n_rounds), "--no-progress", *extra, *overrides)
     return out, sh(cmd + (["--resume"] if (out / "config.yaml").exists() else []), log)
+
+
+def copy_round1_of_full(full: Path, out: Path) -> None:
+    """``out`` as a run stopped after round 1's model and val: full's round 0 (labels, metrics, analysis) and its
+    round-1 model, val metrics and raw detections, but not round 1's selection, which the variant does its way."""
+    import shutil
+
+    if not (full / "round_1" / "detections.jsonl").exists() or not (full / "round_1" / "metrics.json").exists():
+        return  # full's round 1 is not done: the variant trains its own (the same) round 1
+    tmp = out.with_name(out.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(full / "round_0", tmp / "round_0")
+    (tmp / "round_1").mkdir()
+    for name in ("model.pt", "detections.jsonl", "metrics.json", "val_results.json"):
+        shutil.copy2(full / "round_1" / name, tmp / "round_1" / name)
+    shutil.copy2(full / "unlabeled_videos.json", tmp / "unlabeled_videos.json")
+    tmp.rename(out)
 
 
 def theoretical(work: Path, world: Path, seed: int, init: Path, round_iters: int, log: Path,

@@ -44,6 +44,7 @@ examples:
       --val toy/val.json --unlabeled-gt toy/train_gt.json --out st
   autoqvis selftrain --config ytvis19_r50 --synthetic synth.json --unlabeled ytvis/train.json \\
       --init autoqvis_init.pt --val ytvis/valid_gt.json --out st       # the paper's setting
+  autoqvis selftrain --config ytvis19_r50_plus ...   # NOT the paper: its selection and rounds improved (README)
   autoqvis selftrain ... --rounds 3 --tau 0.5 --max-iters 200 --max-videos 10   # quick trials
 
 Several GPUs or nodes: start it with torchrun (README "Scale out"); training is data-parallel (the batch
@@ -53,7 +54,8 @@ as one process writes for the same weights). --out must be on a file system all 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="config YAML (a path or a packaged name: toy, ytvis19_r50, ...)")
+    parser.add_argument("--config", required=True, help="config YAML (a path or a packaged name: toy, ytvis19_r50, uvo_dense_r50; "
+                        "ytvis19_r50_plus / toy_plus: beyond the paper)")
     parser.add_argument("--synthetic", required=True, help="COCO json of stills + masks, or YouTubeVIS json of synthetic videos")
     parser.add_argument("--unlabeled", required=True, metavar="U.json|VIDEO_DIR",
                         help="YouTubeVIS json of the unlabeled videos, or a folder of video files / frame folders")

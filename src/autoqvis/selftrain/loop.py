@@ -433,10 +433,17 @@ class SelfTraining:
             oracle = lambda vid: [a.segmentations for a in gt.annotations_of(vid)]  # noqa: E731
         rule, det_path = self.rule, self._round_file(k, "detections.jsonl")
         if self.cfg.selftrain.tau_hold_share and k >= 1:  # keep the share of frames tau kept in round 0
-            share = read_json(self._round_file(0, "stats.json"), "round 0 stats")["share_at_tau"]
-            rule = dataclasses.replace(rule, keep_share=share)
+            rule = dataclasses.replace(rule, keep_share=self._round0_share())
         rule = round_tau(iter_detection_file(det_path), rule)  # the paper's rule: unchanged
         return select_round(iter_detection_file(det_path), previous, rule, oracle)
+
+    def _round0_share(self) -> float:
+        """The share of candidate frames tau kept in round 0 (its stats.json; selected again from round 0's detections
+        for a run whose stats predate the count)."""
+        stats = read_json(self._round_file(0, "stats.json"), "round 0 stats")
+        if "share_at_tau" in stats:
+            return float(stats["share_at_tau"])
+        return select_round(iter_detection_file(self._round_file(0, "detections.jsonl")), {}, self.rule).counts["share_at_tau"]
 
     def set_stats(self, train_set: dict[int, list[Detection]]) -> dict[str, Any]:
         """Counts of T^(k): videos, tracks, selected frames, eligible videos/frames (eq. 14), area histogram."""
