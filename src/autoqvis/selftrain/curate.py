@@ -29,8 +29,7 @@ from ..core.tracks import Detection
 from ..data.ytvis import YTVISDataset, load_ytvis
 from .fusion import FUSION_MATCHES, fuse_dataset
 from .pseudo_label import detection_from_annotation, detection_to_annotation, filter_by_score, spatiotemporal_nms
-from .selection import (num_selected_nonempty, oracle_select, quality_scores, retain, score_and_select, smooth_quality,
-                        training_frames)
+from .selection import num_selected_nonempty, oracle_select, retain, score_and_select, training_frames
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,8 @@ def round_tau(detections: Iterable[tuple[int, list[Detection]]], rule: Selection
     frames, not more of them at a lower precision."""
     if rule.keep_share <= 0:
         return rule
-    values: list[float] = []
-    for _, dets in detections:
-        for d in filter_by_score(spatiotemporal_nms(dets, rule.nms_iou), rule.score_threshold):
-            q = smooth_quality(d, quality_scores(d, rule.use_quality_predictor), rule.smooth_radius)
-            values += [x for x, seg in zip(q, d.segmentations) if seg is not None]
+    values = [q for _, dets in detections for d in curate_video(dets, rule).candidates
+              for q, seg in zip(d.quality, d.segmentations) if seg is not None]
     if not values:
         return rule
     return dataclasses.replace(rule, tau=max(rule.tau, float(np.quantile(values, 1.0 - rule.keep_share))))

@@ -63,7 +63,7 @@ def hysteresis_select(det: Detection, quality: Sequence[float], tau: float, tau_
     Q^t >= tau_low when the track's median Q over its non-empty frames is >= tau. (T,)"""
     present = [q for q, seg in zip(quality, det.segmentations) if seg is not None]
     low = tau_low if present and float(np.median(present)) >= tau else tau
-    return [int(seg is None or q >= tau or q >= low) for seg, q in zip(det.segmentations, quality)]
+    return [int(seg is None or q >= low) for seg, q in zip(det.segmentations, quality)]
 
 
 def score_and_select(dets: list[Detection], tau: float, use_quality_predictor: bool = True, *,
