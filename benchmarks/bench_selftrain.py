@@ -56,10 +56,11 @@ PLUS = {
     "share": ["selftrain.tau_hold_share=true"],  # tau per round from Q's quantile: the share round 0 kept at tau
     "ema": ["selftrain.ema_decay=0.998"],  # each round's model = the moving average of its weights
 }
+PLUS["track_share"] = PLUS["track"] + PLUS["share"]  # `plus` without the weight average: what the average adds
 PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three
-# variants whose round 0 and round-1 model are `full`'s, bit for bit (tau_hold_share acts from round 1's selection
-# on): such a run starts from a copy of full's round 0 and round-1 model, and pays only for what differs
-SAME_ROUND1_AS_FULL = {"share"}
+# variant -> the variant whose round 0 and round-1 model it shares bit for bit (tau_hold_share acts from round 1's
+# selection on): such a run starts from a copy of that run's round 0 and round-1 model, and pays only for what differs
+SAME_ROUND1_AS = {"share": "full", "track_share": "track"}
 VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
@@ -116,8 +117,8 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     n_rounds = rounds if variant == "full" or variant in PLUS else other_rounds
     if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0
-    if variant in SAME_ROUND1_AS_FULL and not out.exists():
-        copy_round1_of_full(work / f"seed{seed}" / "full", out)
+    if variant in SAME_ROUND1_AS and not out.exists():
+        copy_round1_of(work / f"seed{seed}" / SAME_ROUND1_AS[variant], out)
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
                    "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),
                    "--val", str(world / "val.json"), "--init", str(init), "--out", str(out), "--rounds",
@@ -125,13 +126,13 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     return out, sh(cmd + (["--resume"] if (out / "config.yaml").exists() else []), log)
 
 
-def copy_round1_of_full(full: Path, out: Path) -> None:
-    """``out`` as a run stopped after round 1's model and val: full's round 0 (labels, metrics, analysis) and its
-    round-1 model, val metrics and raw detections, but not round 1's selection, which the variant does its way."""
+def copy_round1_of(full: Path, out: Path) -> None:
+    """``out`` as a run stopped after round 1's model and val: ``full``'s round 0 (labels, metrics, analysis) and
+    its round-1 model, val metrics and raw detections, but not round 1's selection, which the variant does its way."""
     import shutil
 
     if not (full / "round_1" / "detections.jsonl").exists() or not (full / "round_1" / "metrics.json").exists():
-        return  # full's round 1 is not done: the variant trains its own (the same) round 1
+        return  # that run's round 1 is not done: the variant trains its own (the same) round 1
     tmp = out.with_name(out.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(full / "round_0", tmp / "round_0")
