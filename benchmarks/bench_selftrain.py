@@ -242,6 +242,43 @@ def mean_rows(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def gap_lines(per_seed: list[dict[str, dict]], rounds: int) -> list[str]:
+    """Issue 17's target for each variant beyond the paper, on AP50: the share of the gap from AutoQ-VIS (``rounds``
+    rounds) to each limit that the variant's last round closes (means over the seeds each row has), how many of its
+    seeds beat AutoQ-VIS's mean, and in how many its last round >= its first."""
+    def ap50(name: str) -> list[float]:
+        return [rows[name]["AP50"] for rows in per_seed if name in rows]
+
+    def mean(v: list[float]) -> float:
+        return float(np.mean(v))
+
+    aq_name = f"AutoQ-VIS, {rounds} round{'s' if rounds > 1 else ''}"
+    aq = ap50(aq_name)
+    limits = {"practical": ap50("practical limit (oracle: true IoU >= 0.5)"),
+              "ground-truth": ap50("theoretical limit (train ground truth)")}
+    out = []
+    for variant, overrides in PLUS.items():
+        tag = f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in overrides)}), "
+        first, last = tag + "1 round", tag + f"{rounds} round{'s' if rounds > 1 else ''}"
+        both = [(rows[first]["AP50"], rows[last]["AP50"]) for rows in per_seed if first in rows and last in rows]
+        if not aq or not both:
+            continue
+        v = [b for _, b in both]
+        parts = []
+        for lname, lim in limits.items():
+            if lim and mean(lim) > mean(aq):
+                parts.append(f"closes {100 * (mean(v) - mean(aq)) / (mean(lim) - mean(aq)):.0f} % of the gap to the {lname} "
+                             f"limit ({fmt(mean(aq))} -> {fmt(mean(lim))}, n {len(lim)})")
+            elif lim:
+                parts.append(f"the {lname} limit ({fmt(mean(lim))}, n {len(lim)}) is not above AutoQ-VIS")
+        above = sum(b > mean(aq) for b in v)
+        kept = sum(b >= a for a, b in both)
+        out.append(f"`{variant}` after {rounds} rounds, {fmt(mean(v))} AP50 (n {len(v)}) against AutoQ-VIS's "
+                   f"{fmt(mean(aq))} (n {len(aq)}): " + "; ".join(parts) + f"; {above} of {len(v)} seeds above "
+                   f"AutoQ-VIS's mean; round {rounds} >= round 1 in {kept} of {len(v)}.")
+    return out
+
+
 def fmt(v: float | None, scale: float = 100.0, digits: int = 1) -> str:
     return "–" if v is None else f"{scale * v:.{digits}f}"
 
@@ -337,7 +374,8 @@ def main() -> None:
     rows = mean_rows(per_seed)
     (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
     lines = table(rows)
-    print("\n".join(lines))
+    gaps = gap_lines(per_seed, args.rounds)
+    print("\n".join(lines + gaps))
     cmd = (f"python benchmarks/bench_selftrain.py --seeds {' '.join(map(str, args.seeds))} --round-iters "
            f"{args.round_iters} --rounds {args.rounds} "
            + (f"--other-rounds {args.other_rounds} " if args.other_rounds else "") + f"--tau {args.tau} "
@@ -362,6 +400,7 @@ def main() -> None:
         "",
         *lines,
         "",
+        *([("Issue 17's target (AP50): " + " ".join(gaps)), ""] if gaps else []),
         "Wall seconds per run (per seed): " + (", ".join(f"{k} {np.mean(v):.0f}" for k, v in timings.items() if any(v))
                                                or "every run reused from an earlier invocation") + ".",
         *([args.note] if args.note else []),

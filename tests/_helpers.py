@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,8 +26,13 @@ def save_random_checkpoint(path: Path, config: str = "toy", seed: int = 0) -> Pa
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """A script of benchmarks/ (not a package) loaded as a module."""
+    """A script of benchmarks/ (not a package) loaded as a module, with benchmarks/ on sys.path while it loads (its
+    sibling imports, as when it runs as a script)."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
