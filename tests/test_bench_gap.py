@@ -42,3 +42,12 @@ def test_a_limit_below_autoqvis_is_said_not_divided():
 def test_no_line_without_the_variant():
     bs = load_benchmark("bench_selftrain")
     assert bs.gap_lines([{AQ2: {"AP50": 0.5}, GT: {"AP50": 0.6}}], 2) == []
+
+
+def test_a_limit_within_the_seed_std_is_not_a_gap():
+    bs = load_benchmark("bench_selftrain")
+    # AutoQ-VIS 0.53 / 0.57 (mean 0.55, std 0.02), practical 0.56 (0.01 above), ground truth 0.60
+    per_seed = [seed(0.53, 0.56, 0.58, 0.56, 0.60), seed(0.57, 0.56, 0.58, 0.56, 0.60)]
+    (line,) = bs.gap_lines(per_seed, 2)
+    assert "the practical limit (56.0, n 2) is above AutoQ-VIS by less than AutoQ-VIS's seed std (2.0)" in line
+    assert "closes 60 % of the gap to the ground-truth limit (55.0 -> 60.0, n 2)" in line  # (58 - 55) / (60 - 55)
