@@ -28,6 +28,8 @@ def test_gap_closed_to_each_limit_and_seed_counts():
     assert "closes 40 % of the gap to the ground-truth limit (52.0 -> 62.0, n 2)" in line  # (56 - 52) / (62 - 52)
     assert "2 of 2 seeds above AutoQ-VIS's mean" in line
     assert "round 2 >= round 1 in 1 of 2" in line  # 0.57 >= 0.56, 0.55 < 0.56
+    # model_best per seed: plus max(0.56, 0.57), max(0.56, 0.55); AutoQ-VIS has only its round 2 row here
+    assert line.endswith("the better of rounds 1-2 per seed (model_best) 56.5 against AutoQ-VIS's 52.0.")
 
 
 def test_a_limit_below_autoqvis_is_said_not_divided():
