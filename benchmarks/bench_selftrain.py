@@ -64,7 +64,7 @@ PLUS["track_share"] = PLUS["track"] + PLUS["share"]  # `plus` without the weight
 PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three
 # variant -> the variant whose round 0 and round-1 model it shares bit for bit (tau_hold_share acts from round 1's
 # selection on): such a run starts from a copy of that run's round 0 and round-1 model, and pays only for what differs
-SAME_ROUND1_AS = {"share": "full", "track_share": "track"}
+SAME_ROUND1_AS = {"share": "full", "track_share": "track", "track": "track_share"}
 VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
