@@ -190,6 +190,16 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
 
 
 # -------------------------------------------------------------------------------- collection
+def aq_name(k: int) -> str:
+    """Table row of AutoQ-VIS after round ``k``."""
+    return f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}"
+
+
+def plus_name(variant: str, k: int) -> str:
+    """Table row of a variant beyond the paper after round ``k``."""
+    return f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in PLUS[variant])}), {k} round{'s' if k > 1 else ''}"
+
+
 def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dict]:
     """{row name: metrics + spearman} for one seed (the rows that exist)."""
     base = work / f"seed{seed}"
@@ -211,14 +221,13 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dic
 
     add("synthetic only (VideoCutLER analogue)", base / "full", 0)
     for k in range(1, rounds + 1):
-        add(f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}", base / "full", k)
+        add(aq_name(k), base / "full", k)
     for variant, (_, name) in ABLATIONS.items():
         add(name, base / variant, last)
     add("practical limit (oracle: true IoU >= 0.5)", base / "practical", last)
-    for variant, overrides in PLUS.items():  # beyond the paper: every round, as AutoQ-VIS's
+    for variant in PLUS:  # beyond the paper: every round, as AutoQ-VIS's
         for k in range(1, rounds + 1):
-            add(f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in overrides)}), {k} round{'s' if k > 1 else ''}",
-                base / variant, k)
+            add(plus_name(variant, k), base / variant, k)
     add(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only", base / "synthetic_control", last)
     theo = base / "theoretical" / "metrics.json"
     if theo.exists():
@@ -257,14 +266,12 @@ def gap_lines(per_seed: list[dict[str, dict]], rounds: int) -> list[str]:
     def mean(v: list[float]) -> float:
         return float(np.mean(v))
 
-    aq_name = f"AutoQ-VIS, {rounds} round{'s' if rounds > 1 else ''}"
-    aq = ap50(aq_name)
+    aq = ap50(aq_name(rounds))
     limits = {"practical": ap50("practical limit (oracle: true IoU >= 0.5)"),
               "ground-truth": ap50("theoretical limit (train ground truth)")}
     out = []
-    for variant, overrides in PLUS.items():
-        tag = f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in overrides)}), "
-        first, last = tag + "1 round", tag + f"{rounds} round{'s' if rounds > 1 else ''}"
+    for variant in PLUS:
+        first, last = plus_name(variant, 1), plus_name(variant, rounds)
         both = [(rows[first]["AP50"], rows[last]["AP50"]) for rows in per_seed if first in rows and last in rows]
         if not aq or not both:
             continue
@@ -282,8 +289,8 @@ def gap_lines(per_seed: list[dict[str, dict]], rounds: int) -> list[str]:
         above = sum(b > mean(aq) for b in v)
         kept = sum(b >= a for a, b in both)
         # the official model_best: the better round on val AP50, per seed (AutoQ-VIS's over its rounds 1..k too)
-        names = [f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}" for k in range(1, rounds + 1)]
-        aq_rounds = [[rows[n]["AP50"] for n in names if n in rows] for rows in per_seed if aq_name in rows]
+        names = [aq_name(k) for k in range(1, rounds + 1)]
+        aq_rounds = [[rows[n]["AP50"] for n in names if n in rows] for rows in per_seed if aq_name(rounds) in rows]
         best = f"; the better of rounds 1-{rounds} per seed (model_best) {fmt(mean([max(p) for p in both]))} against " \
                f"AutoQ-VIS's {fmt(mean([max(r) for r in aq_rounds]))}" if rounds > 1 else ""
         out.append(f"`{variant}` after {rounds} rounds, {fmt(mean(v))} AP50 (n {len(v)}) against AutoQ-VIS's "

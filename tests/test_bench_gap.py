@@ -11,8 +11,8 @@ GT = "theoretical limit (train ground truth)"
 
 def seed(aq: float, plus1: float, plus2: float, practical: float | None, gt: float) -> dict[str, dict]:
     bs = load_benchmark("bench_selftrain")
-    tag = f"plus `plus` ({' '.join(o.split('.', 1)[1] for o in bs.PLUS['plus'])}), "
-    rows = {AQ2: {"AP50": aq}, tag + "1 round": {"AP50": plus1}, tag + "2 rounds": {"AP50": plus2}, GT: {"AP50": gt}}
+    rows = {AQ2: {"AP50": aq}, bs.plus_name("plus", 1): {"AP50": plus1}, bs.plus_name("plus", 2): {"AP50": plus2},
+            GT: {"AP50": gt}}
     if practical is not None:
         rows[PRACTICAL] = {"AP50": practical}
     return rows
