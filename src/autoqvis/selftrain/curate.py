@@ -124,6 +124,8 @@ def round_tau(detections: Iterable[tuple[int, list[Detection]]], rule: Selection
     frames, not more of them at a lower precision."""
     if rule.keep_share <= 0:
         return rule
+    # a pass of its own over the detection file (select_round then runs NMS again): the quantile needs every video's
+    # Q before any video is selected, and holding the round's candidates would undo the streaming memory bound
     values = [q for _, dets in detections for d in curate_video(dets, rule).candidates
               for q, seg in zip(d.quality, d.segmentations) if seg is not None]
     if not values:
