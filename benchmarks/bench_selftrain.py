@@ -54,6 +54,8 @@ ABLATIONS = {  # variant -> (selftrain switches, Table 3 row name)
     "no_fusion": (["--no-fusion"], "w/o adaptive fusion"),
     "no_freeze": (["--no-freeze"], "w/o freezing predictor"),
 }
+# the paper's Table 3 (YouTubeVIS-2019 AP50): its order of harm, worst first, for issue 16's comparison
+PAPER_TABLE3_AP50 = {"no_droploss": 48.0, "no_freeze": 49.2, "no_fusion": 49.7, "no_quality": 50.5, "no_reset": 51.6}
 # beyond the paper (issue 17): variant -> config overrides of its rounds (`full`'s rounds, --rounds of them)
 PLUS = {
     "track": ["selftrain.track_tau_low=0.5", "selftrain.quality_smooth_radius=1"],  # frames judged with their track
@@ -200,13 +202,15 @@ def plus_name(variant: str, k: int) -> str:
     return f"plus `{variant}` ({' '.join(o.split('.', 1)[1] for o in PLUS[variant])}), {k} round{'s' if k > 1 else ''}"
 
 
-def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dict]:
-    """{row name: metrics + spearman} for one seed (the rows that exist)."""
+def rows_of_seed(work: Path, seed: int, rounds: int, last: int, variants: list[str] | None = None) -> dict[str, dict]:
+    """{row name: metrics + spearman} for one seed (the rows that exist; only those of ``variants`` if given)."""
     base = work / f"seed{seed}"
     rows: dict[str, dict] = {}
 
     def add(name: str, run: Path, k: int) -> None:
         r = run / f"round_{k}"
+        if variants is not None and run.name not in variants:
+            return
         if not (r / "metrics.json").exists():
             return
         row = dict(read(r / "metrics.json"))
@@ -230,10 +234,10 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int) -> dict[str, dic
             add(plus_name(variant, k), base / variant, k)
     add(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only", base / "synthetic_control", last)
     theo = base / "theoretical" / "metrics.json"
-    if theo.exists():
+    if theo.exists() and (variants is None or "theoretical" in variants):
         rows["theoretical limit (train ground truth)"] = dict(read(theo))
     part = base / "theoretical_partial"
-    if (part / "metrics.json").exists():
+    if (part / "metrics.json").exists() and (variants is None or "theoretical_partial" in variants):
         row = dict(read(part / "metrics.json"))
         row["tracks"] = read(part / "kept_tracks.json")["kept"]
         rows[f"diagnosis: train ground truth, {PARTIAL_GT:.0%} of the tracks"] = row
@@ -296,6 +300,72 @@ def gap_lines(per_seed: list[dict[str, dict]], rounds: int) -> list[str]:
         out.append(f"`{variant}` after {rounds} rounds, {fmt(mean(v))} AP50 (n {len(v)}) against AutoQ-VIS's "
                    f"{fmt(mean(aq))} (n {len(aq)}): " + "; ".join(parts) + f"; {above} of {len(v)} seeds above "
                    f"AutoQ-VIS's mean; round {rounds} >= round 1 in {kept} of {len(v)}{best}.")
+    return out
+
+
+def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -> list[str]:
+    """Issue 16's point 2, each check computed on AP50 from the per-seed rows: the ground-truth limit >= 60, the
+    initial model below it, AutoQ-VIS above the initial model and the same-schedule control (in units of the seed
+    std), the paper's ordering, round 2 >= round 1, and the ablations' order of harm against the paper's Table 3.
+    Empty without AutoQ-VIS's last round, and for a table with neither ablations nor the control (a beyond-the-paper
+    table, whose target is gap_lines')."""
+    def ap(name: str) -> list[float]:
+        return [100 * rows[name]["AP50"] for rows in per_seed if name in rows]
+
+    def ms(v: list[float]) -> str:
+        return f"{np.mean(v):.1f} ± {np.std(v):.1f} (n {len(v)})"
+
+    aq_last, aq_first = aq_name(rounds), aq_name(1)
+    aq, init = ap(aq_last), ap("synthetic only (VideoCutLER analogue)")
+    gt, prac = ap("theoretical limit (train ground truth)"), ap("practical limit (oracle: true IoU >= 0.5)")
+    control = ap(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only")
+    abl = {v: ap(name) for v, (_, name) in ABLATIONS.items() if ap(name)}
+    if not aq or not (abl or control):
+        return []
+    out = []
+    if gt:
+        out.append(f"ground-truth limit {ms(gt)}, >= 60 on the mean: {'yes' if np.mean(gt) >= 60 else 'no'} "
+                   f"({sum(g >= 60 for g in gt)} of {len(gt)} seeds >= 60)")
+    if init and gt:
+        out.append(f"initial model {np.mean(init):.1f}: {np.mean(gt) - np.mean(init):.1f} below the ground-truth limit")
+    if init:
+        above = sum(a > np.mean(init) for a in aq)
+        out.append(f"AutoQ-VIS ({rounds} rounds) {ms(aq)}: {np.mean(aq) - np.mean(init):+.1f} over the initial model, "
+                   f"above it in {above} of {len(aq)} seeds")
+    if control:
+        gap, s_aq, s_c = np.mean(aq) - np.mean(control), np.std(aq), np.std(control)
+        pooled = float(np.sqrt((s_aq ** 2 + s_c ** 2) / 2))
+        ratios = ", ".join(f"{gap / s:.1f}x {what}" if s > 0 else f"{what} 0" for what, s in
+                           (("AutoQ-VIS's std", s_aq), ("the control's", s_c), ("the pooled", pooled)))
+        out.append(f"against the same-schedule control {ms(control)}: gap {gap:+.1f} = {ratios}; >= 3x the seed std: "
+                   f"{'yes' if gap >= 3 * max(s_aq, s_c) else 'no'} (against the larger of the two stds)")
+    else:
+        out.append("the same-schedule control: not in this table")
+    chain = [("ground-truth limit", gt), ("practical limit", prac), ("AutoQ-VIS", aq), ("initial model", init)]
+    chain = [(n, float(np.mean(v))) for n, v in chain if v]
+    fails = [f"{a} {x:.1f} <= {b} {y:.1f}" for (a, x), (b, y) in zip(chain, chain[1:]) if not x > y]
+    out.append("ordering " + " > ".join(f"{n} {v:.1f}" for n, v in chain) + " on the means: "
+               + ("holds" if not fails else "fails at " + "; ".join(fails)))
+    pairs = [(100 * rows[aq_first]["AP50"], 100 * rows[aq_last]["AP50"]) for rows in per_seed
+             if aq_first in rows and aq_last in rows]
+    if rounds > 1 and pairs:
+        a, b = (float(np.mean(x)) for x in zip(*pairs))
+        out.append(f"round {rounds} >= round 1: {'yes' if b >= a else 'no'} on the mean ({a:.1f} -> {b:.1f}), "
+                   f"in {sum(y >= x for x, y in pairs)} of {len(pairs)} seeds")
+    if abl:
+        ref = aq_name(last)
+        deltas = {}
+        for v, (_, name) in ABLATIONS.items():  # against AutoQ-VIS after as many rounds, in the same seeds
+            both = [(rows[name]["AP50"], rows[ref]["AP50"]) for rows in per_seed if name in rows and ref in rows]
+            if both:
+                deltas[v] = 100 * float(np.mean([x - y for x, y in both]))
+        here = sorted(abl, key=lambda v: np.mean(abl[v]))
+        paper = sorted(abl, key=PAPER_TABLE3_AP50.__getitem__)
+        out.append("ablations after " + f"{last} round{'s' if last > 1 else ''}, worst first: " + "; ".join(
+            f"{ABLATIONS[v][1]} {ms(abl[v])}" + (f", {deltas[v]:+.1f} against AutoQ-VIS's round {last} in the same "
+                                                 "seeds" if v in deltas else "") for v in here) + f"; w/o quality predictor worst: {'yes' if here[0] == 'no_quality' else 'no'}; the "
+            f"paper's order of these (Table 3: " + ", ".join(f"{ABLATIONS[v][1]} {PAPER_TABLE3_AP50[v]}" for v in paper)
+            + f"): {'same' if here == paper else 'differs'}")
     return out
 
 
@@ -390,12 +460,14 @@ def main() -> None:
         for seed, variant, t in pool.map(one, tasks):
             timings.setdefault(variant, []).append(t)
             print(f"seed {seed} {variant}: {t:.0f} s", flush=True)
-    per_seed = [rows_of_seed(work, seed, args.rounds, other_rounds) for seed in args.seeds]
+    only = None if args.variants == VARIANTS else args.variants  # --variants narrows the table too
+    per_seed = [rows_of_seed(work, seed, args.rounds, other_rounds, only) for seed in args.seeds]
     rows = mean_rows(per_seed)
     (work / "results.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed, "timings_s": timings}, indent=1))
     lines = table(rows)
     gaps = gap_lines(per_seed, args.rounds)
-    print("\n".join(lines + gaps))
+    checks = calibration_lines(per_seed, args.rounds, other_rounds)
+    print("\n".join(lines + gaps + checks))
     cmd = (f"python benchmarks/bench_selftrain.py --seeds {' '.join(map(str, args.seeds))} --round-iters "
            f"{args.round_iters} --rounds {args.rounds} "
            + (f"--other-rounds {args.other_rounds} " if args.other_rounds else "") + f"--tau {args.tau} "
@@ -421,6 +493,8 @@ def main() -> None:
         *lines,
         "",
         *(["Issue 17's target (AP50), per variant beyond the paper:", "", *(f"- {g}" for g in gaps), ""] if gaps else []),
+        *(["Issue 16's point 2 (AP50, computed from the rows above):", "", *(f"- {c}" for c in checks), ""]
+          if checks else []),
         "Wall seconds per run (per seed): " + (", ".join(f"{k} {np.mean(v):.0f}" for k, v in timings.items() if any(v))
                                                or "every run reused from an earlier invocation") + ".",
         *([args.note] if args.note else []),
