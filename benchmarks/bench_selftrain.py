@@ -473,7 +473,8 @@ def main() -> None:
            + (f"--other-rounds {args.other_rounds} " if args.other_rounds else "") + f"--tau {args.tau} "
            + (f"--init {args.init}" if args.init is not None else f"--init-iters {args.init_iters}")
            + (f" --world-args {' '.join(args.world_args)}" if args.world_args else "")
-           + (f" --overrides {' '.join(args.overrides)}" if args.overrides else ""))
+           + (f" --overrides {' '.join(args.overrides)}" if args.overrides else "")
+           + (f" --variants {' '.join(only)}" if only else ""))
     init_note = ""
     if args.init is not None:
         import hashlib
