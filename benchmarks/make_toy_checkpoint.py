@@ -10,7 +10,7 @@ It is exactly what these two commands give (seeded, so anyone can rerun them):
 (at 2 torch threads, ~66-76 min on 2 CPU cores) then ``WORK/train/model_final.pt`` stripped to the weights (no optimizer
 state, no criterion buffers): the toy config's initial stage, 16x longer (``--set`` changes that). With ``--work`` of an earlier call the finished run
 is reused and only re-scored on the val split of WORK/world.
-Seeded, so the same machine gives the same bits; another CPU's float kernels round differently, and over 16,000
+Seeded: a rerun on one machine repeats bit for bit (the earlier 4,000-iteration model was reproduced so); another CPU's float kernels round differently, and over 16,000
 iterations that gives a close but different model (benchmarks/RESULTS.md, "Shipped checkpoint": AP50 46.9 vs 48.7;
 ``benchmarks/initial_stage_drift.py`` shows the code unchanged).
 The sidecar ``toy_init.json`` records the provenance: commands, seeds, iterations, val metrics, the model
