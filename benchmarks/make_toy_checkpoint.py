@@ -1,7 +1,7 @@
 """Make the toy initial-stage checkpoint shipped inside the package: ``src/autoqvis/assets/toy_init.pt``.
 
 `autoqvis demo` starts self-training from it, as the paper starts from VideoCutLER's released checkpoint.
-It is exactly what these two commands give (seeded, so anyone can rerun them):
+It is what these two seeded commands gave on the machine that made it (anyone can rerun them):
 
     autoqvis toyworld --out WORK/world --seed 0
     autoqvis train --config configs/toy.yaml --synthetic WORK/world/source.json --val WORK/world/val.json \\
