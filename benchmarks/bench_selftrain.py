@@ -207,11 +207,12 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int, variants: list[s
     base = work / f"seed{seed}"
     rows: dict[str, dict] = {}
 
+    def wanted(variant: str) -> bool:
+        return variants is None or variant in variants
+
     def add(name: str, run: Path, k: int) -> None:
         r = run / f"round_{k}"
-        if variants is not None and run.name not in variants:
-            return
-        if not (r / "metrics.json").exists():
+        if not wanted(run.name) or not (r / "metrics.json").exists():
             return
         row = dict(read(r / "metrics.json"))
         if (r / "analysis.json").exists():
@@ -234,10 +235,10 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int, variants: list[s
             add(plus_name(variant, k), base / variant, k)
     add(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only", base / "synthetic_control", last)
     theo = base / "theoretical" / "metrics.json"
-    if theo.exists() and (variants is None or "theoretical" in variants):
+    if theo.exists() and wanted("theoretical"):
         rows["theoretical limit (train ground truth)"] = dict(read(theo))
     part = base / "theoretical_partial"
-    if (part / "metrics.json").exists() and (variants is None or "theoretical_partial" in variants):
+    if (part / "metrics.json").exists() and wanted("theoretical_partial"):
         row = dict(read(part / "metrics.json"))
         row["tracks"] = read(part / "kept_tracks.json")["kept"]
         rows[f"diagnosis: train ground truth, {PARTIAL_GT:.0%} of the tracks"] = row
@@ -319,7 +320,7 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
     aq, init = ap(aq_last), ap("synthetic only (VideoCutLER analogue)")
     gt, prac = ap("theoretical limit (train ground truth)"), ap("practical limit (oracle: true IoU >= 0.5)")
     control = ap(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only")
-    abl = {v: ap(name) for v, (_, name) in ABLATIONS.items() if ap(name)}
+    abl = {v: vals for v, (_, name) in ABLATIONS.items() if (vals := ap(name))}
     if not aq or not (abl or control):
         return []
     out = []
@@ -361,11 +362,12 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
                 deltas[v] = 100 * float(np.mean([x - y for x, y in both]))
         here = sorted(abl, key=lambda v: np.mean(abl[v]))
         paper = sorted(abl, key=PAPER_TABLE3_AP50.__getitem__)
-        out.append("ablations after " + f"{last} round{'s' if last > 1 else ''}, worst first: " + "; ".join(
-            f"{ABLATIONS[v][1]} {ms(abl[v])}" + (f", {deltas[v]:+.1f} against AutoQ-VIS's round {last} in the same "
-                                                 "seeds" if v in deltas else "") for v in here) + f"; w/o quality predictor worst: {'yes' if here[0] == 'no_quality' else 'no'}; the "
-            f"paper's order of these (Table 3: " + ", ".join(f"{ABLATIONS[v][1]} {PAPER_TABLE3_AP50[v]}" for v in paper)
-            + f"): {'same' if here == paper else 'differs'}")
+        each = [f"{ABLATIONS[v][1]} {ms(abl[v])}" + (f", {deltas[v]:+.1f} against AutoQ-VIS's round {last} in the "
+                                                     "same seeds" if v in deltas else "") for v in here]
+        papers = ", ".join(f"{ABLATIONS[v][1]} {PAPER_TABLE3_AP50[v]}" for v in paper)
+        out.append(f"ablations after {last} round{'s' if last > 1 else ''}, worst first: " + "; ".join(each)
+                   + f"; w/o quality predictor worst: {'yes' if here[0] == 'no_quality' else 'no'}; the paper's order "
+                   f"of these (Table 3: {papers}): {'same' if here == paper else 'differs'}")
     return out
 
 
