@@ -6,7 +6,7 @@ import pytest
 
 from _selftrain_cases import EMPTY, box, track
 from autoqvis.core.errors import AutoQVISError
-from autoqvis.core.tracks import eligible_frames, selection_flags
+from autoqvis.core.tracks import eligible_frames, encode_track, selection_flags
 from autoqvis.selftrain.selection import quality_scores, retain, score_and_select, select_frames, training_frames
 
 A = box(0, 0, 4, 4)
@@ -90,3 +90,36 @@ def test_an_empty_mask_is_selected_whatever_its_flag_says():  # the official mar
 def test_eligible_frames_rejects_mixed_lengths():
     with pytest.raises(AutoQVISError, match="number of frames"):
         eligible_frames(flags(track([A] * 2, selected=[1, 1]), track([A] * 3, selected=[1, 1, 1])))
+
+
+def test_oracle_select_and_oracle_clean():
+    """Table 2's practical limit selects by the true IoU alone; the issue-16 diagnosis (``within_selection``) keeps
+    the rule's S^t and only drops its frames of true IoU < 0.5."""
+    from autoqvis.selftrain.selection import oracle_select
+
+    gt = encode_track([A, A, A, A, EMPTY])
+    half = box(0, 0, 4, 2)  # IoU 0.5 with A: kept (inclusive)
+    third = box(0, 0, 4, 1)  # IoU 0.25: dropped
+    d = track([A, half, third, A, A], score=1.0, pred_iou=[0.9, 0.9, 0.9, 0.1, 0.1])  # Q: 3 selected, 2 not
+    (scored,) = score_and_select([d], tau=0.7)
+    assert scored.selected == [1, 1, 1, 0, 0]
+    (practical,) = oracle_select([scored], [gt])
+    assert practical.selected == [1, 1, 0, 1, 0]  # the true IoU alone; frame 4 (no ground truth) has IoU 0
+    (clean,) = oracle_select([scored], [gt], within_selection=True)
+    assert clean.selected == [1, 1, 0, 0, 0]  # the rule's frames minus the wrong one
+    e = track([A, EMPTY], score=1.0, pred_iou=[0.1, 0.0])
+    (scored_e,) = score_and_select([e], tau=0.7)
+    assert oracle_select([scored_e], [encode_track([EMPTY, A])], within_selection=True)[0].selected == [0, 1]
+
+
+def test_select_round_with_oracle_clean_drops_only_wrong_frames():
+    from autoqvis.selftrain.curate import SelectionRule, select_round
+
+    gt = [encode_track([A, A, A, A])]
+    d = track([A, A, box(0, 0, 4, 1), A], score=1.0, pred_iou=[0.9, 0.9, 0.9, 0.2])
+    rule = SelectionRule(tau=0.7)
+    plain = select_round(iter([(1, [d])]), {}, rule)
+    clean = select_round(iter([(1, [d])]), {}, rule, lambda vid: gt, oracle_clean=True)
+    assert plain.retained[1][0].selected == [1, 1, 1, 0] and plain.counts["selected_frames"] == 3
+    assert clean.retained[1][0].selected == [1, 1, 0, 0] and clean.counts["selected_frames"] == 2
+    assert (plain.counts["quality"], clean.counts["quality"]) == ("predictor", "oracle_clean")

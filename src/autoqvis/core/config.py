@@ -236,6 +236,9 @@ class SelfTrainConfig:
     drop_loss: bool = True  # DropLoss in the rounds (loss.drop_loss_iou)
     # Table 2 "practical limit" oracle: S^t = (true IoU^t >= 0.5) against the unlabeled videos' ground truth
     oracle_selection: bool = False
+    # diagnosis (issue 16, not a paper row): from this round's selection on, the rule's S^t minus its frames of true
+    # IoU < 0.5 (the unlabeled ground truth); -1: off. 1 keeps round 1 AutoQ-VIS's own, so only round 2+ differ
+    oracle_clean_from_round: int = -1
     # beyond the paper (issue 17, docs/fidelity.md; off in every paper preset): frames judged with their track
     quality_smooth_radius: int = 0  # Q^t := median of Q over the track's non-empty frames t-r..t+r
     track_tau_low: float = 0.0  # > 0: frames with Q >= this are selected too in a track whose median Q >= tau
@@ -247,6 +250,12 @@ class SelfTrainConfig:
         _check_choice("selftrain.source_draw", self.source_draw, SOURCE_DRAWS)
         _check_choice("selftrain.frame_sampling", self.frame_sampling, FRAME_SAMPLINGS)
         check_clips_per_draw(self.clips_per_draw, self.batch_size)
+        if self.oracle_clean_from_round < -1:
+            raise AutoQVISError(f"config key selftrain.oracle_clean_from_round: {self.oracle_clean_from_round} must be "
+                                ">= 0, or -1 (off)")
+        if self.oracle_selection and self.oracle_clean_from_round >= 0:
+            raise AutoQVISError("config key selftrain.oracle_clean_from_round: set with selftrain.oracle_selection; "
+                                "the two oracles exclude each other")
 
 
 @dataclass

@@ -104,16 +104,17 @@ def set_tau(st: Any, tau: float) -> None:
 
 
 def curate_video(dets: list[Detection], rule: SelectionRule,
-                 oracle_gt: Sequence[Sequence[Any]] | None = None) -> VideoLabels:
+                 oracle_gt: Sequence[Sequence[Any]] | None = None, oracle_clean: bool = False) -> VideoLabels:
     """Steps 1-3 for the raw tracks of one video (in the model's order).
 
-    oracle_gt: the video's ground-truth tracks for Table 2's oracle selection (S^t from the true IoU).
+    oracle_gt: the video's ground-truth tracks for Table 2's oracle selection (S^t from the true IoU), or with
+    ``oracle_clean`` for the diagnosis that keeps the rule's selection minus its frames of true IoU < 0.5.
     """
     kept = spatiotemporal_nms(dets, rule.nms_iou)
     scored = score_and_select(filter_by_score(kept, rule.score_threshold), rule.tau, rule.use_quality_predictor,
                               smooth_radius=rule.smooth_radius, tau_low=rule.tau_low)
     if oracle_gt is not None:
-        scored = oracle_select(scored, oracle_gt)
+        scored = oracle_select(scored, oracle_gt, within_selection=oracle_clean)
     return VideoLabels(kept, scored, retain(scored, rule.min_selected_frames))
 
 
@@ -134,7 +135,8 @@ def round_tau(detections: Iterable[tuple[int, list[Detection]]], rule: Selection
 
 
 def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: dict[int, list[Detection]],
-                 rule: SelectionRule, oracle_gt: Callable[[int], Sequence[Sequence[Any]]] | None = None) -> RoundLabels:
+                 rule: SelectionRule, oracle_gt: Callable[[int], Sequence[Sequence[Any]]] | None = None,
+                 oracle_clean: bool = False) -> RoundLabels:
     """Steps 1-4 over every video: raw detections (video_id, tracks) and the previous state -> RoundLabels."""
     candidates: dict[int, list[Detection]] = {}
     retained: dict[int, list[Detection]] = {}
@@ -142,7 +144,7 @@ def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: di
     for video_id, dets in detections:
         if video_id in candidates:
             raise AutoQVISError(f"video {video_id}: detections given twice")
-        labels = curate_video(dets, rule, None if oracle_gt is None else oracle_gt(video_id))
+        labels = curate_video(dets, rule, None if oracle_gt is None else oracle_gt(video_id), oracle_clean)
         candidates[video_id], retained[video_id] = labels.candidates, labels.retained
         raw += len(dets)
         after_nms += len(labels.after_nms)
@@ -155,7 +157,8 @@ def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: di
               "tau": rule.tau,
               # share of the candidates' non-empty frames with Q >= tau (selftrain.tau_hold_share keeps round 0's)
               "share_at_tau": sum(q >= rule.tau for q in quality) / len(quality) if quality else 0.0,
-              "quality": "oracle" if oracle_gt is not None else ("predictor" if rule.use_quality_predictor else "score")}
+              "quality": ("oracle_clean" if oracle_clean else "oracle") if oracle_gt is not None
+              else ("predictor" if rule.use_quality_predictor else "score")}
     return RoundLabels(dict(sorted(candidates.items())), dict(sorted(retained.items())), state, counts)
 
 

@@ -230,8 +230,9 @@ class SelfTraining:
         if cfg.selftrain.use_quality_predictor and not cfg.model.quality.enabled:
             raise AutoQVISError("the config has no quality predictor (model.quality.enabled: false); "
                                 "use --no-quality-predictor")
-        if cfg.selftrain.oracle_selection and inputs.unlabeled_gt is None:
-            raise AutoQVISError("selftrain.oracle_selection needs the unlabeled videos' ground truth (--unlabeled-gt)")
+        for name in ("oracle_selection", "oracle_clean_from_round"):
+            if getattr(cfg.selftrain, name) not in (False, -1) and inputs.unlabeled_gt is None:
+                raise AutoQVISError(f"selftrain.{name} needs the unlabeled videos' ground truth (--unlabeled-gt)")
         self.cfg, self.inputs, self.out = cfg, inputs, Path(out_dir)
         self.resume, self.progress = resume, progress
         self.video_ids = [v.id for v in inputs.unlabeled.videos][: inputs.max_videos or None]
@@ -429,13 +430,14 @@ class SelfTraining:
         (``curate.select_round``, the code ``autoqvis select`` runs)."""
         gt = self.inputs.unlabeled_gt
         oracle = None
-        if self.cfg.selftrain.oracle_selection:
+        clean = 0 <= self.cfg.selftrain.oracle_clean_from_round <= k
+        if self.cfg.selftrain.oracle_selection or clean:
             oracle = lambda vid: [a.segmentations for a in gt.annotations_of(vid)]  # noqa: E731
         rule, det_path = self.rule, self._round_file(k, "detections.jsonl")
         if self.cfg.selftrain.tau_hold_share and k >= 1:  # keep the share of frames tau kept in round 0
             rule = dataclasses.replace(rule, keep_share=self._round0_share())
         rule = round_tau(iter_detection_file(det_path), rule)  # the paper's rule: unchanged
-        return select_round(iter_detection_file(det_path), previous, rule, oracle)
+        return select_round(iter_detection_file(det_path), previous, rule, oracle, clean)
 
     def _round0_share(self) -> float:
         """The share of candidate frames tau kept in round 0 (its stats.json; selected again from round 0's detections

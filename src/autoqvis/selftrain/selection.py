@@ -89,13 +89,18 @@ def retain(dets: list[Detection], min_selected_frames: int = 2) -> list[Detectio
     return [d for d in dets if num_selected_nonempty(d) >= min_selected_frames]
 
 
-def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any]], iou_threshold: float = 0.5) -> list[Detection]:
+def oracle_select(dets: list[Detection], gt_segmentations: Sequence[Sequence[Any]], iou_threshold: float = 0.5,
+                  within_selection: bool = False) -> list[Detection]:
     """Table 2's "practical limit" (an oracle, for analysis only): S^t = 1 where the mask's TRUE IoU with its
     best-matching ground-truth track (``autoqvis.eval.analysis.true_ious``) is >= iou_threshold; empty
-    frames stay selected as in eq. 21. Q^t is kept as it was."""
+    frames stay selected as in eq. 21. Q^t is kept as it was.
+
+    within_selection: a diagnosis, not a paper row -- keep the tracks' own S^t and only drop its frames whose true
+    IoU is below the threshold (the quality predictor's selection without its errors)."""
     frame_iou, _ = true_ious(dets, gt_segmentations)
     return [
-        dataclasses.replace(d, selected=[int(seg is None or iou >= iou_threshold) for seg, iou in zip(d.segmentations, f)])
+        dataclasses.replace(d, selected=[int(seg is None or (iou >= iou_threshold and (s or not within_selection)))
+                                         for s, seg, iou in zip(d.selected, d.segmentations, f)])
         for d, f in zip(dets, frame_iou)
     ]
 
