@@ -351,8 +351,14 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
         pooled = float(np.sqrt((s_aq ** 2 + s_c ** 2) / 2))
         ratios = ", ".join(f"{gap / s:.1f}x {what}" if s > 0 else f"{what} 0" for what, s in
                            (("AutoQ-VIS's std", s_aq), ("the control's", s_c), ("the pooled", pooled)))
-        out.append(f"against the same-schedule control {ms(control)}: gap {gap:+.1f} = {ratios}; >= 3x the seed std: "
-                   f"{'yes' if gap >= 3 * max(s_aq, s_c) else 'no'} (against the larger of the two stds)")
+        line = (f"against the same-schedule control {ms(control)}: gap {gap:+.1f} = {ratios}; >= 3x the seed std: "
+                f"{'yes' if gap >= 3 * max(s_aq, s_c) else 'no'} (against the larger of the two stds)")
+        first = ap(aq_first)
+        if rounds > 1 and last == 1 and first:  # every round restarts from the initial weights: round 1 is as long
+            g1 = np.mean(first) - np.mean(control)
+            line += (f"; AutoQ-VIS's round 1 {ms(first)}: gap {g1:+.1f} = "
+                     f"{g1 / max(np.std(first), s_c):.1f}x the larger std" if max(np.std(first), s_c) > 0 else "")
+        out.append(line)
     else:
         out.append("the same-schedule control: not in this table")
     chain = [("ground-truth limit", gt), ("practical limit", prac), ("AutoQ-VIS", aq), ("initial model", init)]

@@ -49,7 +49,8 @@ def test_the_shortfalls_are_said():
     lines = bs.calibration_lines(per_seed, 2, 1)
     assert lines[0].endswith(">= 60 on the mean: no (0 of 2 seeds >= 60)")
     assert lines[3] == ("against the same-schedule control 54.0 ± 2.0 (n 2): gap +1.0 = 1.0x AutoQ-VIS's std, 0.5x "
-                        "the control's, 0.6x the pooled; >= 3x the seed std: no (against the larger of the two stds)")
+                        "the control's, 0.6x the pooled; >= 3x the seed std: no (against the larger of the two stds); "
+                        "AutoQ-VIS's round 1 59.0 ± 1.0 (n 2): gap +5.0 = 2.5x the larger std")
     assert lines[4].endswith("on the means: fails at practical limit 54.0 <= AutoQ-VIS 55.0")
     assert lines[5] == "round 2 >= round 1: no on the mean (59.0 -> 55.0), in 0 of 2 seeds"
     assert "w/o quality predictor worst: no" in lines[6]
