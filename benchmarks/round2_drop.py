@@ -4,7 +4,7 @@ what it predicts, from the runs bench_selftrain.py left (no training, no inferen
     .venv/bin/python benchmarks/round2_drop.py --run /tmp/bs17/init-assets-toy_init_r1500_tau0.7 --world /tmp/bs17/toy
         [--seeds 0 1 2 3 4] [--block round2_drop]
 
-Per seed and round k = 1, 2 of ``seed*/full``:
+Per seed and round k = 1, 2 of ``seed*/full`` (and with --clean round 2 of ``seed*/clean``):
 - the training set of round k (``round_{k-1}/pseudo_labels.json``): its selected non-empty frames by their true IoU
   with the best-matching ground-truth track (as the run's own ``selected_precision``): right (>= 0.5), partial
   (0.1-0.5), wrong (< 0.1); and the share of the true objects' frames in its videos that it labels right;
@@ -35,6 +35,7 @@ def label_counts(pseudo_labels: Path, gt: dict[int, list]) -> dict[str, float]:
     """The training set's selected non-empty frames by true IoU, and its share of the true objects' frames."""
     _, state = read_training_set(pseudo_labels, check_masks=False)
     right = partial = wrong = 0
+    right_iou = 0.0
     labelled = set()  # (video, gt track, frame) labelled right at least once
     object_frames = 0
     for vid, dets in state.items():
@@ -48,6 +49,7 @@ def label_counts(pseudo_labels: Path, gt: dict[int, list]) -> dict[str, float]:
                     continue
                 if f[t] >= 0.5:
                     right += 1
+                    right_iou += float(f[t])
                     labelled.add((vid, int(best[i]), t))
                 elif f[t] >= 0.1:
                     partial += 1
@@ -55,7 +57,7 @@ def label_counts(pseudo_labels: Path, gt: dict[int, list]) -> dict[str, float]:
                     wrong += 1
     n = right + partial + wrong
     return {"videos": len(state), "tracks": sum(len(d) for d in state.values()), "frames": n, "right": right,
-            "partial": partial, "wrong": wrong, "coverage": len(labelled) / object_frames if object_frames else 0.0}
+            "partial": partial, "wrong": wrong, "right_iou": right_iou / right if right else 0.0, "coverage": len(labelled) / object_frames if object_frames else 0.0}
 
 
 def prediction_counts(val_results: Path, gt: dict[int, list]) -> dict[str, int]:
@@ -89,38 +91,44 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="a bench_selftrain work folder (holds seed*/full)")
     ap.add_argument("--world", type=Path, required=True, help="its toy world (train_gt.json, val.json)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--clean", action="store_true",
+                    help="add round 2 of seed*/clean (bench_selftrain's oracle-cleaned diagnosis; its round 1 is full's)")
     ap.add_argument("--block", default="round2_drop")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     train_gt = gt_tracks(load_ytvis(args.world / "train_gt.json", check_masks=False))
     val_gt = gt_tracks(load_ytvis(args.world / "val.json", check_masks=False))
-    lines = ["| seed | round | val AP50 | train: videos | tracks | label frames | right / partial / wrong | "
+    lines = ["| seed | run, round | val AP50 | train: videos | tracks | label frames | right / partial / wrong | mean IoU of the right | "
              "coverage of true object-frames | val preds (score >= 0.5): true / dup. / partial / bg |",
-             "|---" * 9 + "|"]
-    per: dict[int, list] = {1: [], 2: []}
+             "|---" * 10 + "|"]
+    runs = [("full", 1), ("full", 2)] + ([("clean", 2)] if args.clean else [])
+    per: dict[tuple[str, int], list] = {r: [] for r in runs}
     for seed in args.seeds:
-        full = args.run / f"seed{seed}" / "full"
-        for k in (1, 2):
-            lab = label_counts(full / f"round_{k - 1}" / "pseudo_labels.json", train_gt)
-            pred = prediction_counts(full / f"round_{k}" / "val_results.json", val_gt)
-            ap50 = 100 * json.loads((full / f"round_{k}" / "metrics.json").read_text())["AP50"]
-            per[k].append((ap50, lab, pred))
-            lines.append(f"| {seed} | {k} | {ap50:.1f} | {lab['videos']} | {lab['tracks']} | {lab['frames']} | "
-                         f"{lab['right']} / {lab['partial']} / {lab['wrong']} | {lab['coverage']:.2f} | "
+        for variant, k in runs:
+            run = args.run / f"seed{seed}" / variant
+            lab = label_counts(run / f"round_{k - 1}" / "pseudo_labels.json", train_gt)
+            pred = prediction_counts(run / f"round_{k}" / "val_results.json", val_gt)
+            ap50 = 100 * json.loads((run / f"round_{k}" / "metrics.json").read_text())["AP50"]
+            per[variant, k].append((ap50, lab, pred))
+            lines.append(f"| {seed} | {variant} {k} | {ap50:.1f} | {lab['videos']} | {lab['tracks']} | {lab['frames']} | "
+                         f"{lab['right']} / {lab['partial']} / {lab['wrong']} | {lab['right_iou']:.3f} | "
+                         f"{lab['coverage']:.2f} | "
                          + " / ".join(str(pred[c]) for c in ("true", "duplicate", "partial", "background")) + " |")
-    for k in (1, 2):
-        ap50 = np.mean([a for a, _, _ in per[k]])
-        lab = {c: np.mean([x[c] for _, x, _ in per[k]]) for c in ("videos", "tracks", "frames", "right", "partial",
-                                                                 "wrong", "coverage")}
-        pred = {c: np.mean([x[c] for _, _, x in per[k]]) for c in ("true", "duplicate", "partial", "background")}
-        lines.append(f"| mean | {k} | {ap50:.1f} | {lab['videos']:.0f} | {lab['tracks']:.0f} | {lab['frames']:.0f} | "
-                     f"{lab['right']:.0f} / {lab['partial']:.1f} / {lab['wrong']:.1f} | {lab['coverage']:.2f} | "
+    for variant, k in runs:
+        ap50 = np.mean([a for a, _, _ in per[variant, k]])
+        lab = {c: np.mean([x[c] for _, x, _ in per[variant, k]]) for c in ("videos", "tracks", "frames", "right", "partial",
+                                                                 "wrong", "right_iou", "coverage")}
+        pred = {c: np.mean([x[c] for _, _, x in per[variant, k]])
+                for c in ("true", "duplicate", "partial", "background")}
+        lines.append(f"| mean | {variant} {k} | {ap50:.1f} | {lab['videos']:.0f} | {lab['tracks']:.0f} | {lab['frames']:.0f} | "
+                     f"{lab['right']:.0f} / {lab['partial']:.1f} / {lab['wrong']:.1f} | {lab['right_iou']:.3f} | "
+                     f"{lab['coverage']:.2f} | "
                      + " / ".join(f"{pred[c]:.1f}" for c in ("true", "duplicate", "partial", "background")) + " |")
     cmd = (f"python benchmarks/round2_drop.py --run {args.run} --world {args.world} --seeds "
-           + " ".join(map(str, args.seeds)))
-    block = "\n".join([f"`{cmd}` (reads the runs of the block `bench_selftrain_calibrated_one_machine`; round k's "
-                       "training set is the labels round k-1 selected; right / partial / wrong: selected non-empty "
-                       "frames of true IoU >= 0.5 / 0.1-0.5 / < 0.1; coverage: share of the true objects' frames in "
+           + " ".join(map(str, args.seeds)) + (" --clean" if args.clean else ""))
+    block = "\n".join([f"`{cmd}` (reads the runs of the blocks `bench_selftrain_calibrated_one_machine` "
+                       "and `bench_selftrain_round2`; round k's training set is the labels round k-1 selected; right / partial / wrong: selected non-empty "
+                       "frames of true IoU >= 0.5 / 0.1-0.5 / < 0.1, and the right ones' mean true IoU; coverage: share of the true objects' frames in "
                        "its videos labelled right; val predictions greedily matched by score at video IoU 0.5).",
                        "", *lines])
     print(block)
