@@ -393,7 +393,8 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
                                                      "same seeds" if v in deltas else "") for v in here]
         papers = ", ".join(f"{ABLATIONS[v][1]} {PAPER_TABLE3_AP50[v]}" for v in paper)
         out.append(f"ablations after {last} round{'s' if last > 1 else ''}, worst first: " + "; ".join(each)
-                   + f"; w/o quality predictor worst: {'yes' if here[0] == 'no_quality' else 'no'}; the paper's order "
+                   + (f"; w/o quality predictor worst: {'yes' if here[0] == 'no_quality' else 'no'}"
+                      if "no_quality" in abl else "") + "; the paper's order "
                    f"of these (Table 3: {papers}): {'same' if here == paper else 'differs'}")
     return out
 
