@@ -64,9 +64,6 @@ PLUS = {
 }
 PLUS["track_share"] = PLUS["track"] + PLUS["share"]  # `plus` without the weight average: what the average adds
 PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all three
-# diagnosis (issue 16), not a paper row: AutoQ-VIS with the wrong frames (true IoU < 0.5) of its selection dropped
-# from round 1's selection on -- does round 2 fall below round 1 because of round 1's label errors?
-CLEAN = ["selftrain.oracle_clean_from_round=1"]
 # variant -> the variant whose round 0 and round-1 model it shares bit for bit (tau_hold_share and oracle_clean act
 # from round 1's selection on; without reset round 1 still starts from the initial weights; without fusion round 0's
 # labels are the same, there being nothing to fuse with): such a run starts from a copy of that run's round 0 and
@@ -123,9 +120,11 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     overrides = [*OVERRIDES, f"seed={seed}", f"selftrain.max_iter={round_iters}"]
     if variant == "practical":
         overrides.append("selftrain.oracle_selection=true")
+    if variant == "clean":  # diagnosis (issue 16): round 1+'s selection without its frames of true IoU < 0.5
+        overrides.append("selftrain.oracle_clean_from_round=1")
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
-    overrides += PLUS.get(variant, []) + (CLEAN if variant == "clean" else [])
+    overrides += PLUS.get(variant, [])
     n_rounds = rounds if variant in ("full", "clean") or variant in PLUS else other_rounds
     if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0

@@ -25,7 +25,7 @@ from results_md import write_block  # noqa: E402  (benchmarks/ is on sys.path wh
 
 from autoqvis.core.tracks import video_iou
 from autoqvis.data.ytvis import load_ytvis
-from autoqvis.eval.analysis import gt_tracks, true_ious
+from autoqvis.eval.analysis import best_gt_matches, gt_tracks
 from autoqvis.selftrain.curate import read_training_set
 
 SCORE = 0.5  # a prediction a user would keep
@@ -41,8 +41,7 @@ def label_counts(pseudo_labels: Path, gt: dict[int, list]) -> dict[str, float]:
     for vid, dets in state.items():
         tracks = gt.get(vid, [])
         object_frames += sum(seg is not None for t in tracks for seg in t)
-        frame_iou, _ = true_ious(dets, tracks)
-        best = video_iou([d.segmentations for d in dets], tracks)[0].argmax(1) if tracks else []
+        frame_iou, _, best = best_gt_matches(dets, tracks)
         for i, (d, f) in enumerate(zip(dets, frame_iou)):
             for t, seg in enumerate(d.segmentations):
                 if seg is None or not d.selected[t]:

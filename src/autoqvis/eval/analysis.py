@@ -40,15 +40,22 @@ def true_ious(dets: list[Detection], gt_segmentations: Sequence[Sequence[RLE | N
     dets: N tracks of one video (T frames); gt_segmentations: M ground-truth tracks (T entries each).
     Returns (frame_iou float (N, T), video_iou float (N,)). Without ground truth both are 0.
     """
+    frame, video, _ = best_gt_matches(dets, gt_segmentations)
+    return frame, video
+
+
+def best_gt_matches(dets: list[Detection], gt_segmentations: Sequence[Sequence[RLE | None]],
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``true_ious`` and the index (N,) of each track's best-matching ground-truth track (0 without ground truth)."""
     n = len(dets)
     num_frames = dets[0].num_frames if dets else 0
     if n == 0 or not gt_segmentations:
-        return np.zeros((n, num_frames)), np.zeros(n)
+        return np.zeros((n, num_frames)), np.zeros(n), np.zeros(n, dtype=np.int64)
     segs = [d.segmentations for d in dets]
     iou = frame_ious(segs, gt_segmentations)  # (T, N, M)
     video, _ = video_iou(segs, gt_segmentations)  # (N, M)
     best = video.argmax(axis=1)  # (N,)
-    return iou[:, np.arange(n), best].T, video[np.arange(n), best]
+    return iou[:, np.arange(n), best].T, video[np.arange(n), best], best
 
 
 # --------------------------------------------------------------------------------- statistics

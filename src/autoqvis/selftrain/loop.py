@@ -230,9 +230,10 @@ class SelfTraining:
         if cfg.selftrain.use_quality_predictor and not cfg.model.quality.enabled:
             raise AutoQVISError("the config has no quality predictor (model.quality.enabled: false); "
                                 "use --no-quality-predictor")
-        for name in ("oracle_selection", "oracle_clean_from_round"):
-            if getattr(cfg.selftrain, name) not in (False, -1) and inputs.unlabeled_gt is None:
-                raise AutoQVISError(f"selftrain.{name} needs the unlabeled videos' ground truth (--unlabeled-gt)")
+        oracle = "oracle_selection" if cfg.selftrain.oracle_selection else (
+            "oracle_clean_from_round" if cfg.selftrain.oracle_clean_from_round >= 0 else None)
+        if oracle and inputs.unlabeled_gt is None:
+            raise AutoQVISError(f"selftrain.{oracle} needs the unlabeled videos' ground truth (--unlabeled-gt)")
         self.cfg, self.inputs, self.out = cfg, inputs, Path(out_dir)
         self.resume, self.progress = resume, progress
         self.video_ids = [v.id for v in inputs.unlabeled.videos][: inputs.max_videos or None]
