@@ -114,3 +114,17 @@ def test_a_run_saved_with_the_old_switches_resumes(tmp_path):
     with pytest.raises(AutoQVISError, match=r"inference\.amp_dtype: run has 'bfloat16', now 'none'"):
         _check_resume_config(load_config("toy"), tmp_path)
     _check_resume_config(load_config("toy", ["inference.amp_dtype=bfloat16"]), tmp_path)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: a config that says a thing twice is refused instead,
+    naming the file, the key and its line; every packaged config reads without such a key."""
+    p = tmp_path / "twice.yaml"
+    p.write_text("train:\n  lr: 1.0e-3\nmodel:\n  num_queries: 10\ntrain:\n  max_iter: 5\n")
+    with pytest.raises(AutoQVISError, match=r"twice\.yaml: not valid YAML \(key 'train' given twice \(line 5\)\)"):
+        load_config(p)
+    p.write_text("train:\n  lr: 1.0e-3\n  lr: 2.0e-3\n")
+    with pytest.raises(AutoQVISError, match=r"key 'lr' given twice \(line 3\)"):
+        load_config(p)
+    for path in sorted(packaged_config_dir().glob("*.yaml")):
+        load_config(path)

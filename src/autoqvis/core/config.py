@@ -239,6 +239,9 @@ class SelfTrainConfig:
     # diagnosis (issue 16, not a paper row): from this round's selection on, the rule's S^t minus its frames of true
     # IoU < 0.5 (the unlabeled ground truth); -1: off. 1 keeps round 1 AutoQ-VIS's own, so only round 2+ differ
     oracle_clean_from_round: int = -1
+    # diagnosis (issue 16, not a paper row): rounds >= 1 train only on the videos of round 0's set T^0 (their labels
+    # fused as usual; the videos later rounds add are left out), to tell new videos from changed labels
+    diag_round0_videos_only: bool = False
     # beyond the paper (issue 17, docs/fidelity.md; off in every paper preset): frames judged with their track
     quality_smooth_radius: int = 0  # Q^t := median of Q over the track's non-empty frames t-r..t+r
     track_tau_low: float = 0.0  # > 0: frames with Q >= this are selected too in a track whose median Q >= tau
@@ -412,6 +415,26 @@ def _deep_merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -423,7 +446,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     except OSError as e:
         raise AutoQVISError(f"{path}: cannot read config ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise AutoQVISError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:
