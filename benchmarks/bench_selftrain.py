@@ -69,8 +69,15 @@ PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all th
 # labels are the same, there being nothing to fuse with): such a run starts from a copy of that run's round 0 and
 # round-1 model, and pays only for what differs
 SAME_ROUND1_AS = {"share": "full", "track_share": "track", "track": "track_share", "no_reset": "full",
-                  "no_fusion": "full", "clean": "full"}
-VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", "clean", *PLUS]
+                  "no_fusion": "full", "clean": "full", "clean_same": "full"}
+# diagnoses of round 2 (issue 16, not paper rows): variant -> (overrides, what its round 2 trains on)
+DIAGNOSES = {
+    "clean": (["selftrain.oracle_clean_from_round=1"], "round 1+ labels without their wrong frames (oracle)"),
+    "clean_same": (["selftrain.oracle_clean_from_round=1", "selftrain.diag_round0_videos_only=true"],
+                   "round 1+ labels without their wrong frames (oracle), round 0's videos only"),
+}
+VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *DIAGNOSES,
+            *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
 PARTIAL_GT = 0.35
@@ -120,12 +127,12 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     overrides = [*OVERRIDES, f"seed={seed}", f"selftrain.max_iter={round_iters}"]
     if variant == "practical":
         overrides.append("selftrain.oracle_selection=true")
-    if variant == "clean":  # diagnosis (issue 16): round 1+'s selection without its frames of true IoU < 0.5
-        overrides.append("selftrain.oracle_clean_from_round=1")
+    if variant in DIAGNOSES:  # issue 16: round 1+'s selection without its frames of true IoU < 0.5, ...
+        overrides += DIAGNOSES[variant][0]
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")
     overrides += PLUS.get(variant, [])
-    n_rounds = rounds if variant in ("full", "clean") or variant in PLUS else other_rounds
+    n_rounds = rounds if variant == "full" or variant in DIAGNOSES or variant in PLUS else other_rounds
     if (out / "summary.json").exists() and len(summary_rows(read(out / "summary.json"))) == n_rounds + 1:
         return out, 0.0
     if variant in SAME_ROUND1_AS and not out.exists():
@@ -202,9 +209,9 @@ def aq_name(k: int) -> str:
     return f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}"
 
 
-def clean_name(k: int) -> str:
-    """Table row of the issue-16 diagnosis after round ``k``."""
-    return f"diagnosis: AutoQ-VIS, round 1+ labels without their wrong frames (oracle), {k} round{'s' if k > 1 else ''}"
+def clean_name(k: int, variant: str = "clean") -> str:
+    """Table row of an issue-16 diagnosis after round ``k``."""
+    return f"diagnosis: AutoQ-VIS, {DIAGNOSES[variant][1]}, {k} round{'s' if k > 1 else ''}"
 
 
 def plus_name(variant: str, k: int) -> str:
@@ -240,8 +247,9 @@ def rows_of_seed(work: Path, seed: int, rounds: int, last: int, variants: list[s
     for variant, (_, name) in ABLATIONS.items():
         add(name, base / variant, last)
     add("practical limit (oracle: true IoU >= 0.5)", base / "practical", last)
-    for k in range(2, rounds + 1):  # its round 1 is AutoQ-VIS's
-        add(clean_name(k), base / "clean", k)
+    for variant in DIAGNOSES:
+        for k in range(2, rounds + 1):  # their round 1 is AutoQ-VIS's
+            add(clean_name(k, variant), base / variant, k)
     for variant in PLUS:  # beyond the paper: every round, as AutoQ-VIS's
         for k in range(1, rounds + 1):
             add(plus_name(variant, k), base / variant, k)
@@ -371,14 +379,15 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
         a, b = (float(np.mean(x)) for x in zip(*pairs))
         out.append(f"round {rounds} >= round 1: {'yes' if b >= a else 'no'} on the mean ({a:.1f} -> {b:.1f}), "
                    f"in {sum(y >= x for x, y in pairs)} of {len(pairs)} seeds")
-    cleaned = [(100 * rows[aq_first]["AP50"], 100 * rows[clean_name(rounds)]["AP50"], 100 * rows[aq_last]["AP50"])
-               for rows in per_seed if rounds > 1 and all(n in rows for n in (aq_first, clean_name(rounds), aq_last))]
-    if cleaned:
-        r1, rc, r2 = (float(np.mean(x)) for x in zip(*cleaned))
-        out.append(f"diagnosis, round {rounds} with round 1+'s wrong label frames dropped (oracle): {rc:.1f} against "
-                   f"AutoQ-VIS's round {rounds} {r2:.1f} and round 1 {r1:.1f}; >= round 1 in "
-                   f"{sum(c >= a for a, c, _ in cleaned)} of {len(cleaned)} seeds, above AutoQ-VIS's round {rounds} in "
-                   f"{sum(c > b for _, c, b in cleaned)}")
+    for variant, (_, what) in DIAGNOSES.items():
+        name = clean_name(rounds, variant)
+        cleaned = [(100 * rows[aq_first]["AP50"], 100 * rows[name]["AP50"], 100 * rows[aq_last]["AP50"])
+                   for rows in per_seed if rounds > 1 and all(n in rows for n in (aq_first, name, aq_last))]
+        if cleaned:
+            r1, rc, r2 = (float(np.mean(x)) for x in zip(*cleaned))
+            out.append(f"diagnosis, round {rounds} on {what}: {rc:.1f} against AutoQ-VIS's round {rounds} {r2:.1f} "
+                       f"and round 1 {r1:.1f}; >= round 1 in {sum(c >= a for a, c, _ in cleaned)} of {len(cleaned)} "
+                       f"seeds, above AutoQ-VIS's round {rounds} in {sum(c > b for _, c, b in cleaned)}")
     if abl:
         ref = aq_name(last)
         deltas = {}

@@ -123,3 +123,16 @@ def test_select_round_with_oracle_clean_drops_only_wrong_frames():
     assert plain.retained[1][0].selected == [1, 1, 1, 0] and plain.counts["selected_frames"] == 3
     assert clean.retained[1][0].selected == [1, 1, 0, 0] and clean.counts["selected_frames"] == 2
     assert (plain.counts["quality"], clean.counts["quality"]) == ("predictor", "oracle_clean")
+
+
+def test_restrict_to_videos_cuts_only_the_training_set():
+    """The round-0-videos diagnosis: T^(k) keeps only the given videos; the rule's candidates, retained tracks and
+    counts stay as selected."""
+    from autoqvis.selftrain.curate import SelectionRule, restrict_to_videos, select_round
+
+    d = track([A, A, A], score=1.0, pred_iou=[0.9, 0.9, 0.9])
+    labels = select_round(iter([(1, [d]), (2, [d]), (5, [d])]), {}, SelectionRule(tau=0.7))
+    cut = restrict_to_videos(labels, {2, 7})
+    assert list(labels.state) == [1, 2, 5] and list(cut.state) == [2]
+    assert cut.state[2] == labels.state[2]
+    assert cut.retained == labels.retained and cut.candidates == labels.candidates and cut.counts == labels.counts

@@ -162,6 +162,13 @@ def select_round(detections: Iterable[tuple[int, list[Detection]]], previous: di
     return RoundLabels(dict(sorted(candidates.items())), dict(sorted(retained.items())), state, counts)
 
 
+def restrict_to_videos(labels: RoundLabels, keep: Iterable[int]) -> RoundLabels:
+    """``labels`` with its state T^(k) cut to the videos in ``keep`` (a diagnosis: candidates, retained tracks and
+    counts stay the rule's own)."""
+    keep = set(keep)
+    return dataclasses.replace(labels, state={v: d for v, d in labels.state.items() if v in keep})
+
+
 def training_set_counts(state: dict[int, list[Detection]], min_eligible_frames: int = 2) -> dict[str, int]:
     """Counts of a state T^(k) as its PL.json holds them: videos, tracks, selected non-empty frames, and the
     videos that train (>= ``min_eligible_frames`` eligible frames) with their eligible frames."""

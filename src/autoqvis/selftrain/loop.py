@@ -59,8 +59,8 @@ from ..eval.model_eval import evaluate_model
 from ..eval.plots import plot_area_distribution
 from ..model.checkpoint import load_checkpoint
 from ..model.vis_model import build_model
-from .curate import (RoundLabels, SelectionRule, read_training_set, round_tau, select_round, training_set_counts,
-                     write_training_set)
+from .curate import (RoundLabels, SelectionRule, read_training_set, restrict_to_videos, round_tau, select_round,
+                     training_set_counts, write_training_set)
 from .labeling import pseudo_label_dataset
 from .pseudo_label import iter_detection_file
 
@@ -438,7 +438,11 @@ class SelfTraining:
         if self.cfg.selftrain.tau_hold_share and k >= 1:  # keep the share of frames tau kept in round 0
             rule = dataclasses.replace(rule, keep_share=self._round0_share())
         rule = round_tau(iter_detection_file(det_path), rule)  # the paper's rule: unchanged
-        return select_round(iter_detection_file(det_path), previous, rule, oracle, clean)
+        labels = select_round(iter_detection_file(det_path), previous, rule, oracle, clean)
+        if self.cfg.selftrain.diag_round0_videos_only and k >= 1:
+            _, round0 = read_pseudo_labels(self._round_file(0, "pseudo_labels.json"), self.inputs.unlabeled.image_root)
+            labels = restrict_to_videos(labels, round0)
+        return labels
 
     def _round0_share(self) -> float:
         """The share of candidate frames tau kept in round 0 (its stats.json; selected again from round 0's detections
