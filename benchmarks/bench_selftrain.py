@@ -18,6 +18,9 @@ same val videos):
    track-level second chance), ``share`` (tau per round holding round 0's share), ``ema`` (the rounds' weight
    average), ``track_share`` and ``plus`` (all, = configs/toy_plus.yaml); the block then says how much of the gap
    from AutoQ-VIS to each limit each closes.
+5. diagnoses of round 2 (issue 16; not paper rows), each from a copy of ``full``'s round 0 and round-1 model:
+   ``clean`` (round 1+'s selection without its frames of true IoU < 0.5), ``clean_same`` (the same, on round 0's
+   videos only) and ``repeat`` (round 2 retrains on round 1's own set: the round-index control).
 The recipe of benchmarks/RESULTS.md: ``--init src/autoqvis/assets/toy_init.pt --round-iters 1500 --rounds 2
 --other-rounds 1 --tau 0.7`` on the default world (96 train / 96 val videos), ``--jobs 2`` on two cores (one torch
 thread per run; ~9-10 CPU-minutes per 1,500-iteration round with its labelling and val).
@@ -69,12 +72,14 @@ PLUS["plus"] = [o for v in ("track", "share", "ema") for o in PLUS[v]]  # all th
 # labels are the same, there being nothing to fuse with): such a run starts from a copy of that run's round 0 and
 # round-1 model, and pays only for what differs
 SAME_ROUND1_AS = {"share": "full", "track_share": "track", "track": "track_share", "no_reset": "full",
-                  "no_fusion": "full", "clean": "full", "clean_same": "full"}
+                  "no_fusion": "full", "clean": "full", "clean_same": "full", "repeat": "full"}
 # diagnoses of round 2 (issue 16, not paper rows): variant -> (overrides, what its round 2 trains on)
 DIAGNOSES = {
     "clean": (["selftrain.oracle_clean_from_round=1"], "round 1+ labels without their wrong frames (oracle)"),
     "clean_same": (["selftrain.oracle_clean_from_round=1", "selftrain.diag_round0_videos_only=true"],
                    "round 1+ labels without their wrong frames (oracle), round 0's videos only"),
+    # the round-index control: round 2 retrains on round 1's own set T^0 (round 1's labels stand in for the new ones)
+    "repeat": ([], "round 1's own training set again (no new labels)"),
 }
 VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "theoretical", "theoretical_partial", *DIAGNOSES,
             *PLUS]
@@ -137,6 +142,11 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
         return out, 0.0
     if variant in SAME_ROUND1_AS and not out.exists():
         copy_round1_of(work / f"seed{seed}" / SAME_ROUND1_AS[variant], out)
+        if variant == "repeat" and (out / "round_1").exists():  # round 1's selection := T^0; the loop reads it back
+            import shutil
+
+            for name in ("pseudo_labels.json", "stats.json"):
+                shutil.copy2(out / "round_0" / name, out / "round_1" / name)
     cmd = autoqvis("selftrain", "--config", "toy", "--synthetic", str(world / "source.json"),
                    "--unlabeled", str(world / "train.json"), "--unlabeled-gt", str(world / "train_gt.json"),
                    "--val", str(world / "val.json"), "--init", str(init), "--out", str(out), "--rounds",

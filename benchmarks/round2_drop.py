@@ -4,10 +4,13 @@ what it predicts, from the runs bench_selftrain.py left (no training, no inferen
     .venv/bin/python benchmarks/round2_drop.py --run /tmp/bs17/init-assets-toy_init_r1500_tau0.7 --world /tmp/bs17/toy
         [--seeds 0 1 2 3 4] [--block round2_drop]
 
-Per seed and round k = 1, 2 of ``seed*/full`` (and with --clean round 2 of ``seed*/clean``):
+Per seed and round k = 1, 2 of ``seed*/full`` (and round 2 of each ``seed*/<--diagnoses>``, bench_selftrain's
+round-2 diagnoses):
 - the training set of round k (``round_{k-1}/pseudo_labels.json``): its selected non-empty frames by their true IoU
   with the best-matching ground-truth track (as the run's own ``selected_precision``): right (>= 0.5), partial
   (0.1-0.5), wrong (< 0.1); and the share of the true objects' frames in its videos that it labels right;
+- the frames it trains on (eq. 14's eligible frames of its videos with >= 2 of them): how many, and per such
+  frame the true objects present that no label covers at IoU >= 0.5 (DropLoss's case);
 - the round-k model on val (``round_k/val_results.json``): its predictions of score >= 0.5, matched greedily by
   score to the val ground truth at video IoU >= 0.5 (the YTVIS rule): true, duplicate (IoU >= 0.5 with a track
   already taken), partial (best video IoU 0.1-0.5), background (< 0.1).
@@ -26,7 +29,9 @@ from results_md import write_block  # noqa: E402  (benchmarks/ is on sys.path wh
 from autoqvis.core.tracks import video_iou
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.eval.analysis import best_gt_matches, gt_tracks
+from autoqvis.core.tracks import frame_ious
 from autoqvis.selftrain.curate import read_training_set
+from autoqvis.selftrain.selection import training_frames
 
 SCORE = 0.5  # a prediction a user would keep
 
@@ -55,8 +60,27 @@ def label_counts(pseudo_labels: Path, gt: dict[int, list]) -> dict[str, float]:
                 else:
                     wrong += 1
     n = right + partial + wrong
+    trained, unlabelled = trained_frame_counts(state, gt)
     return {"videos": len(state), "tracks": sum(len(d) for d in state.values()), "frames": n, "right": right,
-            "partial": partial, "wrong": wrong, "right_iou": right_iou / right if right else 0.0, "coverage": len(labelled) / object_frames if object_frames else 0.0}
+            "partial": partial, "wrong": wrong, "right_iou": right_iou / right if right else 0.0,
+            "coverage": len(labelled) / object_frames if object_frames else 0.0,
+            "trained": trained, "unlabelled": unlabelled / trained if trained else 0.0}
+
+
+def trained_frame_counts(state: dict[int, list], gt: dict[int, list]) -> tuple[int, int]:
+    """(frames the set trains on, true objects in them that no label of the frame covers at IoU >= 0.5)."""
+    frames = unlabelled = 0
+    for vid, dets in state.items():
+        tracks = gt.get(vid, [])
+        ts = training_frames(dets, 2)
+        iou = frame_ious([d.segmentations for d in dets], tracks) if tracks and ts else None  # (T, N, M)
+        for t in ts:
+            frames += 1
+            present = [j for j, tr in enumerate(tracks) if tr[t] is not None]
+            covered = {j for j in present for i, d in enumerate(dets) if d.segmentations[t] is not None
+                       and iou[t, i, j] >= 0.5}
+            unlabelled += len(present) - len(covered)
+    return frames, unlabelled
 
 
 def prediction_counts(val_results: Path, gt: dict[int, list]) -> dict[str, int]:
@@ -90,17 +114,18 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="a bench_selftrain work folder (holds seed*/full)")
     ap.add_argument("--world", type=Path, required=True, help="its toy world (train_gt.json, val.json)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--clean", action="store_true",
-                    help="add round 2 of seed*/clean (bench_selftrain's oracle-cleaned diagnosis; its round 1 is full's)")
+    ap.add_argument("--diagnoses", nargs="*", default=[], metavar="VARIANT",
+                    help="add round 2 of these bench_selftrain diagnoses (clean, clean_same, repeat; round 1 is full's)")
     ap.add_argument("--block", default="round2_drop")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     train_gt = gt_tracks(load_ytvis(args.world / "train_gt.json", check_masks=False))
     val_gt = gt_tracks(load_ytvis(args.world / "val.json", check_masks=False))
     lines = ["| seed | run, round | val AP50 | train: videos | tracks | label frames | right / partial / wrong | mean IoU of the right | "
-             "coverage of true object-frames | val preds (score >= 0.5): true / dup. / partial / bg |",
-             "|---" * 10 + "|"]
-    runs = [("full", 1), ("full", 2)] + ([("clean", 2)] if args.clean else [])
+             "coverage of true object-frames | trained frames | unlabelled objects per trained frame | "
+             "val preds (score >= 0.5): true / dup. / partial / bg |",
+             "|---" * 12 + "|"]
+    runs = [("full", 1), ("full", 2)] + [(v, 2) for v in args.diagnoses]
     per: dict[tuple[str, int], list] = {r: [] for r in runs}
     for seed in args.seeds:
         for variant, k in runs:
@@ -111,24 +136,26 @@ def main() -> None:
             per[variant, k].append((ap50, lab, pred))
             lines.append(f"| {seed} | {variant} {k} | {ap50:.1f} | {lab['videos']} | {lab['tracks']} | {lab['frames']} | "
                          f"{lab['right']} / {lab['partial']} / {lab['wrong']} | {lab['right_iou']:.3f} | "
-                         f"{lab['coverage']:.2f} | "
+                         f"{lab['coverage']:.2f} | {lab['trained']} | {lab['unlabelled']:.2f} | "
                          + " / ".join(str(pred[c]) for c in ("true", "duplicate", "partial", "background")) + " |")
     for variant, k in runs:
         ap50 = np.mean([a for a, _, _ in per[variant, k]])
         lab = {c: np.mean([x[c] for _, x, _ in per[variant, k]]) for c in ("videos", "tracks", "frames", "right", "partial",
-                                                                 "wrong", "right_iou", "coverage")}
+                                                                 "wrong", "right_iou", "coverage", "trained",
+                                                                 "unlabelled")}
         pred = {c: np.mean([x[c] for _, _, x in per[variant, k]])
                 for c in ("true", "duplicate", "partial", "background")}
         lines.append(f"| mean | {variant} {k} | {ap50:.1f} | {lab['videos']:.0f} | {lab['tracks']:.0f} | {lab['frames']:.0f} | "
                      f"{lab['right']:.0f} / {lab['partial']:.1f} / {lab['wrong']:.1f} | {lab['right_iou']:.3f} | "
-                     f"{lab['coverage']:.2f} | "
+                     f"{lab['coverage']:.2f} | {lab['trained']:.0f} | {lab['unlabelled']:.2f} | "
                      + " / ".join(f"{pred[c]:.1f}" for c in ("true", "duplicate", "partial", "background")) + " |")
     cmd = (f"python benchmarks/round2_drop.py --run {args.run} --world {args.world} --seeds "
-           + " ".join(map(str, args.seeds)) + (" --clean" if args.clean else ""))
+           + " ".join(map(str, args.seeds)) + (f" --diagnoses {' '.join(args.diagnoses)}" if args.diagnoses else ""))
     block = "\n".join([f"`{cmd}` (reads the runs of the blocks `bench_selftrain_calibrated_one_machine` "
                        "and `bench_selftrain_round2`; round k's training set is the labels round k-1 selected; right / partial / wrong: selected non-empty "
                        "frames of true IoU >= 0.5 / 0.1-0.5 / < 0.1, and the right ones' mean true IoU; coverage: share of the true objects' frames in "
-                       "its videos labelled right; val predictions greedily matched by score at video IoU 0.5).",
+                       "its videos labelled right; trained frames: eq. 14's eligible frames, and the true objects in them no label covers "
+                       "at IoU >= 0.5; val predictions greedily matched by score at video IoU 0.5).",
                        "", *lines])
     print(block)
     if not args.no_write:

@@ -22,3 +22,18 @@ def test_prediction_kinds(tmp_path):
     path.write_text(json.dumps([{"video_id": 1, "score": s, "category_id": 1, "segmentations": encode_track(m)}
                                 for s, m in preds]))
     assert rd.prediction_counts(path, gt) == {"true": 2, "duplicate": 1, "partial": 1, "background": 1}
+
+
+def test_trained_frames_and_their_unlabelled_objects():
+    """Only eq. 14's eligible frames train; in each, a true object that no label covers at IoU >= 0.5 counts once."""
+    from _selftrain_cases import EMPTY, track
+
+    rd = load_benchmark("round2_drop")
+    a, b, c = box(0, 0, 4, 4), box(6, 6, 10, 10), box(0, 6, 4, 10)
+    gt = {1: [encode_track([a, a, a, a]), encode_track([b, b, b, EMPTY]), encode_track([c, c, c, c])]}
+    label_a = track([a, a, a, a], selected=[1, 1, 0, 1])  # frame 2 not selected: not eligible
+    label_c = track([c, box(0, 6, 4, 7), c, c], selected=[1, 1, 1, 1])  # frame 1 too loose (IoU 0.25) to cover c
+    frames, unlabelled = rd.trained_frame_counts({1: [label_a, label_c]}, gt)
+    # trained frames 0, 1, 3; uncovered: b in 0 and 1 (absent in 3), c in 1
+    assert (frames, unlabelled) == (3, 3)
+    assert rd.trained_frame_counts({1: [label_a]}, {}) == (3, 0)  # no ground truth: nothing to miss
