@@ -398,6 +398,13 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
             out.append(f"diagnosis, round {rounds} on {what}: {rc:.1f} against AutoQ-VIS's round {rounds} {r2:.1f} "
                        f"and round 1 {r1:.1f}; >= round 1 in {sum(c >= a for a, c, _ in cleaned)} of {len(cleaned)} "
                        f"seeds, above AutoQ-VIS's round {rounds} in {sum(c > b for _, c, b in cleaned)}")
+        if variant == "repeat" and cleaned:  # the same data twice: what the batch streams alone move
+            both = [x for a, c, _ in cleaned for x in (a, c)]
+            out.append(f"round 1's set trained twice per seed (round 1's and round {rounds}'s batch streams): "
+                       f"{len(both)} runs {min(both):.1f}-{max(both):.1f}, mean {np.mean(both):.1f} ± "
+                       f"{np.std(both, ddof=1):.1f}; round {rounds} - round 1 on the same data "
+                       f"{np.mean([c - a for a, c, _ in cleaned]):+.1f} (per seed "
+                       + " / ".join(f"{c - a:+.1f}" for a, c, _ in cleaned) + ")")
     if abl:
         ref = aq_name(last)
         deltas = {}
