@@ -132,7 +132,7 @@ def selftrain(work: Path, world: Path, seed: int, variant: str, init: Path, roun
     overrides = [*OVERRIDES, f"seed={seed}", f"selftrain.max_iter={round_iters}"]
     if variant == "practical":
         overrides.append("selftrain.oracle_selection=true")
-    if variant in DIAGNOSES:  # issue 16: round 1+'s selection without its frames of true IoU < 0.5, ...
+    if variant in DIAGNOSES:  # issue 16's round-2 diagnoses (not paper rows)
         overrides += DIAGNOSES[variant][0]
     if variant == "synthetic_control":  # the rounds' extra training without the pseudo-labels
         overrides.append("selftrain.synthetic_ratio=1.0")

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from results_md import write_block  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from autoqvis.core.tracks import video_iou
+from autoqvis.core.tracks import frame_ious, video_iou
 from autoqvis.data.ytvis import load_ytvis
 from autoqvis.eval.analysis import best_gt_matches, gt_tracks
-from autoqvis.core.tracks import frame_ious
 from autoqvis.selftrain.curate import read_training_set
 from autoqvis.selftrain.selection import training_frames
 
