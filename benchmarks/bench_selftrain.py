@@ -214,6 +214,14 @@ def child_theoretical(world: Path, init: Path, out: Path, seed: int, round_iters
 
 
 # -------------------------------------------------------------------------------- collection
+def run_folder(work: Path, init: Path | None, init_iters: int, overrides: list[str], round_iters: int,
+               tau: float) -> Path:
+    """The folder of one recipe's runs under --work (one per initial model, overrides, round length and tau)."""
+    tag = f"init-{init.parent.name}-{init.stem}" if init is not None else f"i{init_iters}"
+    tag += "".join(f"_{o}" for o in overrides)
+    return work / f"{tag}_r{round_iters}_tau{tau}"
+
+
 def aq_name(k: int) -> str:
     """Table row of AutoQ-VIS after round ``k``."""
     return f"AutoQ-VIS, {k} round{'s' if k > 1 else ''}"
@@ -484,9 +492,7 @@ def main() -> None:
     args.round_iters = args.round_iters or toy.selftrain.max_iter
     args.tau = toy.selftrain.tau if args.tau is None else args.tau
 
-    tag = f"init-{args.init.parent.name}-{args.init.stem}" if args.init is not None else f"i{args.init_iters}"
-    tag += "".join(f"_{o}" for o in args.overrides)
-    work = args.work / f"{tag}_r{args.round_iters}_tau{args.tau}"
+    work = run_folder(args.work, args.init, args.init_iters, args.overrides, args.round_iters, args.tau)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"
     world = args.work / ("toy" + "".join(f"_{a}" for a in args.world_args))
