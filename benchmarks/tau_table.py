@@ -91,7 +91,7 @@ def choice_lines(rows: dict[float, dict]) -> list[str]:
         if tau == best:
             continue
         d = [b - a for a, b in zip(rows[best]["r2"], rows[tau]["r2"]) if a is not None and b is not None]
-        lines.append(f"tau {tau} against tau {best}, paired per seed: {fmt(float(np.mean(d)), digits=1)} ± "
+        lines.append(f"tau {tau} against tau {best}, paired per seed: {fmt(float(np.mean(d)))} ± "
                      f"{fmt(float(np.std(d)))} AP50 (per seed " + " / ".join(fmt(x) for x in d)
                      + f"), below it in {sum(x < 0 for x in d)} of {len(d)} seeds")
     return lines
