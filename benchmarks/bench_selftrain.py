@@ -22,8 +22,10 @@ same val videos):
    ``clean`` (round 1+'s selection without its frames of true IoU < 0.5), ``clean_same`` (the same, on round 0's
    videos only) and ``repeat`` (round 2 retrains on round 1's own set: the round-index control).
 The recipe of benchmarks/RESULTS.md: ``--init src/autoqvis/assets/toy_init.pt --round-iters 1500 --rounds 2
---other-rounds 1 --tau 0.7`` on the default world (96 train / 96 val videos), ``--jobs 2`` on two cores (one torch
-thread per run; ~9-10 CPU-minutes per 1,500-iteration round with its labelling and val).
+--other-rounds 1 --tau 0.8`` (the toy config's tau since 2026-12-05; the tables before it say ``--tau 0.7``) on the
+default world (96 train / 96 val videos), ``--jobs 2`` on two cores (one torch thread per run; ~9-10 CPU-minutes per
+1,500-iteration round with its labelling and val); ``--other-rounds 2`` for the ablations that differ from round 2 on
+(w/o reset, w/o fusion).
 "Synthetic only" (the VideoCutLER analogue) is round 0 of ``full``: the initial model itself. Fig. 5's
 Spearman rho of Q and of s with the true IoU come from each run's analysis.json (the unlabeled videos'
 ground truth is given with --unlabeled-gt, read by the analysis only).

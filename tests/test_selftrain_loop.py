@@ -222,7 +222,7 @@ def test_cli_switches_map_to_the_config():
     from autoqvis.selftrain.loop import round_config, selection_tau
 
     cfg = build_config(_args())
-    assert selection_tau(cfg) == 0.7 and cfg.selftrain.rounds == 2  # toy.yaml sets tau per data set, as the paper
+    assert selection_tau(cfg) == 0.8 and cfg.selftrain.rounds == 2  # toy.yaml sets tau per data set, as the paper
     assert selection_tau(build_config(_args("--config", "ytvis19_r50"))) == 0.75
     rc = round_config(cfg)
     assert rc.train.freeze_quality_predictor and rc.loss.drop_loss

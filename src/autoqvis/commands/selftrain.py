@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", help="YouTubeVIS json with ground truth: evaluate every round's model")
     parser.add_argument("--unlabeled-gt", help="ground truth of the unlabeled videos, for the analysis only (Fig. 5-7)")
     parser.add_argument("--rounds", type=int, help="self-training rounds K (default selftrain.rounds = 2)")
-    parser.add_argument("--tau", type=float, help="quality threshold of eq. 21 (default: the config's selftrain.tau, 0.75 in ytvis19_r50, 0.7 in toy; 0.85 with --no-quality-predictor)")
+    parser.add_argument("--tau", type=float, help="quality threshold of eq. 21 (default: the config's selftrain.tau, 0.75 in ytvis19_r50, 0.8 in toy; 0.85 with --no-quality-predictor)")
     parser.add_argument("--max-iters", type=int, help="iterations of the initial stage and of each round (quick trials)")
     parser.add_argument("--max-videos", type=int, help="pseudo-label only the first N unlabeled videos (quick trials)")
     parser.add_argument("--fps", type=float, help="with VIDEO_DIR: sample video files at this rate (default: every frame)")
