@@ -125,6 +125,25 @@ def test_select_round_with_oracle_clean_drops_only_wrong_frames():
     assert (plain.counts["quality"], clean.counts["quality"]) == ("predictor", "oracle_clean")
 
 
+def test_select_round_with_a_strict_oracle_keeps_only_tight_masks():
+    """selftrain.oracle_iou raises the practical limit's bar (an analysis row): a mask of true IoU 0.5 is kept at the
+    paper's 0.5 and dropped at 0.75; the config reaches the rule, and a bar outside (0, 1] is refused."""
+    from autoqvis.core.config import load_config
+    from autoqvis.selftrain.curate import SelectionRule, select_round
+
+    gt = [encode_track([A, A, A, A])]
+    d = track([A, box(0, 0, 4, 2), A, A], score=1.0, pred_iou=[0.9, 0.9, 0.9, 0.9])  # frame 1: IoU 0.5
+    paper = select_round(iter([(1, [d])]), {}, SelectionRule(tau=0.7), lambda vid: gt)
+    strict = select_round(iter([(1, [d])]), {}, SelectionRule(tau=0.7, oracle_iou=0.75), lambda vid: gt)
+    assert paper.retained[1][0].selected == [1, 1, 1, 1]
+    assert strict.retained[1][0].selected == [1, 0, 1, 1] and strict.counts["selected_frames"] == 3
+    cfg = load_config("toy", ["selftrain.oracle_selection=true", "selftrain.oracle_iou=0.75"])
+    assert SelectionRule.from_config(cfg).oracle_iou == 0.75
+    assert SelectionRule.from_config(load_config("toy")).oracle_iou == 0.5  # the paper's practical limit
+    with pytest.raises(AutoQVISError, match="selftrain.oracle_iou"):
+        load_config("toy", ["selftrain.oracle_iou=0"])
+
+
 def test_restrict_to_videos_cuts_only_the_training_set():
     """The round-0-videos diagnosis: T^(k) keeps only the given videos; the rule's candidates, retained tracks and
     counts stay as selected."""

@@ -234,8 +234,10 @@ class SelfTrainConfig:
     fusion: bool = True  # False: each round's labels replace the previous ones
     reset: bool = True  # every round restarts from the initial-stage weights
     drop_loss: bool = True  # DropLoss in the rounds (loss.drop_loss_iou)
-    # Table 2 "practical limit" oracle: S^t = (true IoU^t >= 0.5) against the unlabeled videos' ground truth
+    # Table 2 "practical limit" oracle: S^t = (true IoU^t >= oracle_iou) against the unlabeled videos' ground truth
     oracle_selection: bool = False
+    # the oracles' true-IoU bar: the paper's 0.5; higher keeps only tight masks (an analysis row, not a paper row)
+    oracle_iou: float = 0.5
     # diagnosis (issue 16, not a paper row): from this round's selection on, the rule's S^t minus its frames of true
     # IoU < 0.5 (the unlabeled ground truth); -1: off. 1 keeps round 1 AutoQ-VIS's own, so only round 2+ differ
     oracle_clean_from_round: int = -1
@@ -256,6 +258,8 @@ class SelfTrainConfig:
         if self.oracle_clean_from_round < -1:
             raise AutoQVISError(f"config key selftrain.oracle_clean_from_round: {self.oracle_clean_from_round} must be "
                                 ">= 0, or -1 (off)")
+        if not 0.0 < self.oracle_iou <= 1.0:
+            raise AutoQVISError(f"config key selftrain.oracle_iou: {self.oracle_iou} must be in (0, 1]")
         if self.oracle_selection and self.oracle_clean_from_round >= 0:
             raise AutoQVISError("config key selftrain.oracle_clean_from_round: set with selftrain.oracle_selection; "
                                 "the two oracles exclude each other")

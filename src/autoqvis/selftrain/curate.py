@@ -48,6 +48,7 @@ class SelectionRule:
     smooth_radius: int = 0  # beyond the paper: Q smoothed along the track (0: off, the paper)
     tau_low: float | None = None  # beyond the paper: track-level second chance down to tau_low (None: off)
     keep_share: float = 0.0  # beyond the paper: > 0, the round's tau keeps this share of the candidate frames
+    oracle_iou: float = 0.5  # the oracles' true-IoU bar (analysis only; the paper's practical limit: 0.5)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "SelectionRule":
@@ -57,7 +58,8 @@ class SelectionRule:
                    use_quality_predictor=st.use_quality_predictor, min_selected_frames=st.min_selected_frames,
                    fusion=st.fusion, fusion_iou=st.fusion_iou, fusion_match=st.fusion_match,
                    min_eligible_frames=st.min_eligible_frames, smooth_radius=st.quality_smooth_radius,
-                   tau_low=st.track_tau_low if st.track_tau_low > 0 else None, keep_share=st.tau_keep_share)
+                   tau_low=st.track_tau_low if st.track_tau_low > 0 else None, keep_share=st.tau_keep_share,
+                   oracle_iou=st.oracle_iou)
         rule.check()
         return rule
 
@@ -108,13 +110,14 @@ def curate_video(dets: list[Detection], rule: SelectionRule,
     """Steps 1-3 for the raw tracks of one video (in the model's order).
 
     oracle_gt: the video's ground-truth tracks for Table 2's oracle selection (S^t from the true IoU), or with
-    ``oracle_clean`` for the diagnosis that keeps the rule's selection minus its frames of true IoU < 0.5.
+    ``oracle_clean`` for the diagnosis that keeps the rule's selection minus its frames of true IoU below
+    ``rule.oracle_iou`` (0.5 unless set).
     """
     kept = spatiotemporal_nms(dets, rule.nms_iou)
     scored = score_and_select(filter_by_score(kept, rule.score_threshold), rule.tau, rule.use_quality_predictor,
                               smooth_radius=rule.smooth_radius, tau_low=rule.tau_low)
     if oracle_gt is not None:
-        scored = oracle_select(scored, oracle_gt, within_selection=oracle_clean)
+        scored = oracle_select(scored, oracle_gt, rule.oracle_iou, within_selection=oracle_clean)
     return VideoLabels(kept, scored, retain(scored, rule.min_selected_frames))
 
 
