@@ -128,3 +128,16 @@ def test_a_key_given_twice_is_refused(tmp_path):
         load_config(p)
     for path in sorted(packaged_config_dir().glob("*.yaml")):
         load_config(path)
+
+
+def test_selftrain_tau_help_says_the_configs_own_values():
+    """`autoqvis selftrain --help` names each preset's tau; it must move with the configs (the toy preset's went
+    0.7 -> 0.8), so the help is checked against them rather than trusted."""
+    from autoqvis.cli import build_parser
+
+    sub = next(a for a in build_parser("selftrain")._actions if a.dest == "command").choices["selftrain"]
+    tau_help = next(a.help for a in sub._actions if "--tau" in a.option_strings)
+    for name in ("ytvis19_r50", "toy"):
+        st = load_config(name).selftrain
+        assert f"{st.tau:g} in {name}" in tau_help, (name, st.tau, tau_help)
+    assert f"{load_config('toy').selftrain.tau_without_quality:g} with --no-quality-predictor" in tau_help
