@@ -356,8 +356,8 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
     """Issue 16's point 2, each check computed on AP50 from the per-seed rows: the ground-truth limit >= 60, the
     initial model below it, AutoQ-VIS above the initial model and the same-schedule control (in units of the seed
     std), the paper's ordering, round 2 >= round 1, and the ablations' order of harm against the paper's Table 3.
-    Empty without AutoQ-VIS's last round, and for a table with neither ablations nor the control (a beyond-the-paper
-    table, whose target is gap_lines')."""
+    Empty without AutoQ-VIS's last round, and for a table with neither ablations, the control nor the strict oracle (a
+    beyond-the-paper table, whose target is gap_lines')."""
     def ap(name: str) -> list[float]:
         return [100 * rows[name]["AP50"] for rows in per_seed if name in rows]
 
@@ -370,7 +370,7 @@ def calibration_lines(per_seed: list[dict[str, dict]], rounds: int, last: int) -
     strict = ap(PRACTICAL_STRICT)
     control = ap(f"control: {last} round{'s' if last > 1 else ''} on synthetic clips only")
     abl = {v: vals for v, (_, name) in ABLATIONS.items() if (vals := ap(name))}
-    if not aq or not (abl or control):
+    if not aq or not (abl or control or strict):
         return []
     out = []
     if gt:

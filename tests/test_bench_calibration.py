@@ -57,12 +57,15 @@ def test_the_shortfalls_are_said():
     assert lines[6].endswith("(Table 3: w/o DropLoss 48.0, w/o quality predictor 50.5): same")
 
 
-def test_no_checks_for_a_table_without_ablations_or_control():
+def test_no_checks_for_a_table_without_ablations_control_or_strict_oracle():
     bs = load_benchmark("bench_selftrain")
     assert bs.calibration_lines([seed(0.55, 0.56, gt=0.61, practical=0.58)], 2, 1) == []
     per_seed = [seed(0.55, 0.56, no_quality=0.50)]
     lines = bs.calibration_lines(per_seed, 2, 1)
     assert "the same-schedule control: not in this table" in lines
+    strict_only = bs.calibration_lines([seed(0.55, 0.56, strict=0.60)], 2, 2)  # the strict oracle's own table
+    assert ("strict oracle (true IoU >= 0.75, not a paper row) 60.0 ± 0.0 (n 1) against AutoQ-VIS "
+            "56.0: above on the mean, above it in 1 of 1 seeds") in strict_only
 
 
 def test_round2_ablations_and_the_clean_diagnosis():
