@@ -73,6 +73,7 @@ def test_paper_presets_leave_every_switch_off(name):
     assert (st.quality_smooth_radius, st.track_tau_low, st.tau_keep_share, st.ema_decay, cfg.train.ema_decay) == (0, 0, 0, 0, 0)
     assert st.tau_hold_share is False
     assert (st.oracle_selection, st.oracle_clean_from_round) == (False, -1)  # the oracles read ground truth
+    assert st.oracle_iou == 0.5  # were an oracle switched on, it is the paper's practical limit (Table 2)
     assert st.diag_round0_videos_only is False  # a diagnosis: leaves out the videos later rounds add
     rule = SelectionRule.from_config(cfg)
     assert (rule.smooth_radius, rule.tau_low, rule.keep_share) == (0, None, 0.0)
