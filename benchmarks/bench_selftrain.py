@@ -88,8 +88,8 @@ DIAGNOSES = {
 STRICT_IOU = 0.75
 PRACTICAL = "practical limit (oracle: true IoU >= 0.5)"
 PRACTICAL_STRICT = f"practical limit, strict (oracle: true IoU >= {STRICT_IOU}; not a paper row)"
-VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "practical_strict", "theoretical", "theoretical_partial", *DIAGNOSES,
-            *PLUS]
+VARIANTS = ["full", "synthetic_control", *ABLATIONS, "practical", "practical_strict", "theoretical", "theoretical_partial",
+            *DIAGNOSES, *PLUS]
 # diagnosis, not a paper row: the theoretical limit with only a share of the true tracks, each kept at random
 # (the others unlabeled, so trained as background) -- does the pseudo-labels' low coverage cap the gain?
 PARTIAL_GT = 0.35
